@@ -1,0 +1,191 @@
+/**
+ * Every typed error of `@cqbus/core` lives here, so callers find the whole failure vocabulary of the bus in one place
+ * and `Effect.catchTag` covers it. Backends convert their own errors into these once, at their boundary.
+ *
+ * The classes extend `Data.Error` with an explicit `_tag` field rather than `Data.TaggedError("X")` because JSR
+ * rejects class-expression superclasses in a published API (DESIGN §6).
+ *
+ * @module
+ */
+import { Data, Duration } from "effect"
+
+/**
+ * What is wrong with a topic, as found by `validateTopic`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type InvalidTopicProblem =
+  | "Empty"
+  | "TooLong"
+  | "NonAscii"
+  | "Whitespace"
+  | "ControlCharacter"
+  | "EmptyToken"
+  | "Wildcard"
+  | "MisplacedWildcard"
+
+/**
+ * A topic (NATS subject) that cannot be used where it was given. `position` is the 0-based index of the offending
+ * character or of the start of the offending token, when there is one.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidTopic extends Data.Error<{
+  readonly topic: string
+  readonly problem: InvalidTopicProblem
+  readonly position: number | undefined
+  readonly message: string
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "InvalidTopic"
+}
+
+/**
+ * Why a publish failed. `retriable` says whether sending the same message again may succeed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type PublishErrorReason =
+  | "Closed"
+  | "Encode"
+  | "NoStream"
+  | "TooLarge"
+  | "StreamFull"
+  | "WrongLastSequence"
+  | "PermissionDenied"
+  | "Timeout"
+  | "NotConnected"
+  | "Unknown"
+
+/**
+ * A message could not be published. Nothing was stored unless `reason` is `Timeout`, where the outcome is unknown
+ * (publishing again with the same event id is safe: the backend drops the duplicate).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PublishError extends Data.Error<{
+  readonly topic: string
+  readonly reason: PublishErrorReason
+  readonly retriable: boolean
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "PublishError"
+}
+
+/**
+ * Why a subscription could not be created.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type SubscribeErrorReason = "Closed" | "InvalidOptions" | "GroupConflict" | "Unsupported" | "Transport"
+
+/**
+ * A subscription could not be created; nothing was consumed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SubscribeError extends Data.Error<{
+  readonly topic: string
+  readonly group: string | undefined
+  readonly reason: SubscribeErrorReason
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "SubscribeError"
+}
+
+/**
+ * A message body is not a valid protobuf encoding of the expected type. The message is dead-lettered at once: a
+ * redelivery would fail the same way.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DecodeError extends Data.Error<{
+  readonly topic: string
+  readonly typeName: string
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "DecodeError"
+}
+
+/**
+ * A health check failed. `component` names the part that failed (`"transport"`, `"connection"`, `"stream"`, ...).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HealthError extends Data.Error<{
+  readonly component: string
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "HealthError"
+}
+
+/**
+ * Handler outcome: dead-letter this message now, without retrying. Use it for events that can never be processed
+ * (a business rule says no, a referenced entity will never exist).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Reject } from "@cqbus/core"
+ * const handler = (event: { price: string }) =>
+ *   Number(event.price) < 0 ? Effect.fail(new Reject({ reason: "negative price" })) : Effect.void
+ * ```
+ *
+ * @since 0.1.0
+ * @category outcomes
+ */
+export class Reject extends Data.Error<{ readonly reason: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "Reject"
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `rejected: ${this.reason}`
+  }
+}
+
+/**
+ * Handler outcome: redeliver this message after `delay` (instead of the subscription's backoff). It counts as a
+ * delivery attempt, so `maxDeliver` still bounds it.
+ *
+ * @since 0.1.0
+ * @category outcomes
+ */
+export class RetryLater extends Data.Error<{ readonly delay: Duration.Input; readonly reason?: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "RetryLater"
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `retry later (${Duration.format(Duration.fromInputUnsafe(this.delay))})${this.reason ? `: ${this.reason}` : ""}`
+  }
+}
+
+/**
+ * A handler ran longer than the `timeout` middleware allowed; it was interrupted and the message is retried.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandlerTimeout extends Data.Error<{ readonly timeout: Duration.Input; readonly topic: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "HandlerTimeout"
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `handler for ${this.topic} timed out after ${Duration.format(Duration.fromInputUnsafe(this.timeout))}`
+  }
+}

@@ -1,0 +1,362 @@
+/**
+ * The typed event bus: publish protobuf events and subscribe handlers to them, over any `Transport`. It owns
+ * everything that must be the same on every backend — encoding, the CloudEvents envelope, topic validation, decoding,
+ * the decision of what a handler's result means for delivery, and per-key ordering — and leaves storage and
+ * acknowledgement to the transport.
+ *
+ * @module
+ */
+import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf"
+import { Context, Duration, Effect, Layer, type Scope } from "effect"
+import * as Backoff from "./Backoff.ts"
+import { envelopeHeaders, HeaderNames, newEventId } from "./Envelope.ts"
+import { DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
+import type { EventDef } from "./EventDef.ts"
+import type { Handler } from "./Handler.ts"
+import { makeProcess } from "./internal/process.ts"
+import { MemoryTransport, type MemoryTransportOptions } from "./MemoryTransport.ts"
+import { checkTopic } from "./Topic.ts"
+import { type DeliverPolicy, type Headers, type IncomingMessage, type PublishAck, Transport } from "./Transport.ts"
+
+/**
+ * Options of one publish.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishOptions {
+  /** The event id (default: a random UUID). Publishing again with the same id inside the dedupe window is a no-op. */
+  readonly eventId?: string
+  /** The ordering key (default: from the event definition's `key`). */
+  readonly key?: string
+  /** Correlates this event with a request or a process (`ce-correlationid`). */
+  readonly correlationId?: string
+  /** Extra headers (`traceparent`, your own). The CloudEvents attributes win over a header of the same name. */
+  readonly headers?: Headers
+}
+
+/**
+ * Options of one subscription. Defaults come from the bus config, then from the values listed here.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscribeOptions {
+  /**
+   * A durable group name. Subscriptions with the same group share the messages (each goes to one member) and the
+   * group's position survives restarts; different groups each get every message. Without a group the subscription is
+   * ephemeral: it starts with new messages and is forgotten when its scope closes.
+   */
+  readonly group?: string
+  /** Handlers running at once (default 8). */
+  readonly concurrency?: number
+  /** `"key"`: one event at a time per ordering key, in publish order; keys run concurrently (default `"none"`). */
+  readonly ordering?: "none" | "key"
+  /**
+   * With `ordering: "key"`, how many deliveries may be held at once, running or waiting for their key (default
+   * 16 × concurrency, at least `concurrency`). It bounds memory: when one key's backlog fills it, the subscription
+   * stops pulling until that key moves.
+   */
+  readonly maxBuffered?: number
+  /** Deliveries (first one included) before a failing message is dead-lettered (default 5). */
+  readonly maxDeliver?: number
+  /** Delay before redelivering a failed message (default exponential from 200 ms, ×2, up to 1 minute). */
+  readonly backoff?: Backoff.Backoff
+  /** Where a new group or an ephemeral subscription starts (default `"all"` for a group, `"new"` without one). */
+  readonly deliverPolicy?: DeliverPolicy
+  /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s). */
+  readonly ackWait?: Duration.Input
+  /** How long closing the subscription waits for running handlers before handing their messages back (default 10 s). */
+  readonly drainTimeout?: Duration.Input
+}
+
+/**
+ * A live subscription.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Subscription {
+  readonly topic: string
+  readonly group: string | undefined
+}
+
+/**
+ * Configuration of a bus.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventBusConfig {
+  /** The CloudEvents `source` of published events: this service's name (default `"cqbus"`). */
+  readonly source?: string
+  /** Defaults for every subscription of this bus. */
+  readonly subscribe?: Omit<SubscribeOptions, "group" | "deliverPolicy">
+}
+
+/**
+ * The operations of the bus.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventBusShape {
+  /** Encodes and publishes an event; succeeds when the backend has stored it. */
+  readonly publish: <S extends DescMessage>(
+    event: EventDef<S>,
+    message: MessageInitShape<S>,
+    options?: PublishOptions
+  ) => Effect.Effect<PublishAck, PublishError | InvalidTopic>
+  /**
+   * Subscribes a handler. The subscription exists when the effect succeeds; it drains gracefully when the scope
+   * closes (running handlers finish within `drainTimeout`, the rest is handed back).
+   */
+  readonly subscribe: <S extends DescMessage, E, R>(
+    event: EventDef<S>,
+    handler: Handler<MessageShape<S>, E, R>,
+    options?: SubscribeOptions
+  ) => Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R>
+  /** Publishes bytes of any (or no) protobuf type on a concrete topic. */
+  readonly publishRaw: (
+    topic: string,
+    body: Uint8Array,
+    options?: PublishOptions & { readonly type?: string }
+  ) => Effect.Effect<PublishAck, PublishError | InvalidTopic>
+  /** Subscribes to the raw bytes of a topic or wildcard pattern (`cqc.events.v1.*`, `cqc.events.>`). */
+  readonly subscribeRaw: <E, R>(
+    topic: string,
+    handler: Handler<Uint8Array, E, R>,
+    options?: SubscribeOptions
+  ) => Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R>
+  /** Succeeds while the bus can publish and deliver. */
+  readonly check: Effect.Effect<void, HealthError>
+}
+
+const DEFAULTS = {
+  concurrency: 8,
+  maxDeliver: 5,
+  backoff: Backoff.exponential(),
+  ackWait: Duration.seconds(30),
+  drainTimeout: Duration.seconds(10)
+} as const
+
+/** Group names become durable consumer names, which NATS restricts to one token without wildcards. */
+const INVALID_GROUP = /[\s.*>]/
+
+const positiveInt = (value: number | undefined, name: string): string | undefined =>
+  value === undefined || (Number.isInteger(value) && value >= 1) ? undefined : `${name} must be a positive integer, got ${value}`
+
+/**
+ * Builds a bus over the `Transport` in context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, never, Transport> =>
+  Effect.map(Effect.service(Transport), (transport): EventBusShape => {
+    const source = config.source ?? "cqbus"
+    const shared = config.subscribe ?? {}
+
+    const send = (
+      topic: string,
+      body: Uint8Array,
+      type: string | undefined,
+      key: string | undefined,
+      options: PublishOptions | undefined
+    ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
+      Effect.clockWith((clock) => {
+        const eventId = options?.eventId ?? newEventId()
+        const headers = envelopeHeaders({
+          id: eventId,
+          type,
+          source,
+          time: new Date(clock.currentTimeMillisUnsafe()),
+          key,
+          correlationId: options?.correlationId,
+          headers: options?.headers
+        })
+        return transport.publish({ topic, body, headers, eventId, key })
+      })
+
+    const publish = <S extends DescMessage>(
+      event: EventDef<S>,
+      message: MessageInitShape<S>,
+      options?: PublishOptions
+    ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
+      Effect.suspend(() => {
+        let full: MessageShape<S>
+        let body: Uint8Array
+        try {
+          full = create(event.schema, message)
+          body = toBinary(event.schema, full)
+        } catch (cause) {
+          return Effect.fail(
+            new PublishError({
+              topic: event.topic,
+              reason: "Encode",
+              retriable: false,
+              message: `cannot encode ${event.type} for ${event.topic}: ${cause instanceof Error ? cause.message : String(cause)}`,
+              cause
+            })
+          )
+        }
+        const key = options?.key ?? event.key?.(full)
+        return send(event.topic, body, event.type, key, options)
+      })
+
+    const publishRaw = (
+      topic: string,
+      body: Uint8Array,
+      options?: PublishOptions & { readonly type?: string }
+    ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
+      Effect.suspend(() => {
+        const invalid = checkTopic(topic, "subject")
+        return invalid === undefined ? send(topic, body, options?.type, options?.key, options) : Effect.fail(invalid)
+      })
+
+    const start = <A, E, R>(
+      topic: string,
+      decode: (message: IncomingMessage, topic: string) => A | DecodeError,
+      keyOf: ((event: A) => string) | undefined,
+      handler: Handler<A, E, R>,
+      options: SubscribeOptions = {}
+    ): Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R> =>
+      Effect.gen(function*() {
+        const invalid = checkTopic(topic, "pattern")
+        if (invalid !== undefined) return yield* invalid
+        const group = options.group
+        const concurrency = options.concurrency ?? shared.concurrency ?? DEFAULTS.concurrency
+        const maxDeliver = options.maxDeliver ?? shared.maxDeliver ?? DEFAULTS.maxDeliver
+        const ordering = options.ordering ?? shared.ordering ?? "none"
+        const maxBuffered = options.maxBuffered ?? shared.maxBuffered ?? concurrency * 16
+        const problem = (group !== undefined && (group.length === 0 || INVALID_GROUP.test(group))
+          ? `group ${JSON.stringify(group)} must be a non-empty name without whitespace, dots or wildcards`
+          : undefined) ??
+          positiveInt(concurrency, "concurrency") ?? positiveInt(maxDeliver, "maxDeliver") ??
+          positiveInt(maxBuffered, "maxBuffered")
+        if (problem !== undefined) {
+          return yield* new SubscribeError({ topic, group, reason: "InvalidOptions", message: problem })
+        }
+        const context = yield* Effect.context<R>()
+        const process = makeProcess<A, E>({
+          topic,
+          group,
+          decode,
+          keyOf,
+          handler: (event, delivery) => Effect.provideContext(handler(event, delivery), context),
+          maxDeliver,
+          backoff: options.backoff ?? shared.backoff ?? DEFAULTS.backoff,
+          ordering,
+          concurrency
+        })
+        yield* transport.consume({
+          topic,
+          group,
+          deliverPolicy: options.deliverPolicy ?? (group === undefined ? "new" : "all"),
+          maxInFlight: ordering === "key" ? Math.max(concurrency, maxBuffered) : concurrency,
+          ackWait: Duration.fromInputUnsafe(options.ackWait ?? shared.ackWait ?? DEFAULTS.ackWait),
+          drainTimeout: Duration.fromInputUnsafe(options.drainTimeout ?? shared.drainTimeout ?? DEFAULTS.drainTimeout)
+        }, process)
+        return { topic, group }
+      })
+
+    const subscribe = <S extends DescMessage, E, R>(
+      event: EventDef<S>,
+      handler: Handler<MessageShape<S>, E, R>,
+      options?: SubscribeOptions
+    ): Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R> =>
+      start(event.topic, (message, topic) => decodeEvent(event, message, topic), event.key, handler, options)
+
+    const subscribeRaw = <E, R>(
+      topic: string,
+      handler: Handler<Uint8Array, E, R>,
+      options?: SubscribeOptions
+    ): Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R> =>
+      start(topic, (message) => message.body, undefined, handler, options)
+
+    return { publish, subscribe, publishRaw, subscribeRaw, check: transport.check }
+  })
+
+/**
+ * Decodes a delivery as the event's type. A `ce-type` header naming another type is a decode error too: protobuf
+ * would often "decode" foreign bytes into a message with garbage fields.
+ */
+const decodeEvent = <S extends DescMessage>(
+  event: EventDef<S>,
+  message: IncomingMessage,
+  topic: string
+): MessageShape<S> | DecodeError => {
+  const type = message.headers[HeaderNames.type]
+  if (type !== undefined && type !== event.type) {
+    return new DecodeError({
+      topic,
+      typeName: event.type,
+      message: `expected a ${event.type} on ${topic} but the message says it is a ${type} (ce-type)`
+    })
+  }
+  try {
+    return fromBinary(event.schema, message.body)
+  } catch (cause) {
+    return new DecodeError({
+      topic,
+      typeName: event.type,
+      message: `cannot decode the body of a message on ${message.subject} as ${event.type}: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }`,
+      cause
+    })
+  }
+}
+
+// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
+const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventBusShape> = Context.Service<
+  EventBus,
+  EventBusShape
+>()("@cqbus/core/EventBus")
+
+/**
+ * The event bus service. Get it with `yield* EventBus`; provide it with `EventBus.layer` over a transport layer, or
+ * `EventBus.layerMemory()` for the embedded in-memory backend.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { defineEvent, EventBus } from "@cqbus/core"
+ * import { AssetCreatedSchema } from "@cqbus/testkit/events"
+ *
+ * const AssetCreated = defineEvent(AssetCreatedSchema)
+ * const program = Effect.gen(function*() {
+ *   const bus = yield* EventBus
+ *   yield* bus.subscribe(AssetCreated, (event) => Effect.log(`created ${event.assetId}`), { group: "audit" })
+ *   yield* bus.publish(AssetCreated, { assetId: "a-1", symbol: "ACME" })
+ * })
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(EventBus.layerMemory())))
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class EventBus extends EventBusKey {
+  /**
+   * The bus over the `Transport` in context.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layer(config: EventBusConfig = {}): Layer.Layer<EventBus, never, Transport> {
+    return Layer.effect(EventBus, make(config))
+  }
+
+  /**
+   * The bus over a fresh in-memory transport; also provides `Transport` and `MemoryTransport` (dead letters,
+   * retained messages) for tests and tools.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layerMemory(
+    options: EventBusConfig & { readonly memory?: MemoryTransportOptions } = {}
+  ): Layer.Layer<EventBus | Transport | MemoryTransport> {
+    return EventBus.layer(options).pipe(Layer.provideMerge(MemoryTransport.layer(options.memory)))
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * An `EventDef` ties a protobuf message to its topic and, optionally, to the field that orders it. It is the one value
+ * publish and subscribe need, so no code outside `defineEvent` types a topic string.
+ *
+ * @module
+ */
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf"
+import { checkTopic, topicOf } from "./Topic.ts"
+
+/**
+ * A typed event: its protobuf schema, the topic it travels on and how to find its ordering key.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventDef<S extends DescMessage = DescMessage> {
+  /** The protobuf message schema (`AssetCreatedSchema`). */
+  readonly schema: S
+  /** The protobuf full name, sent as the CloudEvents `type` (`"cqc.events.v1.AssetCreated"`). */
+  readonly type: string
+  /** The concrete topic the event is published on. */
+  readonly topic: string
+  /** The ordering key (aggregate id) of an event, when the event has one. */
+  readonly key: ((event: MessageShape<S>) => string) | undefined
+}
+
+/**
+ * The names of the string fields of a message: candidates for an ordering key.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StringFieldOf<S extends DescMessage> = {
+  [K in keyof MessageShape<S>]: MessageShape<S>[K] extends string ? K : never
+}[keyof MessageShape<S>] & string
+
+/**
+ * Options of `defineEvent`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DefineEventOptions<S extends DescMessage> {
+  /** Override the topic (default: `topicOf(schema)`). Must be a concrete, valid topic. */
+  readonly topic?: string
+  /**
+   * The ordering key: a string field of the message (`"assetId"`) or a function of the event. With
+   * `ordering: "key"`, events with the same key are handled one at a time, in order.
+   */
+  readonly key?: StringFieldOf<S> | ((event: MessageShape<S>) => string)
+}
+
+/**
+ * Defines a typed event. The topic defaults to the message's package and snake_case name
+ * (`cqc.events.v1.asset_created`). An invalid topic override is a programming error and throws `InvalidTopic` here,
+ * at definition time, instead of failing every publish later.
+ *
+ * @example
+ * ```ts
+ * import { defineEvent } from "@cqbus/core"
+ * import { AssetCreatedSchema } from "@cqbus/testkit/events"
+ * export const AssetCreated = defineEvent(AssetCreatedSchema, { key: "assetId" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defineEvent = <S extends DescMessage>(schema: S, options: DefineEventOptions<S> = {}): EventDef<S> => {
+  const topic = options.topic ?? topicOf(schema)
+  const invalid = checkTopic(topic, "subject")
+  if (invalid !== undefined) throw invalid
+  const key = options.key
+  return {
+    schema,
+    type: schema.typeName,
+    topic,
+    key: key === undefined
+      ? undefined
+      : typeof key === "function"
+      ? key
+      : (event: MessageShape<S>) => String((event as Record<string, unknown>)[key])
+  }
+}

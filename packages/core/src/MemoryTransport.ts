@@ -1,0 +1,549 @@
+/**
+ * The embedded default backend: a `Transport` that keeps a retained, bounded log in memory and gives it the delivery
+ * semantics of JetStream (DESIGN §4) — durable groups that resume after their last ack, competing consumers,
+ * redelivery with backoff, dead letters, deliver policies, dedupe by event id, wildcard subscriptions and graceful
+ * drain. Tests and single-process services get the real semantics without a broker; the conformance suite holds it
+ * to the same contract as NATS.
+ *
+ * Time comes from Effect's `Clock`, so redelivery delays, `maxAge` and the dedupe window follow a `TestClock`.
+ *
+ * @module
+ */
+import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
+import { HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { compilePattern } from "./Topic.ts"
+import {
+  type ConsumeOptions,
+  type DeadLetter,
+  type Headers,
+  type IncomingMessage,
+  type Outcome,
+  type PublishAck,
+  Transport,
+  type TransportShape
+} from "./Transport.ts"
+
+/**
+ * Limits and windows of a memory transport. Limits apply per topic; when one is reached, `discard: "old"` evicts the
+ * topic's oldest messages and `discard: "new"` rejects the publish with a retriable `StreamFull` (backpressure).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryTransportOptions {
+  /** Retained messages per topic (default 100,000). */
+  readonly maxMessagesPerTopic?: number
+  /** Retained body bytes per topic (default 64 MiB). */
+  readonly maxBytesPerTopic?: number
+  /** Age after which messages are removed (default: kept until a size limit evicts them). */
+  readonly maxAge?: Duration.Input
+  /** Largest accepted body, in bytes (default 1 MiB, NATS's default max payload). */
+  readonly maxMessageSize?: number
+  /** What happens at a limit (default `"old"`). */
+  readonly discard?: "old" | "new"
+  /** How long an event id is remembered for dedupe (default 2 minutes, like JetStream). */
+  readonly duplicateWindow?: Duration.Input
+  /** The stream name reported in publish acks (default `"memory"`). */
+  readonly stream?: string
+}
+
+/**
+ * A retained message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredMessage {
+  readonly sequence: number
+  readonly topic: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  readonly eventId: string
+  readonly publishedAt: Date
+}
+
+/**
+ * The state of a consumer group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GroupInfo {
+  readonly name: string
+  readonly topic: string
+  readonly durable: boolean
+  readonly members: number
+  /** Messages delivered and not yet acknowledged, dead-lettered or handed back. */
+  readonly inFlight: number
+  /** Messages waiting for a (re)delivery: handed back or failed and waiting for their backoff. */
+  readonly waiting: number
+  /** Retained messages not yet delivered to the group. */
+  readonly pending: number
+}
+
+/**
+ * Memory-specific inspection, beside the generic `Transport`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryTransportShape {
+  /** Dead letters, oldest first. */
+  readonly deadLetters: Effect.Effect<ReadonlyArray<DeadLetter>>
+  /** Retained messages, oldest first, optionally of one topic. */
+  readonly messages: (topic?: string) => Effect.Effect<ReadonlyArray<StoredMessage>>
+  /** The consumer groups, durable and ephemeral. */
+  readonly groups: Effect.Effect<ReadonlyArray<GroupInfo>>
+}
+
+interface Entry extends StoredMessage {
+  readonly time: number
+  readonly size: number
+  deleted: boolean
+}
+
+interface TopicStats {
+  count: number
+  bytes: number
+  /** This topic's live entries, oldest first, from `head`. */
+  readonly entries: Array<Entry>
+  head: number
+}
+
+interface Member {
+  readonly wake: Latch.Latch
+  inFlight: number
+  stopping: boolean
+}
+
+interface Consumer {
+  readonly name: string
+  readonly topic: string
+  readonly durable: boolean
+  readonly matches: (topic: string) => boolean
+  /** The next sequence not yet delivered for the first time. */
+  cursor: number
+  /** Deliveries to make before new messages: handed back, or redeliveries that are due. */
+  readonly ready: Array<Entry>
+  readonly delayed: Array<{ readonly entry: Entry; readonly due: number }>
+  /** Delivery counts of messages not yet acked or dead-lettered. */
+  readonly attempts: Map<number, number>
+  inFlight: number
+  readonly members: Set<Member>
+}
+
+/** Binary search: the index of the first entry with `seq >= sequence`. */
+const lowerBound = (entries: ReadonlyArray<Entry>, from: number, sequence: number): number => {
+  let lo = from
+  let hi = entries.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (entries[mid]!.sequence < sequence) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * Builds a memory transport; it closes (publishes fail, subscriptions stop) when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: MemoryTransportOptions = {}
+): Effect.Effect<{ readonly transport: TransportShape; readonly memory: MemoryTransportShape }, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const maxMessages = options.maxMessagesPerTopic ?? 100_000
+    const maxBytes = options.maxBytesPerTopic ?? 64 * 1024 * 1024
+    const maxAge = options.maxAge === undefined ? Infinity : Duration.toMillis(options.maxAge)
+    const maxMessageSize = options.maxMessageSize ?? 1024 * 1024
+    const discardNew = options.discard === "new"
+    const window = Duration.toMillis(options.duplicateWindow ?? "2 minutes")
+    const stream = options.stream ?? "memory"
+
+    // The log: live entries in sequence order from `head`; an entry evicted from the middle is flagged `deleted` and
+    // dropped when compaction runs, so appends and front evictions stay O(1).
+    let log: Array<Entry> = []
+    let head = 0
+    let deletedInside = 0
+    let nextSequence = 1
+    const topics = new Map<string, TopicStats>()
+    const seen = new Map<string, { readonly sequence: number; readonly time: number }>()
+    const seenOrder: Array<{ readonly id: string; readonly time: number }> = []
+    let seenHead = 0
+    const consumers = new Map<string, Consumer>()
+    const deadLetters: Array<DeadLetter> = []
+    let closed = false
+    let ephemeralIds = 0
+
+    const remove = (entry: Entry): void => {
+      entry.deleted = true
+      const stats = topics.get(entry.topic)!
+      stats.count--
+      stats.bytes -= entry.size
+      if (log[head] === entry) {
+        while (head < log.length && log[head]!.deleted) head++
+      } else {
+        deletedInside++
+      }
+      if (head > 4096 && head * 2 > log.length) {
+        log = log.slice(head)
+        head = 0
+      }
+      if (deletedInside > 4096 && deletedInside * 2 > log.length - head) {
+        log = log.slice(head).filter((e) => !e.deleted)
+        head = 0
+        deletedInside = 0
+      }
+    }
+
+    /** Drops the oldest retained message of a topic (from the log too), compacting the topic's list now and then. */
+    const dropOldest = (stats: TopicStats): void => {
+      const entry = stats.entries[stats.head]!
+      stats.entries[stats.head++] = undefined as never
+      if (stats.head > 1024 && stats.head * 2 > stats.entries.length) {
+        stats.entries.splice(0, stats.head)
+        stats.head = 0
+      }
+      remove(entry)
+    }
+
+    const evictTopic = (stats: TopicStats, extraCount: number, extraBytes: number): void => {
+      while (stats.count > 0 && (stats.count + extraCount > maxMessages || stats.bytes + extraBytes > maxBytes)) {
+        dropOldest(stats)
+      }
+    }
+
+    const expire = (now: number): void => {
+      if (maxAge === Infinity) return
+      // The oldest entry of the log is also the oldest of its topic.
+      while (head < log.length && log[head]!.time <= now - maxAge) dropOldest(topics.get(log[head]!.topic)!)
+    }
+
+    const forgetIds = (now: number): void => {
+      while (seenHead < seenOrder.length && seenOrder[seenHead]!.time <= now - window) {
+        const old = seenOrder[seenHead++]!
+        if (seen.get(old.id)?.time === old.time) seen.delete(old.id)
+      }
+      if (seenHead > 1024 && seenHead * 2 > seenOrder.length) {
+        seenOrder.splice(0, seenHead)
+        seenHead = 0
+      }
+    }
+
+    const publishError = (topic: string, reason: PublishError["reason"], retriable: boolean, message: string) =>
+      Effect.fail(new PublishError({ topic, reason, retriable, message }))
+
+    const publish: TransportShape["publish"] = (message) =>
+      Effect.clockWith((clock) => {
+        const topic = message.topic
+        if (closed) return publishError(topic, "Closed", false, `cannot publish to ${topic}: the memory transport is closed`)
+        const size = message.body.byteLength
+        if (size > maxMessageSize) {
+          return publishError(topic, "TooLarge", false,
+            `message for ${topic} is ${size} bytes; the largest accepted is ${maxMessageSize} bytes`)
+        }
+        const now = clock.currentTimeMillisUnsafe()
+        expire(now)
+        forgetIds(now)
+        const duplicate = seen.get(message.eventId)
+        if (duplicate !== undefined) {
+          return Effect.succeed<PublishAck>({ topic, stream, sequence: duplicate.sequence, duplicate: true })
+        }
+        let stats = topics.get(topic)
+        if (stats === undefined) {
+          stats = { count: 0, bytes: 0, entries: [], head: 0 }
+          topics.set(topic, stats)
+        }
+        if (stats.count + 1 > maxMessages || stats.bytes + size > maxBytes) {
+          if (discardNew) {
+            return publishError(topic, "StreamFull", true,
+              `topic ${topic} is full (${stats.count} messages, ${stats.bytes} bytes); retry once consumers catch up or limits are raised`)
+          }
+          evictTopic(stats, 1, size)
+        }
+        const sequence = nextSequence++
+        const entry: Entry = {
+          sequence,
+          topic,
+          body: message.body,
+          headers: message.headers,
+          eventId: message.eventId,
+          publishedAt: new Date(now),
+          time: now,
+          size,
+          deleted: false
+        }
+        log.push(entry)
+        stats.entries.push(entry)
+        stats.count++
+        stats.bytes += size
+        seen.set(message.eventId, { sequence, time: now })
+        seenOrder.push({ id: message.eventId, time: now })
+        for (const consumer of consumers.values()) {
+          if (consumer.matches(topic)) wakeAll(consumer)
+        }
+        return Effect.succeed<PublishAck>({ topic, stream, sequence, duplicate: false })
+      })
+
+    const wakeAll = (consumer: Consumer): void => {
+      for (const member of consumer.members) member.wake.openUnsafe()
+    }
+
+    /** The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. */
+    const take = (consumer: Consumer, now: number): Entry | undefined => {
+      if (consumer.delayed.length > 0) {
+        for (let i = 0; i < consumer.delayed.length;) {
+          const item = consumer.delayed[i]!
+          if (item.due <= now) {
+            consumer.ready.push(item.entry)
+            consumer.delayed.splice(i, 1)
+          } else i++
+        }
+      }
+      let entry = consumer.ready.shift()
+      if (entry === undefined) {
+        expire(now)
+        for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
+          const candidate = log[i]!
+          if (!candidate.deleted && consumer.matches(candidate.topic)) {
+            entry = candidate
+            break
+          }
+        }
+        consumer.cursor = entry === undefined ? nextSequence : entry.sequence + 1
+        if (entry === undefined) return undefined
+      }
+      consumer.attempts.set(entry.sequence, (consumer.attempts.get(entry.sequence) ?? 0) + 1)
+      consumer.inFlight++
+      return entry
+    }
+
+    const nextDue = (consumer: Consumer): number => {
+      let due = Infinity
+      for (const item of consumer.delayed) due = Math.min(due, item.due)
+      return due
+    }
+
+    const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, group: string | undefined, now: number): void => {
+      consumer.inFlight--
+      switch (outcome._tag) {
+        case "Ack":
+          consumer.attempts.delete(entry.sequence)
+          return
+        case "Nak":
+          consumer.delayed.push({ entry, due: now + Duration.toMillis(outcome.delay) })
+          break
+        case "Handback": {
+          // Back in sequence order among the other waiting deliveries, so a drained group resumes in publish order.
+          const at = consumer.ready.findIndex((waiting) => waiting.sequence > entry.sequence)
+          consumer.ready.splice(at === -1 ? consumer.ready.length : at, 0, entry)
+          break
+        }
+        case "DeadLetter":
+          deadLetters.push({
+            subject: entry.topic,
+            body: entry.body,
+            headers: entry.headers,
+            reason: outcome.reason,
+            errorTag: outcome.errorTag,
+            deliveryCount: Math.max(outcome.attempts, consumer.attempts.get(entry.sequence) ?? 1),
+            sequence: entry.sequence,
+            group,
+            deadLetteredAt: new Date(now)
+          })
+          consumer.attempts.delete(entry.sequence)
+          return
+      }
+      wakeAll(consumer)
+    }
+
+    const startPosition = (policy: ConsumeOptions["deliverPolicy"]): number => {
+      if (policy === "all") return 0
+      if (policy === "new") return nextSequence
+      if ("fromSequence" in policy) return policy.fromSequence
+      const time = policy.fromTime.getTime()
+      const found = log.slice(head).find((e) => !e.deleted && e.time >= time)
+      return found === undefined ? nextSequence : found.sequence
+    }
+
+    const consume: TransportShape["consume"] = (options, process) =>
+      Effect.gen(function*() {
+        const { group, topic } = options
+        const fail = (reason: SubscribeError["reason"], message: string) =>
+          new SubscribeError({ topic, group, reason, message })
+        if (closed) return yield* fail("Closed", `cannot subscribe to ${topic}: the memory transport is closed`)
+        let consumer = group === undefined ? undefined : consumers.get(group)
+        if (consumer !== undefined && consumer.topic !== topic) {
+          return yield* fail("GroupConflict",
+            `group ${group} already consumes ${consumer.topic}; one group cannot also consume ${topic}`)
+        }
+        if (consumer === undefined) {
+          const name = group ?? `~ephemeral-${++ephemeralIds}`
+          consumer = {
+            name,
+            topic,
+            durable: group !== undefined,
+            matches: compilePattern(topic),
+            cursor: startPosition(options.deliverPolicy),
+            ready: [],
+            delayed: [],
+            attempts: new Map(),
+            inFlight: 0,
+            members: new Set()
+          }
+          consumers.set(name, consumer)
+        }
+        const self = consumer
+        const member: Member = { wake: Latch.makeUnsafe(false), inFlight: 0, stopping: false }
+        self.members.add(member)
+        const fibers = yield* FiberSet.make<unknown, never>()
+        const clock = yield* Effect.clockWith(Effect.succeed)
+
+        const deliver = (entry: Entry): IncomingMessage => ({
+          subject: entry.topic,
+          body: entry.body,
+          headers: entry.headers,
+          deliveryCount: self.attempts.get(entry.sequence) ?? 1,
+          sequence: entry.sequence,
+          publishedAt: entry.publishedAt
+        })
+
+        const run = (entry: Entry) =>
+          FiberSet.run(fibers)(
+            process(deliver(entry)).pipe(
+              Effect.onExit((exit) =>
+                Effect.sync(() => {
+                  member.inFlight--
+                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group,
+                    clock.currentTimeMillisUnsafe())
+                  member.wake.openUnsafe()
+                })
+              )
+            )
+          )
+
+        // The pull loop: take what the in-flight budget allows, then sleep until a publish, a settled delivery or the
+        // next due redelivery wakes it. It only stops at the top of an iteration, so no taken message is left behind.
+        const loop = Effect.gen(function*() {
+          while (!member.stopping && !closed) {
+            member.wake.closeUnsafe()
+            const now = clock.currentTimeMillisUnsafe()
+            let took = false
+            while (!member.stopping && member.inFlight < options.maxInFlight) {
+              const entry = take(self, now)
+              if (entry === undefined) break
+              member.inFlight++
+              took = true
+              yield* run(entry)
+            }
+            if (took) {
+              yield* Effect.yieldNow
+              continue
+            }
+            const due = member.inFlight < options.maxInFlight ? nextDue(self) : Infinity
+            const wait = member.wake.await
+            yield* due === Infinity
+              ? Effect.interruptible(wait)
+              : Effect.interruptible(Effect.raceFirst(wait, Effect.sleep(Math.max(0, due - now))))
+          }
+        }).pipe(Effect.uninterruptible)
+
+        const loopFiber = yield* Effect.forkChild(loop)
+        yield* Effect.addFinalizer(() =>
+          Effect.gen(function*() {
+            member.stopping = true
+            member.wake.openUnsafe()
+            yield* Fiber.await(loopFiber)
+            if (member.inFlight > 0 && Duration.toMillis(options.drainTimeout) > 0) {
+              yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
+            }
+            yield* FiberSet.clear(fibers)
+            self.members.delete(member)
+            if (self.members.size === 0 && !self.durable) consumers.delete(self.name)
+            else wakeAll(self)
+          })
+        )
+      })
+
+    const transport: TransportShape = {
+      name: "memory",
+      publish,
+      consume,
+      check: Effect.suspend(() =>
+        closed ? Effect.fail(new HealthError({ component: "transport", message: "the memory transport is closed" })) : Effect.void
+      ),
+      deadLetters: Effect.sync(() => deadLetters.slice())
+    }
+
+    const memory: MemoryTransportShape = {
+      deadLetters: transport.deadLetters!,
+      messages: (topic) =>
+        Effect.clockWith((clock) =>
+          Effect.sync(() => {
+            expire(clock.currentTimeMillisUnsafe())
+            return log.slice(head).filter((e) => !e.deleted && (topic === undefined || e.topic === topic)).map(
+              ({ body, eventId, headers, publishedAt, sequence, topic }): StoredMessage => ({
+                sequence,
+                topic,
+                body,
+                headers,
+                eventId,
+                publishedAt
+              })
+            )
+          })
+        ),
+      groups: Effect.sync(() =>
+        [...consumers.values()].map((c): GroupInfo => ({
+          name: c.name,
+          topic: c.topic,
+          durable: c.durable,
+          members: c.members.size,
+          inFlight: c.inFlight,
+          waiting: c.ready.length + c.delayed.length,
+          pending: log.slice(lowerBound(log, head, c.cursor)).filter((e) => !e.deleted && c.matches(e.topic)).length
+        }))
+      )
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        for (const consumer of consumers.values()) {
+          for (const member of consumer.members) {
+            member.stopping = true
+            member.wake.openUnsafe()
+          }
+        }
+      })
+    )
+    return { transport, memory }
+  })
+
+// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
+const MemoryTransportKey: Context.ServiceClass<MemoryTransport, "@cqbus/core/MemoryTransport", MemoryTransportShape> =
+  Context.Service<MemoryTransport, MemoryTransportShape>()("@cqbus/core/MemoryTransport")
+
+/**
+ * The memory transport's own service (dead letters, retained messages, groups). `MemoryTransport.layer` provides it
+ * together with the generic `Transport`.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class MemoryTransport extends MemoryTransportKey {
+  /**
+   * A fresh memory transport as `Transport` and `MemoryTransport`.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layer(options: MemoryTransportOptions = {}): Layer.Layer<Transport | MemoryTransport> {
+    return Layer.effectContext(
+      Effect.map(make(options), ({ memory, transport }) =>
+        Context.make(Transport, transport).pipe(Context.add(MemoryTransport, memory)))
+    )
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The byte-level port every backend implements. The typed `EventBus` encodes, decodes and decides what happens to a
+ * delivery; a `Transport` only stores, moves and acknowledges bytes. Keeping the port this small is what lets one
+ * conformance suite (`@cqbus/testkit`) hold every backend to the same delivery semantics.
+ *
+ * Contract for `consume`: the transport calls `process` for each delivery, at most `maxInFlight` at a time, and
+ * applies the `Outcome` it returns — `Ack` acknowledges, `Nak` redelivers after the delay, `DeadLetter` stores the
+ * original bytes, headers and reason in the dead letters and removes the message, `Handback` makes it available again
+ * at once. When the scope of `consume` closes, the transport stops taking new messages, waits up to `drainTimeout` for
+ * the running `process` effects, interrupts the rest and hands their messages back. An interrupted `process` always
+ * means `Handback`. While `process` runs, the transport keeps the delivery from timing out. The transport never drops a
+ * message it has not been told to ack or dead-letter.
+ *
+ * @module
+ */
+import type { Duration, Effect, Scope } from "effect"
+import { Context } from "effect"
+import type { HealthError, PublishError, SubscribeError } from "./Errors.ts"
+
+/**
+ * Message headers: lower-case names (except NATS's own `Nats-*` names) to string values.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Headers = Readonly<Record<string, string>>
+
+/**
+ * A message on its way out: the bytes, the headers and the facts the transport needs for storage and dedupe.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OutgoingMessage {
+  /** The concrete topic (subject) to publish on. */
+  readonly topic: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  /** The event id: the transport drops a second message with the same id inside its dedupe window. */
+  readonly eventId: string
+  /** The ordering key, when the event has one. */
+  readonly key: string | undefined
+}
+
+/**
+ * Where a published message was stored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishAck {
+  readonly topic: string
+  /** The stream (log) that stored the message. */
+  readonly stream: string
+  /** Its sequence number in that stream. */
+  readonly sequence: number
+  /** `true` when the event id was seen inside the dedupe window: nothing new was stored. */
+  readonly duplicate: boolean
+}
+
+/**
+ * A message as the transport delivers it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface IncomingMessage {
+  /** The subject the message was published on. */
+  readonly subject: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  /** How many times this message has been delivered to this group, this delivery included (1 for the first). */
+  readonly deliveryCount: number
+  /** The stream sequence, where the backend has one. */
+  readonly sequence: number | undefined
+  /** When the message was stored, where the backend knows it. */
+  readonly publishedAt: Date | undefined
+}
+
+/**
+ * What the transport does with a delivery once it has been processed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Outcome =
+  | { readonly _tag: "Ack" }
+  | { readonly _tag: "Nak"; readonly delay: Duration.Duration; readonly error: string }
+  | {
+    readonly _tag: "DeadLetter"
+    readonly reason: string
+    /** The tag of the error that caused it (`"Reject"`, `"DecodeError"`, ...). */
+    readonly errorTag: string
+    /** Handler runs made, in-place retries included (the transport's delivery count can be lower). */
+    readonly attempts: number
+  }
+  | { readonly _tag: "Handback" }
+
+/**
+ * Where a new consumer starts. Only applies when the consumer (group) is created; an existing group resumes after its
+ * last acknowledged message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DeliverPolicy =
+  | "all"
+  | "new"
+  | { readonly fromSequence: number }
+  | { readonly fromTime: Date }
+
+/**
+ * What `consume` needs to know.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumeOptions {
+  /** The topic or wildcard pattern (already validated). */
+  readonly topic: string
+  /** The durable group: members of one group share its messages and its position. `undefined`: an ephemeral consumer. */
+  readonly group: string | undefined
+  readonly deliverPolicy: DeliverPolicy
+  /** How many `process` effects may run at once. */
+  readonly maxInFlight: number
+  /**
+   * How long a delivery may go without a sign of life before the backend redelivers it. While `process` runs, the
+   * transport itself keeps the delivery alive (NATS `working()`), so this bounds a crashed consumer, not a slow handler.
+   */
+  readonly ackWait: Duration.Duration
+  /** How long closing the scope waits for running `process` effects before handing their messages back. */
+  readonly drainTimeout: Duration.Duration
+}
+
+/**
+ * A dead-lettered message: the original bytes and headers, and why and when it was given up on.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetter {
+  readonly subject: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  readonly reason: string
+  readonly errorTag: string
+  /** Deliveries made before giving up. */
+  readonly deliveryCount: number
+  /** The original stream sequence, where known. */
+  readonly sequence: number | undefined
+  readonly group: string | undefined
+  readonly deadLetteredAt: Date
+}
+
+/**
+ * The interface a backend implements. Optional members are capabilities: a backend that lacks one leaves it out and
+ * says so in its conformance features.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TransportShape {
+  /** A short backend name for errors and health output (`"memory"`, `"nats"`). */
+  readonly name: string
+  readonly publish: (message: OutgoingMessage) => Effect.Effect<PublishAck, PublishError>
+  /**
+   * Starts a consumer; it runs until the scope closes, then drains (see the module contract). Succeeds once the
+   * consumer exists, so messages published afterwards are guaranteed to reach it.
+   */
+  readonly consume: (
+    options: ConsumeOptions,
+    process: (message: IncomingMessage) => Effect.Effect<Outcome>
+  ) => Effect.Effect<void, SubscribeError, Scope.Scope>
+  /** Succeeds while the transport can publish and deliver. */
+  readonly check: Effect.Effect<void, HealthError>
+  /** Reads the dead letters, newest last (capability). */
+  readonly deadLetters?: Effect.Effect<ReadonlyArray<DeadLetter>>
+}
+
+// An explicitly typed base instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
+// reject a call expression as a superclass (DESIGN §6).
+const TransportKey: Context.ServiceClass<Transport, "@cqbus/core/Transport", TransportShape> = Context.Service<
+  Transport,
+  TransportShape
+>()("@cqbus/core/Transport")
+
+/**
+ * The `Transport` service: the port a backend layer provides and `EventBus.layer` consumes.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Transport extends TransportKey {}

@@ -1,0 +1,73 @@
+/**
+ * `@cqbus/core`: a typed, Effect-native event bus. Events are protobuf messages, topics follow the CQC convention
+ * (`cqc.events.v1.asset_created`), handlers are Effects whose result decides delivery, and the same `EventBus` runs
+ * over the in-memory transport (the embedded default) or any backend that implements the `Transport` port.
+ *
+ * @module
+ */
+export * as Backoff from "./Backoff.ts"
+export {
+  envelopeHeaders,
+  type EnvelopeAttributes,
+  HeaderNames,
+  newEventId,
+  PROTOBUF_CONTENT_TYPE
+} from "./Envelope.ts"
+export {
+  DecodeError,
+  HandlerTimeout,
+  HealthError,
+  InvalidTopic,
+  type InvalidTopicProblem,
+  PublishError,
+  type PublishErrorReason,
+  Reject,
+  RetryLater,
+  SubscribeError,
+  type SubscribeErrorReason
+} from "./Errors.ts"
+export {
+  EventBus,
+  type EventBusConfig,
+  type EventBusShape,
+  make as makeEventBus,
+  type PublishOptions,
+  type SubscribeOptions,
+  type Subscription
+} from "./EventBus.ts"
+export { defineEvent, type DefineEventOptions, type EventDef, type StringFieldOf } from "./EventDef.ts"
+export { type Delivery, type Handler, type Middleware, onError, timeout } from "./Handler.ts"
+export {
+  type GroupInfo,
+  make as makeMemoryTransport,
+  MemoryTransport,
+  type MemoryTransportOptions,
+  type MemoryTransportShape,
+  type StoredMessage
+} from "./MemoryTransport.ts"
+export {
+  checkTopic,
+  compilePattern,
+  DEFAULT_TOPIC_PREFIX,
+  isValidTopic,
+  MAX_TOPIC_LENGTH,
+  matchesPattern,
+  parseEventType,
+  snakeCase,
+  topicName,
+  topicOf,
+  type TopicKind,
+  validateTopic
+} from "./Topic.ts"
+export {
+  type ConsumeOptions,
+  type DeadLetter,
+  type DeliverPolicy,
+  type Headers,
+  type IncomingMessage,
+  type OutgoingMessage,
+  type Outcome,
+  type PublishAck,
+  Transport,
+  type TransportShape
+} from "./Transport.ts"

@@ -1,0 +1,163 @@
+/**
+ * Turns a handler into the `process` function a transport runs for each delivery: build the `Delivery`, decode, run
+ * the handler, and map its exit to an `Outcome`. This is the one place where "the handler's result decides delivery"
+ * (DESIGN §1.2) is implemented, so every backend behaves the same.
+ */
+import { Cause, Duration, Effect, Exit, Result } from "effect"
+import type { Backoff } from "../Backoff.ts"
+import { HeaderNames } from "../Envelope.ts"
+import { DecodeError } from "../Errors.ts"
+import type { Delivery, Handler } from "../Handler.ts"
+import type { IncomingMessage, Outcome } from "../Transport.ts"
+import { makeKeyedLanes } from "./lanes.ts"
+
+/** What a subscription needs to process deliveries. */
+export interface ProcessConfig<A, E> {
+  readonly topic: string
+  readonly group: string | undefined
+  /** Decodes a body; returns a `DecodeError` instead of throwing. */
+  readonly decode: (message: IncomingMessage, topic: string) => A | DecodeError
+  /** The ordering key from the decoded event, when the event definition has one. */
+  readonly keyOf: ((event: A) => string) | undefined
+  readonly handler: Handler<A, E>
+  readonly maxDeliver: number
+  readonly backoff: Backoff
+  readonly ordering: "none" | "key"
+  readonly concurrency: number
+}
+
+const ACK: Outcome = { _tag: "Ack" }
+
+/** The tag of a failure, for dead-letter records and logs. */
+const tagOf = (error: unknown): string =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : error instanceof Error
+    ? error.name
+    : typeof error
+
+const describe = (error: unknown): string => {
+  if (typeof error === "string") return error
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
+    return error.message
+  }
+  try {
+    return JSON.stringify(error) ?? String(error)
+  } catch {
+    return String(error)
+  }
+}
+
+/**
+ * The outcome of one handler run. A failure on the last allowed attempt dead-letters with the last error as the reason,
+ * so exhausting `maxDeliver` never drops a message.
+ */
+export const decide = (exit: Exit.Exit<void, unknown>, attempt: number, maxDeliver: number, backoff: Backoff): Outcome => {
+  if (Exit.isSuccess(exit)) return ACK
+  const cause = exit.cause
+  const failure = Cause.findError(cause)
+  let error: unknown
+  let tag: string
+  let delay: Duration.Duration | undefined
+  if (Result.isSuccess(failure)) {
+    error = failure.success
+    tag = tagOf(error)
+    if (tag === "Reject") return { _tag: "DeadLetter", reason: describe(error), errorTag: "Reject", attempts: attempt }
+    if (tag === "RetryLater") delay = Duration.fromInputUnsafe((error as { readonly delay: Duration.Input }).delay)
+  } else {
+    // A drain interrupts the fiber running `process`, and the transport hands the message back; an interruption seen
+    // here came from inside the handler (`Effect.interrupt`, an interrupted child) and is retried like a failure, so it
+    // cannot loop without backoff or escape `maxDeliver`.
+    const defect = Cause.findDefect(cause)
+    error = Result.isSuccess(defect) ? defect.success : new Error("the handler was interrupted")
+    tag = Result.isSuccess(defect) ? "Defect" : "Interrupted"
+  }
+  const reason = `${tag}: ${describe(error)}`
+  if (attempt >= maxDeliver) {
+    return {
+      _tag: "DeadLetter",
+      reason: `gave up after ${attempt} deliveries; last error ${reason}`,
+      errorTag: tag,
+      attempts: attempt
+    }
+  }
+  return { _tag: "Nak", delay: delay ?? backoff(attempt), error: reason }
+}
+
+const makeDelivery = (
+  message: IncomingMessage,
+  group: string | undefined,
+  key: string | undefined,
+  attempt: number
+): Delivery => {
+  const headers = message.headers
+  const time = headers[HeaderNames.time]
+  const stamped = time === undefined ? undefined : new Date(time)
+  return {
+    topic: message.subject,
+    subject: message.subject,
+    eventId: headers[HeaderNames.id] ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`),
+    attempt,
+    headers,
+    publishedAt: stamped === undefined || Number.isNaN(stamped.getTime()) ? message.publishedAt : stamped,
+    sequence: message.sequence,
+    key,
+    group
+  }
+}
+
+/** Builds the `process` function of a subscription. */
+export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
+  const { backoff, group, handler, keyOf, maxDeliver } = config
+  const keyFor = (event: A, message: IncomingMessage): string | undefined =>
+    keyOf !== undefined ? keyOf(event) : message.headers[HeaderNames.partitionKey]
+
+  const runOnce = (event: A, delivery: Delivery): Effect.Effect<Outcome> =>
+    Effect.suspend(() => handler(event, delivery)).pipe(
+      Effect.exit,
+      Effect.map((exit) => decide(exit, delivery.attempt, maxDeliver, backoff))
+    )
+
+  if (config.ordering === "none") {
+    return (message) => {
+      const decoded = config.decode(message, config.topic)
+      if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
+      const delivery = makeDelivery(message, group, keyFor(decoded, message), message.deliveryCount)
+      return runOnce(decoded, delivery)
+    }
+  }
+
+  // Ordered by key: deliveries with the same key run one at a time in arrival order, different keys run concurrently
+  // (at most `concurrency` handlers). A failure is retried in place, holding its key, because handing the message back
+  // would let the next event of the same key overtake it; the backoff sleep holds the key but not a handler slot, so
+  // a failing key parks only itself.
+  const lanes = makeKeyedLanes(config.concurrency)
+  const retryInPlace = (
+    event: A,
+    message: IncomingMessage,
+    key: string | undefined,
+    attempt: number,
+    withPermit: <X>(effect: Effect.Effect<X>) => Effect.Effect<X>
+  ): Effect.Effect<Outcome> =>
+    Effect.flatMap(withPermit(runOnce(event, makeDelivery(message, group, key, attempt))), (outcome) =>
+      outcome._tag === "Nak"
+        ? Effect.andThen(
+          Effect.sleep(outcome.delay),
+          Effect.suspend(() => retryInPlace(event, message, key, attempt + 1, withPermit))
+        )
+        : Effect.succeed(outcome))
+  return (message) => {
+    const decoded = config.decode(message, config.topic)
+    if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
+    const key = keyFor(decoded, message)
+    return lanes.run(key ?? message.subject, (withPermit) =>
+      retryInPlace(decoded, message, key, message.deliveryCount, withPermit))
+  }
+}
+
+const deadLetterOf = (error: DecodeError, message: IncomingMessage): Outcome => ({
+  _tag: "DeadLetter",
+  reason: error.message,
+  errorTag: "DecodeError",
+  attempts: message.deliveryCount
+})

@@ -1,0 +1,652 @@
+/**
+ * The conformance suite: one set of cases that pins the delivery semantics of DESIGN §4 on any backend. A backend
+ * calls `conformance(...)` once with a layer factory and its declared features; every case is registered as a flat
+ * `node:test` test named by the behaviour it pins, so the same file runs on Node, Bun and Deno. A case that needs a
+ * capability the backend declares missing is registered as skipped with the backend's reason, never left out.
+ *
+ * @module
+ */
+import { create, toBinary } from "@bufbuild/protobuf"
+import {
+  Backoff,
+  type Delivery,
+  EventBus,
+  InvalidTopic,
+  PublishError,
+  Reject,
+  RetryLater,
+  SubscribeError,
+  Transport
+} from "@cqbus/core"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { AssetCreatedEvent, AssetCreatedSchema, PriceUpdatedEvent } from "./events.ts"
+import { letTimePass, runScoped, type TimeMode, waitUntil } from "./Harness.ts"
+
+/**
+ * Capabilities a backend may lack. `true`: supported; a string: unsupported, and why (shown on the skipped cases).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Features {
+  /** Messages are retained: late durable subscribers, resume, deliver policies. */
+  readonly retention: true | string
+  /** `Transport.deadLetters` can be read back. */
+  readonly deadLetters: true | string
+  /** Publishing the same event id twice inside the window stores it once. */
+  readonly dedupe: true | string
+  /** `*` and `>` subscriptions. */
+  readonly wildcards: true | string
+  /**
+   * Time follows Effect's `Clock`, so cases run under a `TestClock` (instant and deterministic). Otherwise they run
+   * in real time with short delays.
+   */
+  readonly virtualTime: true | string
+}
+
+/**
+ * What `conformance` needs from a backend.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConformanceOptions {
+  /** The backend's name, prefixed to every case name. */
+  readonly name: string
+  /**
+   * A fresh bus per case: `id` is unique per case, for backends that share a server and need their own stream,
+   * subject prefix or consumer names.
+   */
+  readonly layer: (context: { readonly id: string }) => Layer.Layer<EventBus | Transport, unknown>
+  readonly features: Features
+  /** The time limit of one case in real milliseconds (default 30,000). */
+  readonly timeout?: number
+}
+
+/** What a case gets: the case id, the mode time runs in, and a `wait` that waits in that time. */
+interface CaseContext {
+  readonly id: string
+  readonly time: TimeMode
+  readonly wait: (condition: () => boolean, what: string, within?: number) => Effect.Effect<void, Error>
+  readonly pass: (millis: number) => Effect.Effect<void>
+}
+
+type Case = (context: CaseContext) => Effect.Effect<void, unknown, EventBus | Transport | Scope.Scope>
+
+const fast = { backoff: Backoff.constant("20 millis") } as const
+
+const readDeadLetters = Effect.gen(function*() {
+  const transport = yield* Transport
+  if (transport.deadLetters === undefined) return assert.fail(`${transport.name} cannot read dead letters`)
+  return yield* transport.deadLetters
+})
+
+/** Deterministic pseudo-random numbers (mulberry32), so a failing run can be replayed. */
+const random = (seed: number) => () => {
+  seed = (seed + 0x6D2B79F5) | 0
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+/** Runs `body` in a scope of its own that the case closes explicitly (to end a subscription mid-test). */
+const inScope = <A, E, R>(body: Effect.Effect<A, E, R | Scope.Scope>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const value = yield* body.pipe(Scope.provide(scope))
+    return { scope, value }
+  })
+
+let counter = 0
+
+/**
+ * Registers the conformance cases for a backend.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { conformance } from "@cqbus/testkit"
+ * conformance({
+ *   name: "memory",
+ *   layer: () => EventBus.layerMemory(),
+ *   features: { retention: true, deadLetters: true, dedupe: true, wildcards: true, virtualTime: true }
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category conformance
+ */
+export const conformance = (options: ConformanceOptions): void => {
+  const { features } = options
+  const time: TimeMode = features.virtualTime === true ? "virtual" : "real"
+  const define = (name: string, needs: ReadonlyArray<keyof Features>, body: Case): void => {
+    const missing = needs.map((need) => features[need]).find((value): value is string => value !== true)
+    const title = `${options.name}: ${name}`
+    if (missing !== undefined) {
+      test(title, { skip: `${options.name} lacks it: ${missing}` }, () => {})
+      return
+    }
+    test(title, { timeout: options.timeout ?? 30_000 }, async () => {
+      const id = `c${Date.now().toString(36)}${(++counter).toString(36)}`
+      const context: CaseContext = {
+        id,
+        time,
+        wait: (condition, what, within) => waitUntil(condition, what, { time, ...(within === undefined ? {} : { within }) }),
+        pass: (millis) => letTimePass(millis, time)
+      }
+      await runScoped(options.layer({ id }), body(context), time)
+    })
+  }
+
+  define("a typed event round-trips with its delivery metadata", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const seen: Array<{ readonly symbol: string; readonly tags: ReadonlyArray<string>; readonly delivery: Delivery }> = []
+      yield* bus.subscribe(AssetCreatedEvent, (event, delivery) =>
+        Effect.sync(() => {
+          seen.push({ symbol: event.symbol, tags: event.tags, delivery })
+        }), { group: "typed" })
+      const ack = yield* bus.publish(AssetCreatedEvent, { assetId: "asset-1", symbol: "ACME", tags: ["a", "b"] }, {
+        eventId: "evt-typed-1",
+        correlationId: "corr-1"
+      })
+      assert.equal(ack.duplicate, false)
+      assert.equal(ack.topic, "cqc.events.v1.asset_created")
+      yield* wait(() => seen.length === 1, "the event is delivered")
+      const [first] = seen
+      assert.equal(first!.symbol, "ACME")
+      assert.deepEqual(first!.tags, ["a", "b"])
+      const delivery = first!.delivery
+      assert.equal(delivery.topic, "cqc.events.v1.asset_created")
+      assert.equal(delivery.eventId, "evt-typed-1")
+      assert.equal(delivery.attempt, 1)
+      assert.equal(delivery.key, "asset-1")
+      assert.equal(delivery.group, "typed")
+      assert.equal(delivery.sequence, ack.sequence)
+      assert.equal(delivery.headers["ce-type"], "cqc.events.v1.AssetCreated")
+      assert.equal(delivery.headers["ce-specversion"], "1.0")
+      assert.equal(delivery.headers["ce-correlationid"], "corr-1")
+      assert.equal(delivery.headers["content-type"], "application/protobuf")
+      assert.ok(delivery.publishedAt instanceof Date && !Number.isNaN(delivery.publishedAt.getTime()))
+    }))
+
+  define("raw bytes round-trip unchanged with their headers", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const bodies: Array<Uint8Array> = []
+      const topics: Array<string> = []
+      yield* bus.subscribeRaw("cqc.events.v1.raw_bytes", (body, delivery) =>
+        Effect.sync(() => {
+          bodies.push(body)
+          topics.push(delivery.headers["x-custom"] ?? "")
+        }))
+      const payload = new Uint8Array([0, 1, 2, 250, 255])
+      yield* bus.publishRaw("cqc.events.v1.raw_bytes", payload, { headers: { "x-custom": "kept" } })
+      yield* wait(() => bodies.length === 1, "the raw message is delivered")
+      assert.deepEqual([...bodies[0]!], [...payload])
+      assert.deepEqual(topics, ["kept"])
+    }))
+
+  define("a message published without any headers is still delivered typed (Go interop)", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const transport = yield* Transport
+      const seen: Array<{ readonly assetId: string; readonly eventId: string }> = []
+      yield* bus.subscribe(AssetCreatedEvent, (event, delivery) =>
+        Effect.sync(() => {
+          seen.push({ assetId: event.assetId, eventId: delivery.eventId })
+        }), { group: "bare" })
+      const body = toBinary(AssetCreatedSchema, create(AssetCreatedSchema, { assetId: "from-go", symbol: "GO" }))
+      yield* transport.publish({ topic: AssetCreatedEvent.topic, body, headers: {}, eventId: "bare-1", key: undefined })
+      yield* wait(() => seen.length === 1, "the headerless message is delivered")
+      assert.equal(seen[0]!.assetId, "from-go")
+      assert.ok(seen[0]!.eventId.length > 0, "a headerless message still gets an event id")
+    }))
+
+  define("two groups each receive every event (fan-out)", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const a: Array<string> = []
+      const b: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => a.push(e.assetId)), { group: "fan-a" })
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => b.push(e.assetId)), { group: "fan-b" })
+      for (let i = 0; i < 10; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `f${i}` })
+      yield* wait(() => a.length === 10 && b.length === 10, "both groups have all 10 events")
+      assert.deepEqual([...a].sort(), [...b].sort())
+    }))
+
+  define("members of one group split the events, each event handled exactly once", [], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const byMember: Array<Array<string>> = [[], []]
+      for (const member of [0, 1]) {
+        yield* bus.subscribe(AssetCreatedEvent, (e) =>
+          Effect.andThen(Effect.sleep("2 millis"), Effect.sync(() => byMember[member]!.push(e.assetId))), {
+          group: "workers",
+          concurrency: 1
+        })
+      }
+      const total = 60
+      for (let i = 0; i < total; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `w${i}` })
+      yield* wait(() => byMember[0]!.length + byMember[1]!.length >= total, "all events are handled")
+      yield* pass(50)
+      const all = [...byMember[0]!, ...byMember[1]!]
+      assert.equal(all.length, total, "no event is handled twice")
+      assert.equal(new Set(all).size, total, "every event is handled")
+      assert.ok(byMember[0]!.length > 0 && byMember[1]!.length > 0,
+        `both members get work (${byMember[0]!.length} / ${byMember[1]!.length})`)
+    }))
+
+  define("wildcard subscriptions match like NATS subjects (* one token, > the rest)", ["wildcards"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const star: Array<string> = []
+      const tail: Array<string> = []
+      yield* bus.subscribeRaw("cqc.events.v1.*", (_, d) => Effect.sync(() => star.push(d.subject)), { group: "star" })
+      yield* bus.subscribeRaw("cqc.events.>", (_, d) => Effect.sync(() => tail.push(d.subject)), { group: "tail" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "x" })
+      yield* bus.publish(PriceUpdatedEvent, { assetId: "x", price: "1.5" })
+      yield* bus.publishRaw("cqc.events.v1.deep.nested", new Uint8Array([1]))
+      yield* bus.publishRaw("other.events.v1.asset_created", new Uint8Array([1]))
+      yield* wait(() => star.length === 2 && tail.length === 3, "wildcard subscribers see their subjects")
+      yield* pass(100)
+      assert.deepEqual([...star].sort(), ["cqc.events.v1.asset_created", "cqc.events.v1.price_updated"])
+      assert.deepEqual([...tail].sort(), [
+        "cqc.events.v1.asset_created",
+        "cqc.events.v1.deep.nested",
+        "cqc.events.v1.price_updated"
+      ])
+    }))
+
+  define("a durable group created late receives the events retained before it", ["retention"], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `early-${i}` })
+      const seen: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => seen.push(e.assetId)), { group: "late" })
+      yield* wait(() => seen.length === 5, "the late group has the 5 retained events")
+      assert.deepEqual(seen, [0, 1, 2, 3, 4].map((i) => `early-${i}`))
+    }))
+
+  define("an ephemeral subscription starts with new events; deliver policies pick the start", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const first = yield* bus.publish(AssetCreatedEvent, { assetId: "p0" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "p1" })
+      yield* pass(50)
+      const since = new Date(yield* Effect.clockWith((clock) => clock.currentTimeMillis))
+      yield* pass(50)
+      yield* bus.publish(AssetCreatedEvent, { assetId: "p2" })
+      const fresh: Array<string> = []
+      const all: Array<string> = []
+      const fromSeq: Array<string> = []
+      const fromTime: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => fresh.push(e.assetId)))
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => all.push(e.assetId)), { deliverPolicy: "all" })
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => fromSeq.push(e.assetId)), {
+        deliverPolicy: { fromSequence: first.sequence + 1 }
+      })
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => fromTime.push(e.assetId)), {
+        deliverPolicy: { fromTime: since }
+      })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "p3" })
+      yield* wait(() => fresh.length === 1 && all.length === 4 && fromSeq.length === 3 && fromTime.length === 2,
+        "each policy delivers its share")
+      yield* pass(50)
+      assert.deepEqual(fresh, ["p3"])
+      assert.deepEqual(all, ["p0", "p1", "p2", "p3"])
+      assert.deepEqual(fromSeq, ["p1", "p2", "p3"])
+      assert.deepEqual(fromTime, ["p2", "p3"])
+    }))
+
+  define("a group resumes after its last acked event when it subscribes again", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const seen: Array<string> = []
+      const handler = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
+      const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, handler, { group: "resume" }))
+      for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
+      yield* wait(() => seen.length === 5, "the first 5 events are handled")
+      yield* Scope.close(scope, Exit.void)
+      for (let i = 5; i < 8; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "resume" })
+      yield* wait(() => seen.length >= 8, "the 3 events published while away are handled")
+      yield* pass(100)
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `r${i}`), "acked events are not delivered again")
+    }))
+
+  define("a failing handler is redelivered with increasing attempt numbers until it succeeds", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const attempts: Array<number> = []
+      let done = false
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
+        Effect.suspend(() => {
+          attempts.push(d.attempt)
+          if (d.attempt < 3) return Effect.fail(new Error(`transient failure ${d.attempt}`))
+          done = true
+          return Effect.void
+        }), { group: "redeliver", ...fast })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "flaky" })
+      yield* wait(() => done, "the third attempt succeeds")
+      assert.deepEqual(attempts, [1, 2, 3])
+    }))
+
+  define("a handler defect is retried like a failure and the subscription keeps serving", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const handled: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e, d) =>
+        Effect.sync(() => {
+          if (e.assetId === "explodes" && d.attempt === 1) throw new TypeError("boom")
+          handled.push(`${e.assetId}@${d.attempt}`)
+        }), { group: "defects", ...fast })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "explodes" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "fine" })
+      yield* wait(() => handled.length === 2, "both events are handled")
+      assert.deepEqual([...handled].sort(), ["explodes@2", "fine@1"])
+    }))
+
+  define("RetryLater redelivers after its own delay, not before", [], ({ pass, time, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const delay = time === "virtual" ? 5_000 : 400
+      const at: Array<number> = []
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
+        Effect.clockWith((clock) => {
+          at.push(clock.currentTimeMillisUnsafe())
+          return d.attempt === 1 ? Effect.fail(new RetryLater({ delay: Duration.millis(delay) })) : Effect.void
+        }), { group: "later", backoff: Backoff.constant("1 millis") })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "later" })
+      yield* wait(() => at.length === 1, "the first delivery")
+      yield* pass(delay / 2)
+      assert.equal(at.length, 1, "not redelivered before the RetryLater delay")
+      yield* wait(() => at.length === 2, "the redelivery", delay * 4)
+      const gap = at[1]! - at[0]!
+      assert.ok(gap >= delay * 0.95, `redelivered after ${gap} ms, expected at least ${delay} ms`)
+    }))
+
+  define("Reject dead-letters at once with its reason and is not retried", ["deadLetters"], ({ pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const attempts: Array<number> = []
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
+        Effect.suspend(() => {
+          attempts.push(d.attempt)
+          return Effect.fail(new Reject({ reason: "asset is blacklisted" }))
+        }), { group: "rejecting", ...fast })
+      const ack = yield* bus.publish(AssetCreatedEvent, { assetId: "rejected", symbol: "BAD" })
+      const letters = yield* waitForLetters(1, pass)
+      yield* pass(100)
+      assert.deepEqual(attempts, [1], "no retry after Reject")
+      const [letter] = letters
+      assert.equal(letter!.errorTag, "Reject")
+      assert.match(letter!.reason, /asset is blacklisted/)
+      assert.equal(letter!.deliveryCount, 1)
+      assert.equal(letter!.subject, AssetCreatedEvent.topic)
+      assert.equal(letter!.group, "rejecting")
+      assert.equal(letter!.sequence, ack.sequence)
+      assert.equal(letter!.headers["ce-type"], "cqc.events.v1.AssetCreated")
+      assert.deepEqual(
+        [...letter!.body],
+        [...toBinary(AssetCreatedSchema, create(AssetCreatedSchema, { assetId: "rejected", symbol: "BAD" }))],
+        "the original bytes are kept"
+      )
+    }))
+
+  define("an undecodable body is dead-lettered without retry and the subscription keeps serving", ["deadLetters"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const handled: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => handled.push(e.assetId)), {
+        group: "decoding",
+        ...fast
+      })
+      const garbage = new Uint8Array([0xff, 0xff, 0xff, 0xff])
+      yield* bus.publishRaw(AssetCreatedEvent.topic, garbage)
+      yield* bus.publishRaw(AssetCreatedEvent.topic, new Uint8Array([1, 2, 3]), { type: "cqc.events.v1.PriceUpdated" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "valid" })
+      const letters = yield* waitForLetters(2, pass)
+      yield* wait(() => handled.length === 1, "the valid event after them is handled")
+      yield* pass(100)
+      assert.deepEqual(handled, ["valid"])
+      assert.deepEqual(letters.map((l) => l.errorTag), ["DecodeError", "DecodeError"])
+      assert.deepEqual(letters.map((l) => l.deliveryCount), [1, 1], "no retry of an undecodable body")
+      assert.deepEqual([...letters[0]!.body], [...garbage])
+      assert.match(letters[1]!.reason, /PriceUpdated/)
+    }))
+
+  define("after maxDeliver failed deliveries the event is dead-lettered with the last error", ["deadLetters"], ({ pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const attempts: Array<number> = []
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
+        Effect.suspend(() => {
+          attempts.push(d.attempt)
+          return Effect.fail(new Error(`downstream unavailable (attempt ${d.attempt})`))
+        }), { group: "exhaust", maxDeliver: 3, ...fast })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "doomed" })
+      const letters = yield* waitForLetters(1, pass)
+      yield* pass(200)
+      assert.deepEqual(attempts, [1, 2, 3])
+      assert.equal(letters.length, 1)
+      assert.equal(letters[0]!.deliveryCount, 3)
+      assert.match(letters[0]!.reason, /downstream unavailable \(attempt 3\)/)
+    }))
+
+  define("ordering by key: exhausting maxDeliver with in-place retries dead-letters with the attempts made", ["deadLetters"], ({ pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const attempts: Array<number> = []
+      yield* bus.subscribe(PriceUpdatedEvent, (_, d) =>
+        Effect.suspend(() => {
+          attempts.push(d.attempt)
+          return Effect.fail(new Error("still broken"))
+        }), { group: "ordered-exhaust", ordering: "key", maxDeliver: 3, ...fast })
+      yield* bus.publish(PriceUpdatedEvent, { assetId: "a", price: "1" })
+      const letters = yield* waitForLetters(1, pass)
+      assert.deepEqual(attempts, [1, 2, 3])
+      assert.equal(letters[0]!.deliveryCount, 3)
+      assert.match(letters[0]!.reason, /gave up after 3 deliveries; last error Error: still broken/)
+    }))
+
+  define("a handler that interrupts itself is retried with backoff and dead-lettered at maxDeliver", ["deadLetters"], ({ pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      let runs = 0
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => runs++), Effect.interrupt), {
+        group: "self-interrupt",
+        maxDeliver: 2,
+        ...fast
+      })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "interrupts" })
+      const letters = yield* waitForLetters(1, pass)
+      yield* pass(100)
+      assert.equal(runs, 2)
+      assert.equal(letters[0]!.errorTag, "Interrupted")
+    }))
+
+  define("publishing the same event id twice stores and delivers it once", ["dedupe"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const seen: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => seen.push(e.assetId)), { group: "dedupe" })
+      const first = yield* bus.publish(AssetCreatedEvent, { assetId: "once" }, { eventId: "same-id" })
+      const second = yield* bus.publish(AssetCreatedEvent, { assetId: "once" }, { eventId: "same-id" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "other" }, { eventId: "other-id" })
+      assert.equal(first.duplicate, false)
+      assert.equal(second.duplicate, true)
+      assert.equal(second.sequence, first.sequence)
+      yield* wait(() => seen.length === 2, "both distinct events are delivered")
+      yield* pass(100)
+      assert.deepEqual(seen, ["once", "other"])
+    }))
+
+  define("ordering by key: one at a time per key, in publish order, keys concurrent, despite random failures", [], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const keys = ["k0", "k1", "k2", "k3", "k4", "k5"]
+      const perKey = 15
+      const next = random(42)
+      const done = new Map<string, Array<number>>(keys.map((k) => [k, []]))
+      const running = new Map<string, number>()
+      let concurrent = 0
+      let maxConcurrent = 0
+      let overlaps = 0
+      let failures = 0
+      yield* bus.subscribe(PriceUpdatedEvent, (event) =>
+        Effect.gen(function*() {
+          const key = event.assetId
+          if ((running.get(key) ?? 0) > 0) overlaps++
+          running.set(key, (running.get(key) ?? 0) + 1)
+          concurrent++
+          maxConcurrent = Math.max(maxConcurrent, concurrent)
+          yield* Effect.sleep("3 millis").pipe(Effect.ensuring(Effect.sync(() => {
+            running.set(key, running.get(key)! - 1)
+            concurrent--
+          })))
+          if (next() < 0.25) {
+            failures++
+            return yield* Effect.fail(new Error("random failure"))
+          }
+          done.get(key)!.push(Number(event.price))
+        }), { group: "ordered", ordering: "key", concurrency: 4, maxDeliver: 100, backoff: Backoff.constant("5 millis") })
+      for (let i = 0; i < perKey; i++) {
+        for (const key of keys) yield* bus.publish(PriceUpdatedEvent, { assetId: key, price: String(i) })
+      }
+      yield* wait(() => keys.every((k) => done.get(k)!.length === perKey), "every key has all its events", 30_000)
+      const expected = Array.from({ length: perKey }, (_, i) => i)
+      for (const key of keys) assert.deepEqual(done.get(key), expected, `events of ${key} are handled in order`)
+      assert.equal(overlaps, 0, "no two handlers of one key ever ran at once")
+      assert.ok(maxConcurrent > 1, `different keys run concurrently (max ${maxConcurrent})`)
+      assert.ok(maxConcurrent <= 4, `concurrency is bounded (max ${maxConcurrent})`)
+      assert.ok(failures > 0, "the run included failures")
+    }))
+
+  define("ordering by key: a failing key parks only itself while other keys keep flowing", [], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const handled: Array<string> = []
+      let stuckAttempts = 0
+      let healed = false
+      yield* bus.subscribe(PriceUpdatedEvent, (event) =>
+        Effect.suspend(() => {
+          if (event.assetId === "stuck" && !healed) {
+            stuckAttempts++
+            return Effect.fail(new Error("dependency down"))
+          }
+          handled.push(`${event.assetId}:${event.price}`)
+          return Effect.void
+        }), { group: "parked", ordering: "key", concurrency: 1, maxDeliver: 1000, backoff: Backoff.constant("20 millis") })
+      for (let i = 0; i < 3; i++) yield* bus.publish(PriceUpdatedEvent, { assetId: "stuck", price: String(i) })
+      for (let i = 0; i < 10; i++) yield* bus.publish(PriceUpdatedEvent, { assetId: "free", price: String(i) })
+      yield* wait(() => handled.length === 10, "the free key's events are all handled while the stuck key retries")
+      assert.deepEqual(handled, Array.from({ length: 10 }, (_, i) => `free:${i}`))
+      yield* pass(100)
+      assert.ok(stuckAttempts >= 2, `the stuck key keeps retrying its first event (${stuckAttempts} attempts)`)
+      healed = true
+      yield* wait(() => handled.length === 13, "the stuck key's events follow, in order, once it heals")
+      assert.deepEqual(handled.slice(10), ["stuck:0", "stuck:1", "stuck:2"])
+    }))
+
+  define("invalid topics fail with InvalidTopic naming the problem", [], () =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const cases: ReadonlyArray<readonly [string, string]> = [
+        ["", "Empty"],
+        ["cqc.events v1", "Whitespace"],
+        ["cqc..events", "EmptyToken"],
+        ["cqc.events.v1.", "EmptyToken"],
+        ["cqc.events.é", "NonAscii"],
+        ["cqc.events.*", "Wildcard"],
+        ["cqc.\u0001", "ControlCharacter"],
+        ["x".repeat(256), "TooLong"]
+      ]
+      for (const [topic, problem] of cases) {
+        const error = yield* Effect.flip(bus.publishRaw(topic, new Uint8Array([1])))
+        assert.ok(error instanceof InvalidTopic, `publish to ${JSON.stringify(topic)} fails with InvalidTopic`)
+        assert.equal(error.problem, problem)
+      }
+      const pattern = yield* Effect.flip(bus.subscribeRaw("cqc.>.events", () => Effect.void))
+      assert.ok(pattern instanceof InvalidTopic && pattern.problem === "MisplacedWildcard")
+      const group = yield* Effect.flip(bus.subscribe(AssetCreatedEvent, () => Effect.void, { group: "has.dot" }))
+      assert.ok(group instanceof SubscribeError && group.reason === "InvalidOptions", "a group name with a dot is rejected")
+    }))
+
+  define("closing a subscription lets the running handler finish and loses nothing", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const handled: Array<string> = []
+      const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, (e) =>
+        Effect.gen(function*() {
+          if (e.assetId === "slow") {
+            yield* Deferred.succeed(started, undefined)
+            yield* Deferred.await(release)
+          }
+          handled.push(e.assetId)
+        }), { group: "drain", concurrency: 1, drainTimeout: "30 seconds" }))
+      yield* bus.publish(AssetCreatedEvent, { assetId: "slow" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "queued-1" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "queued-2" })
+      yield* Deferred.await(started)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* pass(50)
+      assert.equal(closing.pollUnsafe(), undefined, "closing waits for the running handler")
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(closing)
+      assert.deepEqual(handled, ["slow"], "the running handler finished; nothing new started while draining")
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => handled.push(e.assetId)), { group: "drain" })
+      yield* wait(() => handled.length === 3, "the queued events reach the next member")
+      yield* pass(100)
+      assert.deepEqual(handled, ["slow", "queued-1", "queued-2"], "each event handled exactly once")
+    }))
+
+  define("a handler still running when the drain budget ends is handed back and redelivered", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const started = yield* Deferred.make<void>()
+      const attempts: Array<number> = []
+      const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, () =>
+        Effect.andThen(Deferred.succeed(started, undefined), Effect.never), { group: "overrun", drainTimeout: "200 millis" }))
+      yield* bus.publish(AssetCreatedEvent, { assetId: "stuck" })
+      yield* Deferred.await(started)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* wait(() => closing.pollUnsafe() !== undefined, "the drain budget runs out and closing completes", 5_000)
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => attempts.push(d.attempt)), { group: "overrun" })
+      yield* wait(() => attempts.length === 1, "the handed-back event is redelivered")
+      yield* pass(50)
+      assert.equal(attempts.length, 1)
+      assert.ok(attempts[0]! >= 2, `the redelivery counts as a new attempt (got ${attempts[0]})`)
+    }))
+
+  define("check passes while open; after close check and publish fail with typed errors", [], ({ id }) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(options.layer({ id: `${id}x` }), scope)
+      const bus = Context.get(context, EventBus)
+      yield* bus.check
+      yield* bus.publish(AssetCreatedEvent, { assetId: "before-close" })
+      yield* Scope.close(scope, Exit.void)
+      const health = yield* Effect.flip(bus.check)
+      assert.equal(health._tag, "HealthError")
+      const publish = yield* Effect.flip(bus.publish(AssetCreatedEvent, { assetId: "after-close" }))
+      assert.ok(publish instanceof PublishError, "publish after close fails with PublishError")
+      assert.equal(publish.reason, "Closed")
+      assert.equal(publish.retriable, false)
+    }))
+}
+
+/** Reads the dead letters until there are `count` of them, letting (virtual or real) time pass between reads. */
+const waitForLetters = (count: number, pass: CaseContext["pass"], within = 10_000) =>
+  Effect.gen(function*() {
+    for (let waited = 0; waited <= within; waited += 20) {
+      const letters = yield* readDeadLetters
+      if (letters.length >= count) return letters
+      yield* pass(20)
+    }
+    return yield* Effect.fail(new Error(`timed out waiting for ${count} dead letters`))
+  })

@@ -1,0 +1,8 @@
+/**
+ * `@cqbus/testkit`: the conformance suite every cqbus backend passes, and the helpers to run bus programs in tests
+ * under virtual or real time. The CQC example events live at `@cqbus/testkit/events`.
+ *
+ * @module
+ */
+export { conformance, type ConformanceOptions, type Features } from "./Conformance.ts"
+export { letTimePass, runScoped, type TimeMode, waitUntil } from "./Harness.ts"

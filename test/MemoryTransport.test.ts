@@ -1,0 +1,193 @@
+// Memory-transport specifics beyond the conformance suite: retention limits, discard policies, size limits, the
+// dedupe window and the inspection service. Virtual time throughout.
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { EventBus, MemoryTransport, type MemoryTransportOptions, PublishError, SubscribeError } from "@cqbus/core"
+import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
+import { AssetCreatedEvent, PriceUpdatedEvent } from "@cqbus/testkit/events"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+
+const withMemory = <A, E>(
+  memory: MemoryTransportOptions,
+  program: Effect.Effect<A, E, EventBus | MemoryTransport | import("effect").Scope.Scope>
+) => runScoped(EventBus.layerMemory({ memory }), program)
+
+const ids = (messages: ReadonlyArray<{ readonly eventId: string }>) => messages.map((m) => m.eventId)
+
+test("memory: maxMessagesPerTopic evicts the oldest messages of that topic only", () =>
+  withMemory({ maxMessagesPerTopic: 3 }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a${i}` }, { eventId: `a${i}` })
+    yield* bus.publish(PriceUpdatedEvent, { assetId: "p" }, { eventId: "p0" })
+    assert.deepEqual(ids(yield* memory.messages(AssetCreatedEvent.topic)), ["a2", "a3", "a4"])
+    assert.deepEqual(ids(yield* memory.messages(PriceUpdatedEvent.topic)), ["p0"])
+    assert.deepEqual(ids(yield* memory.messages()), ["a2", "a3", "a4", "p0"])
+  })))
+
+test("memory: maxBytesPerTopic evicts by size", () =>
+  withMemory({ maxBytesPerTopic: 25 }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    for (let i = 0; i < 4; i++) yield* bus.publishRaw("cqc.events.v1.blob", new Uint8Array(10), { eventId: `b${i}` })
+    assert.deepEqual(ids(yield* memory.messages()), ["b2", "b3"])
+  })))
+
+test("memory: maxAge removes messages once they are older than the limit (TestClock)", () =>
+  withMemory({ maxAge: "1 minute" }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    yield* bus.publish(AssetCreatedEvent, { assetId: "old" }, { eventId: "old" })
+    yield* TestClock.adjust("45 seconds")
+    yield* bus.publish(AssetCreatedEvent, { assetId: "new" }, { eventId: "new" })
+    assert.deepEqual(ids(yield* memory.messages()), ["old", "new"])
+    yield* TestClock.adjust("20 seconds")
+    assert.deepEqual(ids(yield* memory.messages()), ["new"])
+    const seen: Array<string> = []
+    yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => seen.push(e.assetId)), { group: "aged" })
+    yield* waitUntil(() => seen.length === 1, "the surviving message is delivered")
+    assert.deepEqual(seen, ["new"])
+  })))
+
+test("memory: discard \"new\" rejects publishes to a full topic with a retriable StreamFull and keeps the old ones", () =>
+  withMemory({ maxMessagesPerTopic: 2, discard: "new" }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    yield* bus.publish(AssetCreatedEvent, { assetId: "1" }, { eventId: "1" })
+    yield* bus.publish(AssetCreatedEvent, { assetId: "2" }, { eventId: "2" })
+    const error = yield* Effect.flip(bus.publish(AssetCreatedEvent, { assetId: "3" }, { eventId: "3" }))
+    assert.ok(error instanceof PublishError)
+    assert.equal(error.reason, "StreamFull")
+    assert.equal(error.retriable, true)
+    assert.match(error.message, /cqc\.events\.v1\.asset_created is full/)
+    assert.deepEqual(ids(yield* memory.messages()), ["1", "2"])
+  })))
+
+test("memory: a message over maxMessageSize fails with TooLarge, not retriable", () =>
+  withMemory({ maxMessageSize: 100 }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const error = yield* Effect.flip(bus.publishRaw("cqc.events.v1.big", new Uint8Array(101)))
+    assert.ok(error instanceof PublishError)
+    assert.equal(error.reason, "TooLarge")
+    assert.equal(error.retriable, false)
+    assert.match(error.message, /101 bytes; the largest accepted is 100 bytes/)
+    yield* bus.publishRaw("cqc.events.v1.big", new Uint8Array(100))
+  })))
+
+test("memory: an event id is deduplicated inside the window and accepted again after it", () =>
+  withMemory({ duplicateWindow: "2 minutes" }, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const first = yield* bus.publish(AssetCreatedEvent, { assetId: "x" }, { eventId: "dup" })
+    yield* TestClock.adjust("119 seconds")
+    assert.equal((yield* bus.publish(AssetCreatedEvent, { assetId: "x" }, { eventId: "dup" })).duplicate, true)
+    yield* TestClock.adjust("2 seconds")
+    const later = yield* bus.publish(AssetCreatedEvent, { assetId: "x" }, { eventId: "dup" })
+    assert.equal(later.duplicate, false)
+    assert.ok(later.sequence > first.sequence)
+  })))
+
+test("memory: one group cannot consume two different topics", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    yield* bus.subscribe(AssetCreatedEvent, () => Effect.void, { group: "one" })
+    const error = yield* Effect.flip(bus.subscribe(PriceUpdatedEvent, () => Effect.void, { group: "one" }))
+    assert.ok(error instanceof SubscribeError)
+    assert.equal(error.reason, "GroupConflict")
+    assert.match(error.message, /group one already consumes cqc\.events\.v1\.asset_created/)
+  })))
+
+test("memory: groups reports members, in-flight and pending counts; ephemeral groups vanish with their scope", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    for (let i = 0; i < 3; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `g${i}` })
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "busy", concurrency: 2, drainTimeout: 0 })
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.void)
+      yield* letTimePass(100)
+      const groups = yield* memory.groups
+      const busy = groups.find((g) => g.name === "busy")!
+      assert.deepEqual({ members: busy.members, inFlight: busy.inFlight, pending: busy.pending, durable: busy.durable },
+        { members: 1, inFlight: 2, pending: 1, durable: true })
+      assert.equal(groups.filter((g) => !g.durable).length, 1)
+    }).pipe(Effect.provideService(EventBus, bus)))
+    const after = yield* memory.groups
+    assert.deepEqual(after.map((g) => [g.name, g.members, g.waiting]), [["busy", 0, 2]],
+      "the durable group stays with its 2 handed-back messages; the ephemeral one is gone")
+  })))
+
+test("memory: subscribe refuses invalid options with a SubscribeError naming the option", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    for (const [options, text] of [
+      [{ concurrency: 0 }, /concurrency must be a positive integer, got 0/],
+      [{ maxDeliver: 1.5 }, /maxDeliver must be a positive integer, got 1.5/],
+      [{ group: "" }, /must be a non-empty name/],
+      [{ group: "a b" }, /without whitespace, dots or wildcards/]
+    ] as const) {
+      const error = yield* Effect.flip(bus.subscribe(AssetCreatedEvent, () => Effect.void, options))
+      assert.ok(error instanceof SubscribeError && error.reason === "InvalidOptions")
+      assert.match(error.message, text)
+    }
+  })))
+
+test("memory: with ordering by key, deliveries in flight stay within maxBuffered while a key is parked", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    yield* bus.subscribe(PriceUpdatedEvent, () => Effect.never, {
+      group: "bounded",
+      drainTimeout: 0,
+      ordering: "key",
+      concurrency: 1,
+      maxBuffered: 5
+    })
+    for (let i = 0; i < 50; i++) yield* bus.publish(PriceUpdatedEvent, { assetId: "hot", price: String(i) })
+    yield* letTimePass(100)
+    const group = (yield* memory.groups).find((g) => g.name === "bounded")!
+    assert.equal(group.inFlight, 5, "the transport stops handing out deliveries at the buffer bound")
+    assert.equal(group.pending, 45, "the rest waits in the log, not in memory queues")
+  })))
+
+test("memory: deliveries handed back at drain come back first and in publish order", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `h${i}` })
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "handback", concurrency: 3, drainTimeout: 0 })
+      yield* letTimePass(50)
+    }))
+    const seen: Array<string> = []
+    yield* bus.subscribe(AssetCreatedEvent, (e, d) => Effect.sync(() => seen.push(`${e.assetId}@${d.attempt}`)), {
+      group: "handback",
+      concurrency: 1
+    })
+    yield* waitUntil(() => seen.length === 5, "all five events are delivered again")
+    assert.deepEqual(seen, ["h0@2", "h1@2", "h2@2", "h3@1", "h4@1"])
+  })))
+
+test("memory: closing a subscription stops pulling at once; the group's next member gets the rest exactly once", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const total = 20_000
+    for (let i = 0; i < total; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `s${i}` })
+    const seen: Array<string> = []
+    const handler = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
+    let beforeClose = 0
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "stopper", concurrency: 4 })
+      yield* waitUntil(() => seen.length >= 10, "some events are handled")
+      beforeClose = seen.length
+    }))
+    const atClose = seen.length
+    assert.ok(atClose < total, "the backlog was not worked off before closing")
+    assert.ok(atClose - beforeClose <= 4, `only the 4 in-flight handlers finished while closing (${atClose - beforeClose})`)
+    yield* letTimePass(50)
+    assert.equal(seen.length, atClose, "nothing is handled after the scope closed")
+    yield* bus.subscribe(AssetCreatedEvent, handler, { group: "stopper", concurrency: 4 })
+    yield* waitUntil(() => seen.length >= total, "the rest is handled by the next member")
+    yield* letTimePass(50)
+    assert.equal(seen.length, total)
+    assert.equal(new Set(seen).size, total, "no event handled twice")
+  })))
