@@ -57,3 +57,12 @@ test("publish puts the ordering key and the CloudEvents attributes into the head
       "x-a": "b"
     })
   })))
+
+test("publish validates the topic of an EventDef built by hand", () =>
+  runScoped(EventBus.layerMemory(), Effect.gen(function*() {
+    const bus = yield* EventBus
+    const handMade = { schema: PriceUpdatedSchema, type: PriceUpdatedSchema.typeName, topic: "cqc.events. v1", key: undefined }
+    const error = yield* Effect.flip(bus.publish(handMade, { price: "1" }))
+    assert.ok(error instanceof InvalidTopic)
+    assert.equal(error.problem, "Whitespace")
+  })))

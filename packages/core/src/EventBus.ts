@@ -156,6 +156,7 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
   Effect.map(Effect.service(Transport), (transport): EventBusShape => {
     const source = config.source ?? "cqbus"
     const shared = config.subscribe ?? {}
+    const checked = new WeakSet<EventDef<DescMessage>>()
 
     const send = (
       topic: string,
@@ -199,6 +200,12 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
               cause
             })
           )
+        }
+        if (!checked.has(event)) {
+          // `defineEvent` validates its topic, but an `EventDef` is a plain interface and may be built by hand.
+          const invalid = checkTopic(event.topic, "subject")
+          if (invalid !== undefined) return Effect.fail(invalid)
+          checked.add(event)
         }
         const key = options?.key ?? event.key?.(full)
         return send(event.topic, body, event.type, key, options)

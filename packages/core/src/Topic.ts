@@ -31,12 +31,15 @@ export const MAX_TOPIC_LENGTH = 255
 const CONVENTION = /^(?:[a-z][a-z0-9_]*\.)+events\.v[1-9][0-9]*\.([a-z][a-z0-9_]*)$/
 
 /**
- * The topic of an event type in a namespace: `topicName("asset_created")` is `"cqc.events.v1.asset_created"`.
+ * The topic of an event type in a namespace: `topicName("asset_created")` is `"cqc.events.v1.asset_created"`. The
+ * event type is lower-cased, as CQC's Go `TopicName` does (`"POSITION_CHANGED"` → `position_changed`), so both
+ * languages derive the same subject from the same input; pass snake_case (`topicOf` derives it from a schema).
  *
  * @since 0.1.0
  * @category topics
  */
-export const topicName = (eventType: string, prefix: string = DEFAULT_TOPIC_PREFIX): string => `${prefix}.${eventType}`
+export const topicName = (eventType: string, prefix: string = DEFAULT_TOPIC_PREFIX): string =>
+  `${prefix}.${eventType.toLowerCase()}`
 
 /**
  * The event type of a topic that follows the CQC convention (`"asset_created"` for

@@ -15,6 +15,9 @@ import {
 test("topicName puts an event type into the CQC namespace", () => {
   assert.equal(topicName("asset_created"), "cqc.events.v1.asset_created")
   assert.equal(topicName("invoice_paid", "billing.events.v2"), "billing.events.v2.invoice_paid")
+  // Like CQC's Go TopicName: the event type is lower-cased, nothing else.
+  assert.equal(topicName("POSITION_CHANGED"), "cqc.events.v1.position_changed")
+  assert.equal(topicName("PriceUpdated"), "cqc.events.v1.priceupdated")
 })
 
 test("parseEventType reads the event type of a conventional topic and returns anything else unchanged", () => {
