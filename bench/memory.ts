@@ -64,7 +64,9 @@ const baseline = (n: number): number => {
     count++
   })
   const start = performance.now()
-  for (let i = 0; i < n; i++) emitter.emit("e", toBinary(PriceUpdatedSchema, create(PriceUpdatedSchema, messages[i & 63]!)))
+  for (let i = 0; i < n; i++) {
+    emitter.emit("e", toBinary(PriceUpdatedSchema, create(PriceUpdatedSchema, messages[i & 63]!)))
+  }
   const elapsed = performance.now() - start
   if (count !== n) throw new Error(`baseline handled ${count} of ${n}`)
   return elapsed
@@ -130,12 +132,13 @@ const runtime = process.versions.bun !== undefined
 const cpus = os.cpus()
 console.log(`cqbus memory bench — ${new Date().toISOString()}`)
 console.log(`${runtime}, ${os.platform()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown cpu"}`)
-console.log(`PriceUpdated, ${bodySize} bytes encoded; N = ${N} events per run; ${RUNS} rounds (every variant once per round) after a warm-up`)
+console.log(`PriceUpdated, ${bodySize} bytes encoded; N = ${N} events per run; ${RUNS} rounds ` +
+  `(every variant once per round) after a warm-up`)
 console.log("")
 
 // Warm-up (JIT, protobuf's lazily compiled codecs), then rounds that run every variant once, so that a noisy moment
 // of the machine hits all variants alike instead of one block of runs.
-/** A full collection before each timed run (when the runtime allows it), so one run's garbage is not billed to the next. */
+/** A full GC before each timed run (when the runtime allows it), so one run's garbage is not billed to the next. */
 const collect = (): void => {
   const g = globalThis as { gc?: () => void; Bun?: { gc: (force: boolean) => void } }
   if (g.Bun !== undefined) g.Bun.gc(true)
@@ -180,7 +183,8 @@ if (base !== undefined && codec !== undefined && buses.length > 0) {
   const overhead = baseMicros / best.ratio! - baseMicros
   const codecMicros = 1e6 / codec.median
   console.log("")
-  console.log(`µs/msg and msg/s from medians; ratio = median over rounds of (baseline time / variant time), paired per round.`)
+  console.log("µs/msg and msg/s from medians; ratio = median over rounds of (baseline time / variant time), " +
+    "paired per round.")
   console.log(`protobuf codec ${codecMicros.toFixed(2)} µs/msg; the best cqbus variant ("${best.name}") adds ` +
     `${overhead.toFixed(2)} µs/msg over the baseline (${(overhead / codecMicros).toFixed(1)}× the codec)`)
   console.log(`ratio cqbus/baseline ${best.ratio!.toFixed(3)} (goal ≥ 0.5: ${best.ratio! >= 0.5 ? "met" : "NOT met"})`)

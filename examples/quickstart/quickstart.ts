@@ -46,24 +46,27 @@ const columns = (...widths: ReadonlyArray<number>) => (...cells: ReadonlyArray<s
   cells.map((cell, i) => String(cell).padEnd(widths[i] ?? 0)).join(" ").trimEnd()
 const row = columns(8, 31, 9, 4, 10)
 const deadRow = columns(31, 10, 9, 11)
+const short = (eventId: string): string => eventId.slice(0, 8)
 
 /** The program: it needs a bus with a memory transport (`EventBus.layerMemory()`) and a scope for its subscriptions. */
-export const quickstart = (log: (line: string) => void): Effect.Effect<QuickstartReport, Error, EventBus | MemoryTransport | Scope.Scope> =>
+export const quickstart = (
+  log: (line: string) => void
+): Effect.Effect<QuickstartReport, Error, EventBus | MemoryTransport | Scope.Scope> =>
   Effect.gen(function*() {
     const bus = yield* EventBus
     const runs: Array<Run> = []
-    // Every handler reports what it decided; the bus turns that into ack / redeliver / dead-letter.
+    // Every handler reports what it decided; the bus turns its result into ack / redeliver / dead-letter.
     const report = (group: string, d: Delivery, result: Run["result"], details: string) =>
       Effect.sync(() => {
         runs.push({ group, topic: d.topic, eventId: d.eventId, attempt: d.attempt, result })
-        log(row(result === "ok" ? "handled" : result, d.topic, d.eventId.slice(0, 8), d.attempt, group, details))
+        log(row(result === "ok" ? "handled" : result, d.topic, short(d.eventId), d.attempt, group, details))
       })
 
     // 1. Subscribe. A group is a durable consumer: its members share the messages, other groups get their own copy.
     //    The subscription exists when `subscribe` returns and drains when the scope closes.
     yield* bus.subscribe(AssetCreatedEvent, (asset, d) =>
-      report("catalog", d, "ok", `${asset.symbol} "${asset.name}" ${AssetClass[asset.assetClass]} ${asset.quoteCurrency}`),
-    { group: "catalog" })
+      report("catalog", d, "ok",
+        `${asset.symbol} "${asset.name}" ${AssetClass[asset.assetClass]} ${asset.quoteCurrency}`), { group: "catalog" })
 
     yield* bus.subscribe(PriceUpdatedEvent, (price, d) =>
       Effect.gen(function*() {
@@ -82,24 +85,22 @@ export const quickstart = (log: (line: string) => void): Effect.Effect<Quickstar
       }), { group: "pricing", backoff: Backoff.constant("200 millis"), maxDeliver: 3 })
 
     yield* bus.subscribe(PositionChangedEvent, (pos, d) =>
-      report("portfolio", d, "ok",
-        `${pos.accountId} ${pos.assetId} ${pos.previousQuantity} -> ${pos.quantity} (${PositionChangeReason[pos.reason]})`),
-    { group: "portfolio" })
+      report("portfolio", d, "ok", `${pos.accountId} ${pos.assetId} ${pos.previousQuantity} -> ${pos.quantity} ` +
+        `(${PositionChangeReason[pos.reason]})`), { group: "portfolio" })
 
-    // 2. Publish typed events: the message is checked against its protobuf schema at compile time.
+    // 2. Publish typed events: each message is checked against its protobuf schema at compile time. The event id is
+    //    optional (the bus makes one); choosing it lets a publisher retry without creating duplicates.
     log(row("step", "topic", "event id", "try", "group", "details"))
-    const publish = (send: (eventId: string) => Effect.Effect<unknown, Error>, topic: string, details: string) =>
-      Effect.gen(function*() {
-        const eventId = newEventId() // optional: the bus makes one; passing it lets publishers retry without duplicates
-        yield* send(eventId)
-        log(row("publish", topic, eventId.slice(0, 8), "", "", details))
-      })
     const assets = [
-      { assetId: "asset-aapl", symbol: "AAPL", name: "Apple Inc.", assetClass: AssetClass.EQUITY, quoteCurrency: "USD" },
-      { assetId: "asset-btc", symbol: "BTC", name: "Bitcoin", assetClass: AssetClass.CRYPTO, quoteCurrency: "USD", decimals: 8 }
+      { assetId: "asset-aapl", symbol: "AAPL", name: "Apple Inc.",
+        assetClass: AssetClass.EQUITY, quoteCurrency: "USD" },
+      { assetId: "asset-btc", symbol: "BTC", name: "Bitcoin",
+        assetClass: AssetClass.CRYPTO, quoteCurrency: "USD" }
     ]
     for (const asset of assets) {
-      yield* publish((eventId) => bus.publish(AssetCreatedEvent, asset, { eventId }), AssetCreatedEvent.topic, asset.symbol)
+      const eventId = newEventId()
+      yield* bus.publish(AssetCreatedEvent, asset, { eventId })
+      log(row("publish", AssetCreatedEvent.topic, short(eventId), "", "", asset.symbol))
     }
     const prices = [
       { assetId: "asset-aapl", symbol: "AAPL", price: "189.25", currency: "USD", source: "xnas" },
@@ -107,14 +108,21 @@ export const quickstart = (log: (line: string) => void): Effect.Effect<Quickstar
       { assetId: "asset-aapl", symbol: "AAPL", price: "-1.00", currency: "USD", source: "xnas" } // rejected
     ]
     for (const price of prices) {
-      yield* publish((eventId) => bus.publish(PriceUpdatedEvent, price, { eventId }), PriceUpdatedEvent.topic,
-        `${price.symbol} ${price.price}`)
+      const eventId = newEventId()
+      yield* bus.publish(PriceUpdatedEvent, price, { eventId })
+      log(row("publish", PriceUpdatedEvent.topic, short(eventId), "", "", `${price.symbol} ${price.price}`))
     }
-    yield* publish((eventId) =>
-      bus.publish(PositionChangedEvent, {
-        accountId: "acct-42", assetId: "asset-aapl", previousQuantity: "0", quantity: "150",
-        reason: PositionChangeReason.TRADE, tradeId: "t-1001", version: 1n
-      }, { eventId }), PositionChangedEvent.topic, "acct-42 AAPL +150")
+    const eventId = newEventId()
+    yield* bus.publish(PositionChangedEvent, {
+      accountId: "acct-42",
+      assetId: "asset-aapl",
+      previousQuantity: "0",
+      quantity: "150",
+      reason: PositionChangeReason.TRADE,
+      tradeId: "t-1001",
+      version: 1n
+    }, { eventId })
+    log(row("publish", PositionChangedEvent.topic, short(eventId), "", "", "acct-42 AAPL +150"))
     const published = assets.length + prices.length + 1
 
     // 3. Wait until every event is settled: handled successfully or dead-lettered (polling, bounded by a timeout).
@@ -122,7 +130,10 @@ export const quickstart = (log: (line: string) => void): Effect.Effect<Quickstar
     const settled = Effect.map(memory.deadLetters, (dead) => runs.filter((r) => r.result === "ok").length + dead.length)
     yield* Effect.gen(function*() {
       while ((yield* settled) < published) yield* Effect.sleep("10 millis")
-    }).pipe(Effect.timeoutOrElse({ duration: "5 seconds", orElse: () => Effect.fail(new Error("events not settled within 5 s")) }))
+    }).pipe(Effect.timeoutOrElse({
+      duration: "5 seconds",
+      orElse: () => Effect.fail(new Error("the events were not all settled within 5 seconds"))
+    }))
 
     // 4. The dead letters keep the original bytes and headers, and say why and after how many deliveries.
     const deadLetters = (yield* memory.deadLetters).map((dl) => ({
@@ -137,8 +148,9 @@ export const quickstart = (log: (line: string) => void): Effect.Effect<Quickstar
     log(deadRow("dead letter topic", "group", "errorTag", "deliveries", "reason"))
     for (const dl of deadLetters) log(deadRow(dl.topic, dl.group ?? "-", dl.errorTag, dl.deliveryCount, dl.reason))
     const ok = runs.filter((r) => r.result === "ok")
+    const retried = ok.filter((r) => r.attempt > 1).length
     log("")
-    log(`summary: ${published} published, ${ok.length} handled (${ok.filter((r) => r.attempt > 1).length} after a retry), ` +
+    log(`summary: ${published} published, ${ok.length} handled (${retried} after a retry), ` +
       `${runs.length} handler runs, ${deadLetters.length} dead-lettered`)
     return { published, runs, deadLetters }
   })

@@ -1,0 +1,104 @@
+/**
+ * Configuration of the NATS backend: how to reach the server, which stream holds the events, what start-up may do to
+ * it, where dead letters go, and the bus defaults. Defaults live in `resolveConfig`, in one place.
+ *
+ * @module
+ */
+import type { EventBusConfig } from "@cqbus/core"
+import type { NatsConnection } from "@nats-io/nats-core"
+import { Duration, type Redacted } from "effect"
+
+/**
+ * The stream that stores the events. Field names follow the options users of JetStream know; unset fields keep the
+ * server's defaults.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NatsStreamOptions {
+  /** Default `CQC_EVENTS`, the stream CQC's Go services use. */
+  readonly name?: string
+  /** Default `["cqc.events.v1.>"]`. */
+  readonly subjects?: ReadonlyArray<string>
+  readonly retention?: "limits" | "interest" | "workqueue"
+  readonly storage?: "file" | "memory"
+  readonly maxAge?: Duration.Input
+  readonly maxBytes?: number
+  readonly maxMessages?: number
+  readonly maxMessageSize?: number
+  readonly maxMessagesPerSubject?: number
+  readonly discard?: "old" | "new"
+  readonly replicas?: number
+  /** The dedupe window for `Nats-Msg-Id` (server default 2 minutes). */
+  readonly duplicateWindow?: Duration.Input
+}
+
+/**
+ * What start-up does to the stream: `"createOrUpdate"` (default) creates it or brings its configuration to the
+ * options; `"createOnly"` creates it when missing and otherwise leaves it alone; `"validateOnly"` changes nothing and
+ * fails with the differences; `"skip"` makes no management call at all.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ProvisioningStrategy = "createOrUpdate" | "createOnly" | "validateOnly" | "skip"
+
+/**
+ * Configuration of `NatsEventBus.layer`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NatsEventBusConfig extends EventBusConfig {
+  /** An open connection from any nats.js transport (Deno, WebSocket, ...). The bus does not close it. */
+  readonly connection?: NatsConnection
+  /** Servers to connect to with `@nats-io/transport-node` when no connection is given (default `NATS_URL` or localhost). */
+  readonly servers?: string | ReadonlyArray<string>
+  /** The client name shown by the server (default: the bus `source`). */
+  readonly name?: string
+  readonly user?: string
+  readonly password?: Redacted.Redacted<string>
+  readonly token?: Redacted.Redacted<string>
+  /** An NKey seed (`SU...`). */
+  readonly nkeySeed?: Redacted.Redacted<string>
+  /** Path of a `.creds` file (JWT + seed). */
+  readonly credsFile?: string
+  /** TLS: `true` requires TLS with the system CAs; an object passes files. */
+  readonly tls?: boolean | { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string }
+  /** Reconnect policy (default: forever, 250 ms apart with jitter). */
+  readonly reconnect?: {
+    readonly maxAttempts?: number
+    readonly wait?: Duration.Input
+    readonly jitter?: Duration.Input
+  }
+  readonly stream?: NatsStreamOptions
+  readonly provisioning?: ProvisioningStrategy
+  /** The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless `provisioning` is `"skip"`). */
+  readonly deadLetters?: { readonly stream?: string; readonly subjectPrefix?: string; readonly maxAge?: Duration.Input }
+  /** How long a publish waits for its PubAck (default 5 s). */
+  readonly publishTimeout?: Duration.Input
+  /** How long `check` may take (default 2 s). */
+  readonly checkTimeout?: Duration.Input
+}
+
+/** The configuration with every default applied. */
+export interface ResolvedConfig {
+  readonly stream: NatsStreamOptions & { readonly name: string; readonly subjects: ReadonlyArray<string> }
+  readonly deadLetterStream: string
+  readonly deadLetterPrefix: string
+  readonly deadLetterMaxAge: Duration.Input | undefined
+  readonly provisioning: ProvisioningStrategy
+  readonly publishTimeout: number
+  readonly checkTimeout: number
+}
+
+/** Applies the defaults. */
+export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
+  stream: { ...config.stream, name: config.stream?.name ?? "CQC_EVENTS", subjects: config.stream?.subjects ?? ["cqc.events.v1.>"] },
+  deadLetterStream: config.deadLetters?.stream ?? "CQC_DLQ",
+  deadLetterPrefix: config.deadLetters?.subjectPrefix ?? "cqbus.dlq",
+  deadLetterMaxAge: config.deadLetters?.maxAge,
+  provisioning: config.provisioning ?? "createOrUpdate",
+  publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
+  checkTimeout: Duration.toMillis(config.checkTimeout ?? "2 seconds")
+})

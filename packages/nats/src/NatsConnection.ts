@@ -1,0 +1,144 @@
+/**
+ * The NATS connection a bus runs on: either injected (any nats.js transport, so Deno and edge runtimes work) or
+ * created here with `@nats-io/transport-node` from servers and credentials. Its state (connected, disconnected,
+ * reconnecting, closed; reconnect count; last error) is tracked so plugins and health checks can watch it.
+ *
+ * @module
+ */
+import {
+  type Authenticator,
+  credsAuthenticator,
+  type NatsConnection,
+  nkeyAuthenticator,
+  tokenAuthenticator,
+  usernamePasswordAuthenticator
+} from "@nats-io/nats-core"
+import { connect } from "@nats-io/transport-node"
+import { Duration, Effect, Redacted, type Scope, SubscriptionRef } from "effect"
+import { readFile } from "node:fs/promises"
+import type { NatsEventBusConfig } from "./NatsConfig.ts"
+
+/**
+ * The state of the connection as the client sees it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionState {
+  readonly status: "connected" | "disconnected" | "reconnecting" | "closed"
+  /** Reconnects since the bus started. */
+  readonly reconnects: number
+  /** The last error the client reported, without credentials. */
+  readonly lastError: string | undefined
+  /** The server the client is (or was last) connected to. */
+  readonly server: string | undefined
+}
+
+/**
+ * An open connection and its watched state.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ManagedConnection {
+  readonly nc: NatsConnection
+  readonly state: SubscriptionRef.SubscriptionRef<ConnectionState>
+  /** Whether this bus opened the connection (and so closes it). */
+  readonly owned: boolean
+}
+
+const authenticators = async (config: NatsEventBusConfig): Promise<ReadonlyArray<Authenticator>> => {
+  const list: Array<Authenticator> = []
+  if (config.user !== undefined) {
+    list.push(usernamePasswordAuthenticator(config.user, config.password && Redacted.value(config.password)))
+  }
+  if (config.token !== undefined) list.push(tokenAuthenticator(Redacted.value(config.token)))
+  if (config.nkeySeed !== undefined) list.push(nkeyAuthenticator(new TextEncoder().encode(Redacted.value(config.nkeySeed))))
+  if (config.credsFile !== undefined) list.push(credsAuthenticator(new Uint8Array(await readFile(config.credsFile))))
+  return list
+}
+
+/** Strips anything that looks like a credential out of an error text before it is stored or shown. */
+export const redact = (text: string): string =>
+  text.replace(/(\/\/)[^@/\s]+@/g, "$1***@").replace(/\b(SU|SA|SO)[A-Z2-7]{40,}\b/g, "$1***")
+
+const describeServers = (servers: string | ReadonlyArray<string>): string =>
+  redact(typeof servers === "string" ? servers : servers.join(","))
+
+/**
+ * Opens (or adopts) the connection for a scope; an owned connection is drained when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const acquire = (
+  config: NatsEventBusConfig,
+  defaultServers: string | ReadonlyArray<string>
+): Effect.Effect<ManagedConnection, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const owned = config.connection === undefined
+    const servers = config.servers ?? defaultServers
+    const nc = config.connection ?? (yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const auth = await authenticators(config)
+          const tls = config.tls === undefined || config.tls === false
+            ? undefined
+            : config.tls === true
+            ? {}
+            : { ...config.tls }
+          return connect({
+            servers: typeof servers === "string" ? servers : [...servers],
+            name: config.name ?? config.source ?? "cqbus",
+            maxReconnectAttempts: config.reconnect?.maxAttempts ?? -1,
+            reconnectTimeWait: Duration.toMillis(config.reconnect?.wait ?? "250 millis"),
+            reconnectJitter: Duration.toMillis(config.reconnect?.jitter ?? "100 millis"),
+            ...(auth.length > 0 ? { authenticator: [...auth] } : {}),
+            ...(tls === undefined ? {} : { tls })
+          })
+        },
+        catch: (cause) =>
+          new Error(
+            `cannot connect to NATS at ${describeServers(servers)}: ${redact(cause instanceof Error ? cause.message : String(cause))}`,
+            { cause }
+          )
+      }),
+      (nc) => Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close()))
+    ))
+    const state = yield* SubscriptionRef.make<ConnectionState>({
+      status: nc.isClosed() ? "closed" : "connected",
+      reconnects: 0,
+      lastError: undefined,
+      server: nc.getServer()
+    })
+    const update = (f: (s: ConnectionState) => ConnectionState) => SubscriptionRef.update(state, f)
+    // Watch the client's status events for as long as the scope lives.
+    yield* Effect.forkScoped(Effect.promise(async () => {
+      for await (const status of nc.status()) {
+        switch (status.type) {
+          case "disconnect":
+            await Effect.runPromise(update((s) => ({ ...s, status: "disconnected" })))
+            break
+          case "reconnecting":
+            await Effect.runPromise(update((s) => ({ ...s, status: "reconnecting" })))
+            break
+          case "reconnect":
+            await Effect.runPromise(
+              update((s) => ({ ...s, status: "connected", reconnects: s.reconnects + 1, server: nc.getServer() }))
+            )
+            break
+          case "error":
+            await Effect.runPromise(update((s) => ({ ...s, lastError: redact(String(status.error)) })))
+            break
+          case "close":
+            await Effect.runPromise(update((s) => ({ ...s, status: "closed" })))
+            break
+        }
+      }
+    }))
+    yield* Effect.forkScoped(Effect.promise(async () => {
+      await nc.closed()
+      await Effect.runPromise(update((s) => ({ ...s, status: "closed" })))
+    }))
+    return { nc, state, owned }
+  })

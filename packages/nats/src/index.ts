@@ -1,0 +1,11 @@
+/**
+ * `@cqbus/nats`: the NATS JetStream backend of cqbus. `NatsEventBus.layer(config)` gives a typed `EventBus` over
+ * JetStream with durable pull consumers, stream provisioning, a dead-letter stream and the CloudEvents wire contract
+ * shared with CQC's Go services.
+ *
+ * @module
+ */
+export * as NatsEventBus from "./NatsEventBus.ts"
+export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
+export { type ConnectionState, type ManagedConnection } from "./NatsConnection.ts"
+export { DeadLetterHeaders, make as makeNatsTransport, NatsTransport, type NatsTransportShape } from "./NatsTransport.ts"

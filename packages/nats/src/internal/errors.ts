@@ -1,0 +1,112 @@
+/**
+ * The one place where nats.js errors become cqbus errors. Nothing from nats.js crosses the package boundary; each
+ * error is classified by nats.js's own vocabulary (its error classes and JetStream API codes) and says whether
+ * retrying can help.
+ */
+import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
+import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
+import { errors } from "@nats-io/nats-core"
+
+/** JetStream API error codes this package reacts to (nats-server's `errors.json`). */
+export const ApiCodes = {
+  ConsumerNotFound: 10014,
+  StreamNotFound: 10059,
+  MessageTooLarge: 10054,
+  StreamFull: 10077,
+  WrongLastSequence: 10071,
+  StreamNameInUse: 10058,
+  SubjectsOverlap: 10065
+} as const
+
+const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/** Follows `cause` links: nats.js wraps timeouts and no-responders in `RequestError`. */
+const causes = (cause: unknown): ReadonlyArray<unknown> => {
+  const chain: Array<unknown> = []
+  let current = cause
+  while (current !== undefined && chain.length < 5) {
+    chain.push(current)
+    current = current instanceof Error ? current.cause : undefined
+  }
+  return chain
+}
+
+const classify = (cause: unknown): { readonly reason: PublishErrorReason; readonly retriable: boolean } => {
+  for (const error of causes(cause)) {
+    if (error instanceof errors.ClosedConnectionError || error instanceof errors.DrainingConnectionError) {
+      return { reason: "Closed", retriable: false }
+    }
+    if (error instanceof errors.TimeoutError) return { reason: "Timeout", retriable: true }
+    if (error instanceof errors.NoRespondersError) return { reason: "NoStream", retriable: false }
+    if (error instanceof errors.RequestError && error.isNoResponders()) return { reason: "NoStream", retriable: false }
+    if (error instanceof errors.PermissionViolationError || error instanceof errors.AuthorizationError) {
+      return { reason: "PermissionDenied", retriable: false }
+    }
+    if (error instanceof errors.ConnectionError) return { reason: "NotConnected", retriable: true }
+    if (error instanceof errors.InvalidArgumentError && /payload/i.test(error.message)) {
+      return { reason: "TooLarge", retriable: false }
+    }
+    if (error instanceof JetStreamApiError) {
+      switch (error.code) {
+        case ApiCodes.MessageTooLarge:
+          return { reason: "TooLarge", retriable: false }
+        case ApiCodes.StreamFull:
+          return { reason: "StreamFull", retriable: true }
+        case ApiCodes.WrongLastSequence:
+          return { reason: "WrongLastSequence", retriable: false }
+        case ApiCodes.StreamNotFound:
+          return { reason: "NoStream", retriable: false }
+      }
+      if (error.status === 503) return { reason: "NotConnected", retriable: true }
+    }
+  }
+  return { reason: "Unknown", retriable: true }
+}
+
+const explain: Record<PublishErrorReason, string> = {
+  Closed: "the connection is closed",
+  Encode: "the message could not be encoded",
+  NoStream: "no JetStream stream captures this subject (or JetStream is not answering)",
+  TooLarge: "the message is larger than the server or stream allows",
+  StreamFull: "the stream is full and discards new messages",
+  WrongLastSequence: "the stream's last sequence is not the expected one",
+  PermissionDenied: "this connection may not publish to the subject",
+  Timeout: "no PubAck arrived in time; the message may or may not be stored (publishing again with the same event id is safe)",
+  NotConnected: "the client is not connected to a server",
+  Unknown: "an unexpected error"
+}
+
+/** A publish failure as a typed `PublishError`. */
+export const toPublishError = (cause: unknown, topic: string): PublishError => {
+  const { reason, retriable } = classify(cause)
+  return new PublishError({
+    topic,
+    reason,
+    retriable,
+    message: `cannot publish to ${topic}: ${explain[reason]} (${message(cause)})`,
+    cause
+  })
+}
+
+/** A consumer set-up failure as a typed `SubscribeError`. */
+export const toSubscribeError = (cause: unknown, topic: string, group: string | undefined): SubscribeError => {
+  const closed = causes(cause).some((e) => e instanceof errors.ClosedConnectionError)
+  return new SubscribeError({
+    topic,
+    group,
+    reason: closed ? "Closed" : "Transport",
+    message: `cannot subscribe to ${topic}${group === undefined ? "" : ` as group ${group}`}: ${message(cause)}`,
+    cause
+  })
+}
+
+/** A failed health probe. */
+export const toHealthError = (component: string, cause: unknown): HealthError =>
+  new HealthError({ component, message: `${component}: ${message(cause)}`, cause })
+
+/** Whether an error says the stream or consumer does not exist. */
+export const isNotFound = (cause: unknown, code: number): boolean =>
+  causes(cause).some((e) => e instanceof JetStreamApiError && e.code === code)
+
+/** Whether nats.js reports a JetStream-level failure (for logs). */
+export const isJetStreamError = (cause: unknown): boolean => causes(cause).some((e) => e instanceof JetStreamError)

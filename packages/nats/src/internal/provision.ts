@@ -1,0 +1,71 @@
+/**
+ * Start-up provisioning of the event stream and the dead-letter stream, under the chosen strategy. Validation compares
+ * only the fields the options set, so a stream tuned by operators in other respects still validates.
+ */
+import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
+import { Duration, Effect } from "effect"
+import type { NatsStreamOptions, ProvisioningStrategy } from "../NatsConfig.ts"
+import { ApiCodes, isNotFound } from "./errors.ts"
+
+/** The stream configuration the options ask for (only the fields they set). */
+export const streamConfig = (options: NatsStreamOptions & { readonly name: string; readonly subjects: ReadonlyArray<string> }): Partial<StreamConfig> & { name: string } => {
+  const config: Record<string, unknown> = { name: options.name, subjects: [...options.subjects] }
+  if (options.retention !== undefined) config.retention = options.retention
+  if (options.storage !== undefined) config.storage = options.storage
+  if (options.maxAge !== undefined) config.max_age = nanos(Duration.toMillis(options.maxAge))
+  if (options.maxBytes !== undefined) config.max_bytes = options.maxBytes
+  if (options.maxMessages !== undefined) config.max_msgs = options.maxMessages
+  if (options.maxMessageSize !== undefined) config.max_msg_size = options.maxMessageSize
+  if (options.maxMessagesPerSubject !== undefined) config.max_msgs_per_subject = options.maxMessagesPerSubject
+  if (options.discard !== undefined) config.discard = options.discard
+  if (options.replicas !== undefined) config.num_replicas = options.replicas
+  if (options.duplicateWindow !== undefined) config.duplicate_window = nanos(Duration.toMillis(options.duplicateWindow))
+  return config as Partial<StreamConfig> & { name: string }
+}
+
+const same = (a: unknown, b: unknown): boolean =>
+  Array.isArray(a) && Array.isArray(b)
+    ? a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i])
+    : a === b
+
+/** The fields where the existing configuration differs from the wanted one, as `field: have → want`. */
+export const differences = (have: Partial<StreamConfig>, want: Partial<StreamConfig>): ReadonlyArray<string> =>
+  Object.entries(want)
+    .filter(([field, value]) => !same((have as Record<string, unknown>)[field], value))
+    .map(([field, value]) =>
+      `${field}: ${JSON.stringify((have as Record<string, unknown>)[field])} → ${JSON.stringify(value)}`
+    )
+
+/** Creates, updates or validates one stream according to the strategy. */
+export const provisionStream = (
+  jsm: JetStreamManager,
+  want: Partial<StreamConfig> & { name: string },
+  strategy: ProvisioningStrategy
+): Effect.Effect<void, Error> =>
+  Effect.tryPromise({
+    try: async () => {
+      if (strategy === "skip") return
+      let have: StreamConfig | undefined
+      try {
+        have = (await jsm.streams.info(want.name)).config
+      } catch (cause) {
+        if (!isNotFound(cause, ApiCodes.StreamNotFound)) throw cause
+      }
+      if (have === undefined) {
+        if (strategy === "validateOnly") throw new Error(`stream ${want.name} does not exist (provisioning: validateOnly)`)
+        await jsm.streams.add(want)
+        return
+      }
+      const diff = differences(have, want)
+      if (diff.length === 0 || strategy === "createOnly") return
+      if (strategy === "validateOnly") {
+        throw new Error(`stream ${want.name} differs from the configuration (provisioning: validateOnly): ${diff.join("; ")}`)
+      }
+      await jsm.streams.update(want.name, { ...have, ...want })
+    },
+    catch: (cause) =>
+      cause instanceof Error && cause.message.startsWith("stream ")
+        ? cause
+        : new Error(`cannot provision stream ${want.name}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+  })
