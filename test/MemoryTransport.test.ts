@@ -191,3 +191,26 @@ test("memory: closing a subscription stops pulling at once; the group's next mem
     assert.equal(seen.length, total)
     assert.equal(new Set(seen).size, total, "no event handled twice")
   })))
+
+test("memory: a message that keeps being handed back mid-handler is dead-lettered once it exceeds maxDeliver", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    yield* bus.publish(AssetCreatedEvent, { assetId: "crashes-consumers" })
+    let runs = 0
+    for (let round = 0; round < 3; round++) {
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => runs++), Effect.never), {
+          group: "crashy",
+          maxDeliver: 2,
+          drainTimeout: 0
+        })
+        yield* letTimePass(20)
+      }))
+    }
+    assert.equal(runs, 2, "the handler ran for the two allowed deliveries only")
+    const [letter] = yield* memory.deadLetters
+    assert.equal(letter?.errorTag, "MaxDeliverExceeded")
+    assert.equal(letter?.deliveryCount, 3)
+    assert.match(letter!.reason, /delivered 3 times without an outcome \(maxDeliver 2\)/)
+  })))

@@ -2,7 +2,7 @@
 // temporary store), so cases cannot see each other's streams or consumers. Time is real; delays are short.
 import { NatsEventBus } from "@cqbus/nats"
 import { conformance } from "@cqbus/testkit"
-import { NatsServer } from "../packages/testkit/src/NatsServer.ts"
+import { NatsServer } from "@cqbus/testkit/nats-server"
 import { Effect, Layer } from "effect"
 
 conformance({

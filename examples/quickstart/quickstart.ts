@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Backoff, type Delivery, EventBus, HeaderNames, MemoryTransport, newEventId, Reject } from "@cqbus/core"
+import { Backoff, type DeadLetter, type Delivery, EventBus, HeaderNames, newEventId, Reject, Transport } from "@cqbus/core"
 import {
   AssetClass,
   AssetCreatedEvent,
@@ -13,7 +13,7 @@ import {
   PositionChangeReason,
   PriceUpdatedEvent
 } from "@cqbus/testkit/events"
-import { Data, Effect, type Scope } from "effect"
+import { Data, Effect, type Layer, type Scope } from "effect"
 
 /** One handler run, as the quickstart saw it. */
 export interface Run {
@@ -48,13 +48,23 @@ const row = columns(8, 31, 9, 4, 10)
 const deadRow = columns(31, 10, 9, 11)
 const short = (eventId: string): string => eventId.slice(0, 8)
 
-/** The program: it needs a bus with a memory transport (`EventBus.layerMemory()`) and a scope for its subscriptions. */
+/**
+ * The program: it needs a bus whose transport can list its dead letters (the memory transport and the NATS
+ * transport both can) and a scope for its subscriptions.
+ */
 export const quickstart = (
   log: (line: string) => void
-): Effect.Effect<QuickstartReport, Error, EventBus | MemoryTransport | Scope.Scope> =>
+): Effect.Effect<QuickstartReport, Error, EventBus | Transport | Scope.Scope> =>
   Effect.gen(function*() {
     const bus = yield* EventBus
     const runs: Array<Run> = []
+    // The ids of the events this run publishes (a broker may still hold events of earlier runs).
+    const ids = new Set<string>()
+    const fresh = (): string => {
+      const id = newEventId()
+      ids.add(id)
+      return id
+    }
     // Every handler reports what it decided; the bus turns its result into ack / redeliver / dead-letter.
     const report = (group: string, d: Delivery, result: Run["result"], details: string) =>
       Effect.sync(() => {
@@ -98,7 +108,7 @@ export const quickstart = (
         assetClass: AssetClass.CRYPTO, quoteCurrency: "USD" }
     ]
     for (const asset of assets) {
-      const eventId = newEventId()
+      const eventId = fresh()
       yield* bus.publish(AssetCreatedEvent, asset, { eventId })
       log(row("publish", AssetCreatedEvent.topic, short(eventId), "", "", asset.symbol))
     }
@@ -108,11 +118,11 @@ export const quickstart = (
       { assetId: "asset-aapl", symbol: "AAPL", price: "-1.00", currency: "USD", source: "xnas" } // rejected
     ]
     for (const price of prices) {
-      const eventId = newEventId()
+      const eventId = fresh()
       yield* bus.publish(PriceUpdatedEvent, price, { eventId })
       log(row("publish", PriceUpdatedEvent.topic, short(eventId), "", "", `${price.symbol} ${price.price}`))
     }
-    const eventId = newEventId()
+    const eventId = fresh()
     yield* bus.publish(PositionChangedEvent, {
       accountId: "acct-42",
       assetId: "asset-aapl",
@@ -126,8 +136,11 @@ export const quickstart = (
     const published = assets.length + prices.length + 1
 
     // 3. Wait until every event is settled: handled successfully or dead-lettered (polling, bounded by a timeout).
-    const memory = yield* MemoryTransport
-    const settled = Effect.map(memory.deadLetters, (dead) => runs.filter((r) => r.result === "ok").length + dead.length)
+    const transport = yield* Transport
+    const listDeadLetters: Effect.Effect<ReadonlyArray<DeadLetter>> = transport.deadLetters ?? Effect.succeed([])
+    // A broker keeps dead letters of earlier runs: only this run's count (they carry this run's event ids).
+    const ours = Effect.map(listDeadLetters, (all) => all.filter((dl) => ids.has(dl.headers[HeaderNames.id] ?? "")))
+    const settled = Effect.map(ours, (dead) => runs.filter((r) => r.result === "ok" && ids.has(r.eventId)).length + dead.length)
     yield* Effect.gen(function*() {
       while ((yield* settled) < published) yield* Effect.sleep("10 millis")
     }).pipe(Effect.timeoutOrElse({
@@ -136,7 +149,7 @@ export const quickstart = (
     }))
 
     // 4. The dead letters keep the original bytes and headers, and say why and after how many deliveries.
-    const deadLetters = (yield* memory.deadLetters).map((dl) => ({
+    const deadLetters = (yield* ours).map((dl) => ({
       eventId: dl.headers[HeaderNames.id], // the CloudEvents id travels in the headers
       topic: dl.subject,
       group: dl.group,
@@ -155,6 +168,11 @@ export const quickstart = (
     return { published, runs, deadLetters }
   })
 
-/** Runs the quickstart on a fresh in-memory bus; the scope closes (subscriptions drain) before the promise settles. */
-export const runQuickstart = (log: (line: string) => void): Promise<QuickstartReport> =>
-  Effect.runPromise(quickstart(log).pipe(Effect.scoped, Effect.provide(EventBus.layerMemory())))
+/**
+ * Runs the quickstart on a bus (default: a fresh in-memory bus); the scope closes (subscriptions drain) before the
+ * promise settles.
+ */
+export const runQuickstart = (
+  log: (line: string) => void,
+  layer: Layer.Layer<EventBus | Transport, Error> = EventBus.layerMemory()
+): Promise<QuickstartReport> => Effect.runPromise(quickstart(log).pipe(Effect.scoped, Effect.provide(layer)))

@@ -7,7 +7,7 @@
  * @module
  */
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf"
-import { Context, Duration, Effect, Layer, type Scope } from "effect"
+import { Context, Duration, Effect, Layer, Result, type Scope } from "effect"
 import * as Backoff from "./Backoff.ts"
 import { envelopeHeaders, HeaderNames, newEventId } from "./Envelope.ts"
 import { DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
@@ -108,6 +108,15 @@ export interface EventBusShape {
     options?: PublishOptions
   ) => Effect.Effect<PublishAck, PublishError | InvalidTopic>
   /**
+   * Publishes many events with up to `window` (default 256) publishes awaiting their acknowledgement at once, and
+   * returns one result per event, in input order: a failure of one event does not stop or hide the others.
+   */
+  readonly publishAll: <S extends DescMessage>(
+    event: EventDef<S>,
+    messages: Iterable<MessageInitShape<S>>,
+    options?: { readonly window?: number; readonly publish?: (message: MessageInitShape<S>, index: number) => PublishOptions }
+  ) => Effect.Effect<ReadonlyArray<Result.Result<PublishAck, PublishError | InvalidTopic>>>
+  /**
    * Subscribes a handler. The subscription exists when the effect succeeds; it drains gracefully when the scope
    * closes (running handlers finish within `drainTimeout`, the rest is handed back).
    */
@@ -166,7 +175,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
       options: PublishOptions | undefined
     ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
       Effect.clockWith((clock) => {
-        const eventId = options?.eventId ?? newEventId()
+        const given = options?.eventId
+        const eventId = given ?? newEventId()
         const headers = envelopeHeaders({
           id: eventId,
           type,
@@ -176,7 +186,7 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           correlationId: options?.correlationId,
           headers: options?.headers
         })
-        return transport.publish({ topic, body, headers, eventId, key })
+        return transport.publish({ topic, body, headers, eventId, dedupe: given !== undefined, key })
       })
 
     const publish = <S extends DescMessage>(
@@ -250,7 +260,14 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           group,
           decode,
           keyOf,
-          handler: (event, delivery) => Effect.provideContext(handler(event, delivery), context),
+          // Deliveries usually run in a fiber forked from this one, with this very context: providing it again would
+          // copy the whole service map per delivery.
+          handler: (event, delivery) =>
+            Effect.withFiber((fiber) =>
+              fiber.context === context
+                ? handler(event, delivery) as Effect.Effect<void, E>
+                : Effect.provideContext(handler(event, delivery), context)
+            ),
           maxDeliver,
           backoff: options.backoff ?? shared.backoff ?? DEFAULTS.backoff,
           ordering,
@@ -281,7 +298,18 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
     ): Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R> =>
       start(topic, (message) => message.body, undefined, handler, options)
 
-    return { publish, subscribe, publishRaw, subscribeRaw, check: transport.check }
+    const publishAll = <S extends DescMessage>(
+      event: EventDef<S>,
+      messages: Iterable<MessageInitShape<S>>,
+      options?: { readonly window?: number; readonly publish?: (message: MessageInitShape<S>, index: number) => PublishOptions }
+    ): Effect.Effect<ReadonlyArray<Result.Result<PublishAck, PublishError | InvalidTopic>>> =>
+      Effect.forEach(
+        messages,
+        (message, index) => Effect.result(publish(event, message, options?.publish?.(message, index))),
+        { concurrency: Math.max(1, options?.window ?? 256) }
+      )
+
+    return { publish, publishAll, subscribe, publishRaw, subscribeRaw, check: transport.check }
   })
 
 /**

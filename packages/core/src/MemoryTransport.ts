@@ -247,7 +247,7 @@ export const make = (
         const now = clock.currentTimeMillisUnsafe()
         expire(now)
         forgetIds(now)
-        const duplicate = seen.get(message.eventId)
+        const duplicate = message.dedupe ? seen.get(message.eventId) : undefined
         if (duplicate !== undefined) {
           return Effect.succeed<PublishAck>({ topic, stream, sequence: duplicate.sequence, duplicate: true })
         }
@@ -279,8 +279,10 @@ export const make = (
         stats.entries.push(entry)
         stats.count++
         stats.bytes += size
-        seen.set(message.eventId, { sequence, time: now })
-        seenOrder.push({ id: message.eventId, time: now })
+        if (message.dedupe) {
+          seen.set(message.eventId, { sequence, time: now })
+          seenOrder.push({ id: message.eventId, time: now })
+        }
         for (const consumer of consumers.values()) {
           if (consumer.matches(topic)) wakeAll(consumer)
         }

@@ -38,6 +38,11 @@ export interface OutgoingMessage {
   readonly headers: Headers
   /** The event id: the transport drops a second message with the same id inside its dedupe window. */
   readonly eventId: string
+  /**
+   * `false` when the bus generated the id for this one publish (a random UUID cannot repeat), so a backend that
+   * dedupes in process may skip its bookkeeping; brokers still receive the id.
+   */
+  readonly dedupe: boolean
   /** The ordering key, when the event has one. */
   readonly key: string | undefined
 }

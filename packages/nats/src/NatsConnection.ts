@@ -47,7 +47,37 @@ export interface ManagedConnection {
   readonly owned: boolean
 }
 
-const authenticators = async (config: NatsEventBusConfig): Promise<ReadonlyArray<Authenticator>> => {
+/**
+ * nats.js ignores credentials written into a server URL (`nats://user:pass@host`, `nats://token@host`), which nats.go
+ * and the nats CLI honour, so such a `NATS_URL` failed with "Authorization Violation" whatever the password. They are
+ * taken out of the URLs here and used when the config names no credentials of its own.
+ */
+const splitUrlCredentials = (servers: ReadonlyArray<string>): {
+  readonly servers: Array<string>
+  readonly user?: string
+  readonly pass?: string
+  readonly token?: string
+} => {
+  let found: { user?: string; pass?: string; token?: string } = {}
+  const clean = servers.map((server) => {
+    const match = /^([a-z][a-z0-9+.-]*:\/\/)([^@/\s]+)@(.*)$/i.exec(server)
+    if (match === null) return server
+    const [, scheme, info, rest] = match as unknown as [string, string, string, string]
+    if (Object.keys(found).length === 0) {
+      const colon = info.indexOf(":")
+      found = colon < 0
+        ? { token: decodeURIComponent(info) }
+        : { user: decodeURIComponent(info.slice(0, colon)), pass: decodeURIComponent(info.slice(colon + 1)) }
+    }
+    return `${scheme}${rest}`
+  })
+  return { servers: clean, ...found }
+}
+
+const authenticators = async (
+  config: NatsEventBusConfig,
+  fromUrl: ReturnType<typeof splitUrlCredentials>
+): Promise<ReadonlyArray<Authenticator>> => {
   const list: Array<Authenticator> = []
   if (config.user !== undefined) {
     list.push(usernamePasswordAuthenticator(config.user, config.password && Redacted.value(config.password)))
@@ -55,6 +85,8 @@ const authenticators = async (config: NatsEventBusConfig): Promise<ReadonlyArray
   if (config.token !== undefined) list.push(tokenAuthenticator(Redacted.value(config.token)))
   if (config.nkeySeed !== undefined) list.push(nkeyAuthenticator(new TextEncoder().encode(Redacted.value(config.nkeySeed))))
   if (config.credsFile !== undefined) list.push(credsAuthenticator(new Uint8Array(await readFile(config.credsFile))))
+  if (list.length === 0 && fromUrl.user !== undefined) list.push(usernamePasswordAuthenticator(fromUrl.user, fromUrl.pass))
+  if (list.length === 0 && fromUrl.token !== undefined) list.push(tokenAuthenticator(fromUrl.token))
   return list
 }
 
@@ -81,14 +113,15 @@ export const acquire = (
     const nc = config.connection ?? (yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          const auth = await authenticators(config)
+          const fromUrl = splitUrlCredentials(typeof servers === "string" ? [servers] : servers)
+          const auth = await authenticators(config, fromUrl)
           const tls = config.tls === undefined || config.tls === false
             ? undefined
             : config.tls === true
             ? {}
             : { ...config.tls }
           return connect({
-            servers: typeof servers === "string" ? servers : [...servers],
+            servers: fromUrl.servers,
             name: config.name ?? config.source ?? "cqbus",
             maxReconnectAttempts: config.reconnect?.maxAttempts ?? -1,
             reconnectTimeWait: Duration.toMillis(config.reconnect?.wait ?? "250 millis"),

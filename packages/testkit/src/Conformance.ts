@@ -199,7 +199,7 @@ export const conformance = (options: ConformanceOptions): void => {
           seen.push({ assetId: event.assetId, eventId: delivery.eventId })
         }), { group: "bare" })
       const body = toBinary(AssetCreatedSchema, create(AssetCreatedSchema, { assetId: "from-go", symbol: "GO" }))
-      yield* transport.publish({ topic: AssetCreatedEvent.topic, body, headers: {}, eventId: "bare-1", key: undefined })
+      yield* transport.publish({ topic: AssetCreatedEvent.topic, body, headers: {}, eventId: "bare-1", dedupe: true, key: undefined })
       yield* wait(() => seen.length === 1, "the headerless message is delivered")
       assert.equal(seen[0]!.assetId, "from-go")
       assert.ok(seen[0]!.eventId.length > 0, "a headerless message still gets an event id")

@@ -209,7 +209,7 @@ const readInfo = (port: number, timeoutMs: number): Promise<Record<string, unkno
     socket.on("close", () => finish(new Error(`${HOST}:${port} closed the connection before sending INFO`)))
   })
 
-/** Lets `stream` not keep the event loop alive (Node sockets; a no-op where a runtime lacks it). */
+/** Lets a child process or its pipe not keep the event loop alive (a no-op where a runtime lacks `unref`). */
 const unref = (handle: unknown): void => {
   ;(handle as { unref?: () => void } | null)?.unref?.()
 }
@@ -233,8 +233,8 @@ class Server implements NatsServer {
   private lastPid = 0
   private lastCommand: ReadonlyArray<string> = []
   private readonly lines: Array<string> = []
-  // the lines of the current launch only: an old "address already in use" must not be taken for a new one
-  private launchLines: Array<string> = []
+  // whether the current launch logged "address already in use" (an earlier launch's line must not count)
+  private portInUse = false
 
   constructor(
     readonly port: number,
@@ -288,7 +288,7 @@ class Server implements NatsServer {
   }
 
   private record(line: string): void {
-    this.launchLines.push(line)
+    if (/address already in use/i.test(line)) this.portInUse = true
     this.lines.push(line)
     if (this.lines.length > LOG_LINES) this.lines.splice(0, this.lines.length - LOG_LINES)
   }
@@ -302,7 +302,7 @@ class Server implements NatsServer {
     const args = this.args()
     this.lastCommand = [this.binary, ...args]
     if (this.lines.length > 0) this.record(`---- cqbus testkit: starting again: ${this.lastCommand.map(quote).join(" ")}`)
-    this.launchLines = []
+    this.portInUse = false
     let child: ChildProcess
     try {
       child = spawn(this.binary, args, { stdio: ["ignore", "pipe", "pipe"] })
@@ -369,7 +369,7 @@ class Server implements NatsServer {
       await this.settle(1_000)
       const how = child.signalCode !== null ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`
       const reason = `${this.binary} ${how} before it was ready`
-      return this.launchLines.some((line) => /address already in use/i.test(line))
+      return this.portInUse
         ? { _tag: "PortInUse", reason }
         : { _tag: "Failed", error: this.error(reason) }
     }

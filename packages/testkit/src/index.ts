@@ -1,6 +1,7 @@
 /**
  * `@cqbus/testkit`: the conformance suite every cqbus backend passes, and the helpers to run bus programs in tests
- * under virtual or real time. The CQC example events live at `@cqbus/testkit/events`.
+ * under virtual or real time. The CQC example events live at `@cqbus/testkit/events`, and a `nats-server` launcher
+ * for tests at `@cqbus/testkit/nats-server`.
  *
  * @module
  */

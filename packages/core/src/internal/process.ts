@@ -8,7 +8,7 @@ import type { Backoff } from "../Backoff.ts"
 import { HeaderNames } from "../Envelope.ts"
 import { DecodeError } from "../Errors.ts"
 import type { Delivery, Handler } from "../Handler.ts"
-import type { IncomingMessage, Outcome } from "../Transport.ts"
+import type { Headers, IncomingMessage, Outcome } from "../Transport.ts"
 import { makeKeyedLanes } from "./lanes.ts"
 
 /** What a subscription needs to process deliveries. */
@@ -84,27 +84,44 @@ export const decide = (exit: Exit.Exit<void, unknown>, attempt: number, maxDeliv
   return { _tag: "Nak", delay: delay ?? backoff(attempt), error: reason }
 }
 
+/** A `Delivery` whose publish time is parsed only when a handler asks for it. */
+class LazyDelivery implements Delivery {
+  readonly topic: string
+  readonly subject: string
+  readonly eventId: string
+  readonly headers: Headers
+  readonly sequence: number | undefined
+  #message: IncomingMessage
+  #publishedAt: Date | undefined | null = null
+  constructor(
+    message: IncomingMessage,
+    readonly group: string | undefined,
+    readonly key: string | undefined,
+    readonly attempt: number
+  ) {
+    this.#message = message
+    this.topic = message.subject
+    this.subject = message.subject
+    this.headers = message.headers
+    this.sequence = message.sequence
+    this.eventId = message.headers[HeaderNames.id] ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`)
+  }
+  get publishedAt(): Date | undefined {
+    if (this.#publishedAt === null) {
+      const time = this.headers[HeaderNames.time]
+      const stamped = time === undefined ? undefined : new Date(time)
+      this.#publishedAt = stamped === undefined || Number.isNaN(stamped.getTime()) ? this.#message.publishedAt : stamped
+    }
+    return this.#publishedAt
+  }
+}
+
 const makeDelivery = (
   message: IncomingMessage,
   group: string | undefined,
   key: string | undefined,
   attempt: number
-): Delivery => {
-  const headers = message.headers
-  const time = headers[HeaderNames.time]
-  const stamped = time === undefined ? undefined : new Date(time)
-  return {
-    topic: message.subject,
-    subject: message.subject,
-    eventId: headers[HeaderNames.id] ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`),
-    attempt,
-    headers,
-    publishedAt: stamped === undefined || Number.isNaN(stamped.getTime()) ? message.publishedAt : stamped,
-    sequence: message.sequence,
-    key,
-    group
-  }
-}
+): Delivery => new LazyDelivery(message, group, key, attempt)
 
 /** Builds the `process` function of a subscription. */
 export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
@@ -118,8 +135,23 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
       Effect.map((exit) => decide(exit, delivery.attempt, maxDeliver, backoff))
     )
 
+  // A message delivered more often than `maxDeliver` never got an outcome for some of its deliveries (the consumer
+  // crashed or was drained mid-handler each time); dead-letter it instead of letting it crash consumers forever.
+  const overdue = (message: IncomingMessage): Outcome | undefined =>
+    message.deliveryCount > maxDeliver
+      ? {
+        _tag: "DeadLetter",
+        reason: `delivered ${message.deliveryCount} times without an outcome (maxDeliver ${maxDeliver}); ` +
+          "the consumer may crash or be stopped while handling it",
+        errorTag: "MaxDeliverExceeded",
+        attempts: message.deliveryCount
+      }
+      : undefined
+
   if (config.ordering === "none") {
     return (message) => {
+      const stop = overdue(message)
+      if (stop !== undefined) return Effect.succeed(stop)
       const decoded = config.decode(message, config.topic)
       if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
       const delivery = makeDelivery(message, group, keyFor(decoded, message), message.deliveryCount)
@@ -147,6 +179,8 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
         )
         : Effect.succeed(outcome))
   return (message) => {
+    const stop = overdue(message)
+    if (stop !== undefined) return Effect.succeed(stop)
     const decoded = config.decode(message, config.topic)
     if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
     const key = keyFor(decoded, message)
