@@ -12,7 +12,7 @@ import * as Backoff from "./Backoff.ts"
 import { envelopeHeaders, HeaderNames, newEventId } from "./Envelope.ts"
 import { DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
 import type { EventDef } from "./EventDef.ts"
-import type { Handler } from "./Handler.ts"
+import type { Handler, Middleware, PublishMiddleware, Send } from "./Handler.ts"
 import { makeProcess } from "./internal/process.ts"
 import { MemoryTransport, type MemoryTransportOptions } from "./MemoryTransport.ts"
 import { checkTopic } from "./Topic.ts"
@@ -92,6 +92,14 @@ export interface EventBusConfig {
   readonly source?: string
   /** Defaults for every subscription of this bus. */
   readonly subscribe?: Omit<SubscribeOptions, "group" | "deliverPolicy">
+  /**
+   * Middleware for every subscription of this bus, applied around the subscription's own handler (which may already
+   * be wrapped with `pipe`). `[a, b]` means `pipe(handler, a, b)`: `a` wraps the handler, `b` wraps `a` and runs
+   * outermost.
+   */
+  readonly middleware?: ReadonlyArray<Middleware<unknown>>
+  /** Publish middleware for every publish of this bus; `[a, b]`: `b` runs outermost, `a` next to the transport. */
+  readonly publishMiddleware?: ReadonlyArray<PublishMiddleware>
 }
 
 /**
@@ -166,6 +174,9 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
     const source = config.source ?? "cqbus"
     const shared = config.subscribe ?? {}
     const checked = new WeakSet<EventDef<DescMessage>>()
+    const transmit: Send = (config.publishMiddleware ?? []).reduce<Send>((next, m) => m(next), transport.publish)
+    const wrap = <A, E, R>(handler: Handler<A, E, R>): Handler<A, unknown, R> =>
+      (config.middleware ?? []).reduce<Handler<A, unknown, R>>((inner, m) => m(inner), handler)
 
     const send = (
       topic: string,
@@ -186,7 +197,7 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           correlationId: options?.correlationId,
           headers: options?.headers
         })
-        return transport.publish({ topic, body, headers, eventId, dedupe: given !== undefined, key })
+        return transmit({ topic, body, headers, eventId, dedupe: given !== undefined, key })
       })
 
     const publish = <S extends DescMessage>(
@@ -255,7 +266,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           return yield* new SubscribeError({ topic, group, reason: "InvalidOptions", message: problem })
         }
         const context = yield* Effect.context<R>()
-        const process = makeProcess<A, E>({
+        const wrapped = wrap(handler)
+        const process = makeProcess<A, unknown>({
           topic,
           group,
           decode,
@@ -265,8 +277,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           handler: (event, delivery) =>
             Effect.withFiber((fiber) =>
               fiber.context === context
-                ? handler(event, delivery) as Effect.Effect<void, E>
-                : Effect.provideContext(handler(event, delivery), context)
+                ? wrapped(event, delivery) as Effect.Effect<void, unknown>
+                : Effect.provideContext(wrapped(event, delivery), context)
             ),
           maxDeliver,
           backoff: options.backoff ?? shared.backoff ?? DEFAULTS.backoff,

@@ -7,7 +7,8 @@
  */
 import { Duration, Effect } from "effect"
 import { HandlerTimeout } from "./Errors.ts"
-import type { Headers } from "./Transport.ts"
+import type { PublishError } from "./Errors.ts"
+import type { Headers, OutgoingMessage, PublishAck } from "./Transport.ts"
 
 /**
  * Everything known about one delivery of an event besides the event itself.
@@ -55,6 +56,23 @@ export interface Handler<in A, out E = never, out R = never> {
 export interface Middleware<EAdd = never, RAdd = never> {
   <A, E, R>(handler: Handler<A, E, R>): Handler<A, E | EAdd, R | RAdd>
 }
+
+/**
+ * Sends one message to the transport (the last step of a publish).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Send = (message: OutgoingMessage) => Effect.Effect<PublishAck, PublishError>
+
+/**
+ * The publish-side counterpart of `Middleware`: a function from send to send. It sees the encoded message with its
+ * headers (to add `traceparent`, time the publish, log it) and the acknowledgement or the error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PublishMiddleware = (next: Send) => Send
 
 /**
  * Fails a handler run with `HandlerTimeout` (and interrupts it) when it takes longer than `duration`; the message is

@@ -36,7 +36,15 @@ export {
   type Subscription
 } from "./EventBus.ts"
 export { defineEvent, type DefineEventOptions, type EventDef, type StringFieldOf } from "./EventDef.ts"
-export { type Delivery, type Handler, type Middleware, onError, timeout } from "./Handler.ts"
+export {
+  type Delivery,
+  type Handler,
+  type Middleware,
+  onError,
+  type PublishMiddleware,
+  type Send,
+  timeout
+} from "./Handler.ts"
 export {
   type GroupInfo,
   make as makeMemoryTransport,

@@ -111,7 +111,9 @@ export const make = (
     const { nc, state } = yield* acquire(config, "nats://127.0.0.1:4222")
     const js: JetStreamClient = jetstream(nc)
     const jsm: JetStreamManager = yield* Effect.tryPromise({
-      try: () => jetstreamManager(nc),
+      // `jetstreamManager` asks the server for the account info ($JS.API.INFO) unless told not to; "skip" promises no
+      // management call at start-up (accounts may not be allowed any), so it must not probe either.
+      try: () => jetstreamManager(nc, { checkAPI: resolved.provisioning !== "skip" }),
       catch: (cause) => new Error(`JetStream is not available: ${cause instanceof Error ? cause.message : String(cause)}`)
     })
     const stream = resolved.stream.name
@@ -234,7 +236,15 @@ export const make = (
           })
         yield* ensure(deliverPolicyConfig(options.deliverPolicy))
         const messages = yield* Effect.tryPromise({
-          try: async () => (await js.consumers.get(stream, name)).consume({ max_messages: options.maxInFlight }),
+          try: async () =>
+            (await js.consumers.get(stream, name)).consume({
+              max_messages: options.maxInFlight,
+              // After a 409 "consumer deleted" nats.js stops pulling until it has missed two idle heartbeats; with its
+              // defaults (30 s pulls, 15 s heartbeats) a recreated consumer got nothing for about 45 s. Short idle
+              // heartbeats bound that stall to a few seconds; they only flow while the subscription is idle.
+              expires: 5_000,
+              idle_heartbeat: 1_000
+            }),
           catch: (cause) => toSubscribeError(cause, topic, group)
         })
 
@@ -306,7 +316,18 @@ export const make = (
         yield* Effect.addFinalizer(() =>
           Effect.gen(function*() {
             stopping = true
-            yield* Effect.promise(() => messages.close().catch(() => undefined))
+            // Drain the inbox subscription before closing: `close()` alone unsubscribes at once, and messages the
+            // server had already sent for the outstanding pull were dropped by the client, left unacknowledged and
+            // redelivered only after ackWait. Draining (UNSUB + flush) still delivers them, so the loop hands them
+            // back now. `sub` is nats.js internal, hence the guard; nats.js ends the iterator once the drain is done.
+            const sub = (messages as unknown as { readonly sub?: { readonly drain?: () => Promise<void> } }).sub
+            if (typeof sub?.drain === "function" && !nc.isClosed()) {
+              yield* Effect.timeoutOption(Effect.promise(() => sub.drain!().catch(() => undefined)), "2 seconds")
+            }
+            // Not awaited: `close()` resolves only once the pull loop has read the iterator to its end, and the loop
+            // takes a message only when a handler slot is free, so handlers that outlive drainTimeout (or never end)
+            // made the close hang forever. The loop is awaited below, after the handlers are done or interrupted.
+            yield* Effect.sync(() => void messages.close().catch(() => undefined))
             if (inFlight.size > 0 && Duration.toMillis(options.drainTimeout) > 0) {
               yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
             }

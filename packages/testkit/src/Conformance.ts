@@ -83,6 +83,20 @@ const readDeadLetters = Effect.gen(function*() {
   return yield* transport.deadLetters
 })
 
+/**
+ * A handler that records each delivery's attempt number and then does what `outcome` says for that attempt, with
+ * the list of attempts it saw.
+ */
+const recordingAttempts = <E>(outcome: (delivery: Delivery) => Effect.Effect<void, E>) => {
+  const attempts: Array<number> = []
+  const handler = (_: unknown, delivery: Delivery): Effect.Effect<void, E> =>
+    Effect.suspend(() => {
+      attempts.push(delivery.attempt)
+      return outcome(delivery)
+    })
+  return { attempts, handler }
+}
+
 /** Deterministic pseudo-random numbers (mulberry32), so a failing run can be replayed. */
 const random = (seed: number) => () => {
   seed = (seed + 0x6D2B79F5) | 0
@@ -370,12 +384,8 @@ export const conformance = (options: ConformanceOptions): void => {
   define("Reject dead-letters at once with its reason and is not retried", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
       const bus = yield* EventBus
-      const attempts: Array<number> = []
-      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
-        Effect.suspend(() => {
-          attempts.push(d.attempt)
-          return Effect.fail(new Reject({ reason: "asset is blacklisted" }))
-        }), { group: "rejecting", ...fast })
+      const { attempts, handler } = recordingAttempts(() => Effect.fail(new Reject({ reason: "asset is blacklisted" })))
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "rejecting", ...fast })
       const ack = yield* bus.publish(AssetCreatedEvent, { assetId: "rejected", symbol: "BAD" })
       const letters = yield* waitForLetters(1, pass)
       yield* pass(100)
@@ -420,12 +430,8 @@ export const conformance = (options: ConformanceOptions): void => {
   define("after maxDeliver failed deliveries the event is dead-lettered with the last error", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
       const bus = yield* EventBus
-      const attempts: Array<number> = []
-      yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
-        Effect.suspend(() => {
-          attempts.push(d.attempt)
-          return Effect.fail(new Error(`downstream unavailable (attempt ${d.attempt})`))
-        }), { group: "exhaust", maxDeliver: 3, ...fast })
+      const { attempts, handler } = recordingAttempts((d) => Effect.fail(new Error(`downstream unavailable (attempt ${d.attempt})`)))
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "exhaust", maxDeliver: 3, ...fast })
       yield* bus.publish(AssetCreatedEvent, { assetId: "doomed" })
       const letters = yield* waitForLetters(1, pass)
       yield* pass(200)
@@ -438,12 +444,8 @@ export const conformance = (options: ConformanceOptions): void => {
   define("ordering by key: exhausting maxDeliver with in-place retries dead-letters with the attempts made", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
       const bus = yield* EventBus
-      const attempts: Array<number> = []
-      yield* bus.subscribe(PriceUpdatedEvent, (_, d) =>
-        Effect.suspend(() => {
-          attempts.push(d.attempt)
-          return Effect.fail(new Error("still broken"))
-        }), { group: "ordered-exhaust", ordering: "key", maxDeliver: 3, ...fast })
+      const { attempts, handler } = recordingAttempts(() => Effect.fail(new Error("still broken")))
+      yield* bus.subscribe(PriceUpdatedEvent, handler, { group: "ordered-exhaust", ordering: "key", maxDeliver: 3, ...fast })
       yield* bus.publish(PriceUpdatedEvent, { assetId: "a", price: "1" })
       const letters = yield* waitForLetters(1, pass)
       assert.deepEqual(attempts, [1, 2, 3])

@@ -1,0 +1,88 @@
+/**
+ * `@cqbus/retry`: retries a failing handler in process, on an Effect `Schedule`, before the failure reaches the
+ * transport. In-process retries are cheap and keep the message's position; when they are used up, the failure goes
+ * to the transport's redelivery with backoff, which also survives a crash of this process. `Reject` and `RetryLater`
+ * are never retried here: they are decisions about delivery, not transient failures.
+ *
+ * @module
+ */
+import type { Middleware } from "@cqbus/core"
+import { Duration, Effect, Schedule } from "effect"
+
+/**
+ * Options of `retry`. The default is 3 retries, exponential from 100 ms (×2, up to 10 s), with jitter.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RetryOptions {
+  /** Retries after the first run (default 3). */
+  readonly times?: number
+  /** The first delay (default 100 ms). */
+  readonly delay?: Duration.Input
+  /** Growth of the delay per retry (default 2; 1 gives a constant delay). */
+  readonly factor?: number
+  /** The longest delay (default 10 s). */
+  readonly maxDelay?: Duration.Input
+  /** Schedule no further retry once this much time has passed since the first failure. */
+  readonly maxElapsed?: Duration.Input
+  /** Randomise each delay between 80 % and 120 % (default true), so retries of many consumers spread out. */
+  readonly jitter?: boolean
+  /** A schedule of your own instead of `delay`/`factor`/`maxDelay`/`jitter`; `times` and `maxElapsed` still bound it. */
+  readonly schedule?: Schedule.Schedule<unknown, unknown>
+  /** Retry only the errors this accepts (default: all but `Reject` and `RetryLater`). */
+  readonly while?: (error: unknown) => boolean
+}
+
+const tagOf = (error: unknown): unknown =>
+  typeof error === "object" && error !== null && "_tag" in error ? error._tag : undefined
+
+/** `Reject` dead-letters and `RetryLater` asks the transport for a later redelivery: neither is retried here. */
+const isDeliveryDecision = (error: unknown): boolean => {
+  const tag = tagOf(error)
+  return tag === "Reject" || tag === "RetryLater"
+}
+
+/**
+ * The schedule `retry` runs on for these options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const retrySchedule = (options: RetryOptions = {}): Schedule.Schedule<unknown, unknown> => {
+  const maxDelay = Duration.toMillis(options.maxDelay ?? "10 seconds")
+  const base: Schedule.Schedule<unknown, unknown> = options.schedule ?? Schedule.exponential(
+    options.delay ?? "100 millis",
+    options.factor ?? 2
+  ).pipe(
+    Schedule.modifyDelay((metadata) => Effect.succeed(Duration.millis(Math.min(Duration.toMillis(metadata.duration), maxDelay))))
+  )
+  const spread = options.schedule === undefined && options.jitter !== false ? Schedule.jittered(base) : base
+  return spread.pipe(
+    Schedule.upTo({
+      times: options.times ?? 3,
+      ...(options.maxElapsed === undefined ? {} : { duration: options.maxElapsed })
+    })
+  )
+}
+
+/**
+ * Retries a failing handler in process. `retry({ times: 3, delay: "1 second" })` is CQC's `WithRetry` shape.
+ *
+ * @example
+ * ```ts
+ * import { Effect, pipe } from "effect"
+ * import { retry } from "@cqbus/retry"
+ * const handler = pipe((_: unknown) => Effect.void, retry({ times: 3, delay: "1 second" }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const retry = (options: RetryOptions = {}): Middleware => {
+  const schedule = retrySchedule(options)
+  const accept = options.while
+  const shouldRetry = (error: unknown): boolean => !isDeliveryDecision(error) && (accept === undefined || accept(error))
+  return (handler) => (event, delivery) =>
+    Effect.suspend(() => handler(event, delivery)).pipe(Effect.retry({ schedule, while: shouldRetry }))
+}
