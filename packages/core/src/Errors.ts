@@ -189,3 +189,35 @@ export class HandlerTimeout extends Data.Error<{ readonly timeout: Duration.Inpu
     return `handler for ${this.topic} timed out after ${Duration.format(Duration.fromInputUnsafe(this.timeout))}`
   }
 }
+
+/**
+ * The tag of any failure: its `_tag`, else the `Error`'s name, else its `typeof`. Dead-letter records, logs and
+ * metrics name errors with it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const errorTag = (error: unknown): string =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : error instanceof Error
+    ? error.name
+    : typeof error
+
+/**
+ * A readable message for any failure: its `message` when it has one, else the string itself or its JSON.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const errorMessage = (error: unknown): string => {
+  if (typeof error === "string") return error
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
+    return error.message
+  }
+  try {
+    return JSON.stringify(error) ?? String(error)
+  } catch {
+    return String(error)
+  }
+}

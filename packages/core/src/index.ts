@@ -15,6 +15,8 @@ export {
 } from "./Envelope.ts"
 export {
   DecodeError,
+  errorMessage,
+  errorTag,
   HandlerTimeout,
   HealthError,
   InvalidTopic,

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Middleware } from "@cqbus/core"
+import { errorTag, type Middleware } from "@cqbus/core"
 import { Duration, Effect, Schedule } from "effect"
 
 /**
@@ -34,12 +34,9 @@ export interface RetryOptions {
   readonly while?: (error: unknown) => boolean
 }
 
-const tagOf = (error: unknown): unknown =>
-  typeof error === "object" && error !== null && "_tag" in error ? error._tag : undefined
-
 /** `Reject` dead-letters and `RetryLater` asks the transport for a later redelivery: neither is retried here. */
 const isDeliveryDecision = (error: unknown): boolean => {
-  const tag = tagOf(error)
+  const tag = errorTag(error)
   return tag === "Reject" || tag === "RetryLater"
 }
 

@@ -6,7 +6,7 @@
 import { Cause, Duration, Effect, Exit, Result } from "effect"
 import type { Backoff } from "../Backoff.ts"
 import { HeaderNames } from "../Envelope.ts"
-import { DecodeError } from "../Errors.ts"
+import { DecodeError, errorMessage as describe, errorTag as tagOf } from "../Errors.ts"
 import type { Delivery, Handler } from "../Handler.ts"
 import type { Headers, IncomingMessage, Outcome } from "../Transport.ts"
 import { makeKeyedLanes } from "./lanes.ts"
@@ -27,26 +27,6 @@ export interface ProcessConfig<A, E> {
 }
 
 const ACK: Outcome = { _tag: "Ack" }
-
-/** The tag of a failure, for dead-letter records and logs. */
-const tagOf = (error: unknown): string =>
-  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
-    ? error._tag
-    : error instanceof Error
-    ? error.name
-    : typeof error
-
-const describe = (error: unknown): string => {
-  if (typeof error === "string") return error
-  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
-    return error.message
-  }
-  try {
-    return JSON.stringify(error) ?? String(error)
-  } catch {
-    return String(error)
-  }
-}
 
 /**
  * The outcome of one handler run. A failure on the last allowed attempt dead-letters with the last error as the reason,

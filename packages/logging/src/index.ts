@@ -1,0 +1,371 @@
+/**
+ * `@cqbus/logging`: structured logs through the Effect `Logger` for every delivery (`logging`, a handler middleware)
+ * and every publish (`loggingPublish`, a publish middleware). Lines carry OpenTelemetry semantic-convention
+ * annotations (`messaging.destination.name`, `messaging.message.id`, ...) plus `cqbus.*` ones, durations are measured
+ * on Effect's `Clock` (so a `TestClock` gives exact numbers), and every outcome's level can be changed or silenced.
+ * Payloads are never logged unless asked for, and headers only from an allow-list that can never let credentials
+ * through.
+ *
+ * @module
+ */
+import {
+  type Delivery,
+  errorMessage,
+  errorTag,
+  type Headers,
+  type Middleware,
+  type OutgoingMessage,
+  type PublishAck,
+  type PublishError,
+  type PublishMiddleware
+} from "@cqbus/core"
+import { Cause, Effect, Exit, LogLevel, References, Result } from "effect"
+
+/**
+ * A level to log an outcome at, or `"None"` to log nothing for it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LoggingLevel = LogLevel.Severity | "None"
+
+/**
+ * The level of each outcome of a delivery. Defaults: `start` Debug, `success` Info, `failure` Warn, `reject` Warn,
+ * `defect` Error, `interrupt` Info.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LoggingLevels {
+  /** `"delivery start"`: the handler is about to run (default Debug). */
+  readonly start?: LoggingLevel
+  /** `"delivery handled"`: the handler succeeded and the message will be acked (default Info). */
+  readonly success?: LoggingLevel
+  /** `"delivery failed"`: a typed failure other than `Reject`; the message will be redelivered (default Warn). */
+  readonly failure?: LoggingLevel
+  /** `"delivery rejected"`: the handler failed with `Reject`; the message will be dead-lettered (default Warn). */
+  readonly reject?: LoggingLevel
+  /** `"delivery defect"`: the handler died (a thrown exception, `Effect.die`); logged with its cause (default Error). */
+  readonly defect?: LoggingLevel
+  /** `"delivery interrupted"`: the handler was interrupted, e.g. by a drain; the message is handed back (default Info). */
+  readonly interrupt?: LoggingLevel
+}
+
+/**
+ * Options of `logging`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LoggingOptions {
+  /** The level of each outcome; `"None"` silences one. */
+  readonly levels?: LoggingLevels
+  /**
+   * Add the decoded event to the plugin's lines as `cqbus.payload` (default false: events often hold personal or
+   * business data that does not belong in logs).
+   */
+  readonly logPayload?: boolean
+  /**
+   * What to log for the event when `logPayload` is true (default: JSON, with bigints as strings and bytes as base64;
+   * `String(event)` when that fails).
+   */
+  readonly describe?: (event: unknown) => unknown
+  /**
+   * Header names (case-insensitive) to log as `cqbus.header.<name>` (default none). Credential-like names
+   * (`authorization`, cookies, tokens, secrets, passwords, API keys, signatures, sessions) are never logged, even when
+   * listed.
+   */
+  readonly headers?: ReadonlyArray<string>
+}
+
+/**
+ * The level of each outcome of a publish. Defaults: `success` Debug, `failure` Warn, `defect` Error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LoggingPublishLevels {
+  /** `"published"`: the backend stored the message, or dropped it as a duplicate (default Debug). */
+  readonly success?: LoggingLevel
+  /** `"publish failed"`: a `PublishError`, with its reason and whether a retry may succeed (default Warn). */
+  readonly failure?: LoggingLevel
+  /** `"publish defect"`: the transport died; logged with its cause (default Error). */
+  readonly defect?: LoggingLevel
+}
+
+/**
+ * Options of `loggingPublish`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LoggingPublishOptions {
+  /** The level of each outcome; `"None"` silences one. */
+  readonly levels?: LoggingPublishLevels
+  /** Header names to log as `cqbus.header.<name>`; credential-like names never are (see `LoggingOptions.headers`). */
+  readonly headers?: ReadonlyArray<string>
+}
+
+type Annotations = Record<string, unknown>
+
+const DELIVERY_LEVELS: Required<LoggingLevels> = {
+  start: "Debug",
+  success: "Info",
+  failure: "Warn",
+  reject: "Warn",
+  defect: "Error",
+  interrupt: "Info"
+}
+
+const PUBLISH_LEVELS: Required<LoggingPublishLevels> = { success: "Debug", failure: "Warn", defect: "Error" }
+
+/** Header names that may carry credentials: never logged, whatever the allow-list says. */
+const SENSITIVE_HEADER = /auth|cookie|token|secret|passw|api[-_]?key|credential|signature|session|bearer/i
+
+/** The allow-listed header names, lower-cased, without the ones that may carry credentials. */
+const allowedHeaders = (names: ReadonlyArray<string> | undefined): ReadonlyArray<string> =>
+  [...new Set((names ?? []).map((name) => name.toLowerCase()))].filter((name) => !SENSITIVE_HEADER.test(name))
+
+/** Header lookup by lower-cased name; NATS's own `Nats-*` headers keep their case on the wire. */
+const headerValue = (headers: Headers, lower: string): string | undefined => {
+  const exact = headers[lower]
+  if (exact !== undefined) return exact
+  for (const name in headers) {
+    if (name.toLowerCase() === lower) return headers[name]
+  }
+  return undefined
+}
+
+const addHeaders = (into: Annotations, headers: Headers, allowed: ReadonlyArray<string>): void => {
+  for (const name of allowed) {
+    const value = headerValue(headers, name)
+    if (value !== undefined) into[`cqbus.header.${name}`] = value
+  }
+}
+
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+/** Standard base64 with padding (no `btoa`/`Buffer`: neither is in every runtime's types). */
+const toBase64 = (bytes: Uint8Array): string => {
+  let out = ""
+  for (let i = 0; i < bytes.length; i += 3) {
+    const a = bytes[i]!
+    const b = bytes[i + 1]
+    const c = bytes[i + 2]
+    out += BASE64[a >> 2]! + BASE64[((a & 3) << 4) | ((b ?? 0) >> 4)]! +
+      (b === undefined ? "=" : BASE64[((b & 15) << 2) | ((c ?? 0) >> 6)]!) + (c === undefined ? "=" : BASE64[c & 63]!)
+  }
+  return out
+}
+
+/** The default `describe`: JSON that survives protobuf's bigints and bytes; protobuf's `$unknown` fields are left out. */
+const describePayload = (event: unknown): unknown => {
+  if (event instanceof Uint8Array) return toBase64(event)
+  try {
+    return JSON.stringify(event, (key, value: unknown) =>
+      key === "$unknown"
+        ? undefined
+        : typeof value === "bigint"
+        ? value.toString()
+        : value instanceof Uint8Array
+        ? toBase64(value)
+        : value) ?? String(event)
+  } catch {
+    return String(event)
+  }
+}
+
+/** Milliseconds between two monotonic clock readings, to the microsecond. */
+const millisSince = (startNanos: bigint, endNanos: bigint): number => Number((endNanos - startNanos) / 1000n) / 1000
+
+/**
+ * Logs `message` at `level` with the annotations `annotations()` builds, unless the level is `"None"` or below the
+ * fiber's minimum log level: then nothing is built (the payload in particular is not serialized).
+ */
+const emit = (
+  level: LoggingLevel,
+  message: string,
+  annotations: () => Annotations,
+  cause?: Cause.Cause<unknown>
+): Effect.Effect<void> =>
+  level === "None"
+    ? Effect.void
+    : Effect.withFiber((fiber) =>
+      LogLevel.isGreaterThan(fiber.getRef(References.MinimumLogLevel), level)
+        ? Effect.void
+        : Effect.annotateLogs(
+          cause === undefined ? Effect.logWithLevel(level)(message) : Effect.logWithLevel(level)(message, cause),
+          annotations()
+        )
+    )
+
+/**
+ * The annotations of every line logged while a delivery is handled, the handler's own lines included. The ordering
+ * key and stream sequence are left out on purpose: a publish inside the handler would inherit them and seem to carry
+ * them.
+ */
+const deliveryAnnotations = (delivery: Delivery): Annotations => {
+  const annotations: Annotations = {
+    "messaging.operation.type": "process",
+    "messaging.destination.name": delivery.topic,
+    "messaging.message.id": delivery.eventId,
+    "cqbus.attempt": delivery.attempt
+  }
+  if (delivery.group !== undefined) {
+    annotations["messaging.consumer.group.name"] = delivery.group
+    annotations["cqbus.group"] = delivery.group
+  }
+  return annotations
+}
+
+/**
+ * Logs each delivery: `"delivery start"` before the handler runs, then one line for its result — `"delivery handled"`,
+ * `"delivery failed"` (a typed failure, with `error.type` = its `_tag` and `error.message`), `"delivery rejected"`
+ * (`Reject`: it will be dead-lettered), `"delivery defect"` (with the cause, so the logger prints the stack) or
+ * `"delivery interrupted"` — with `cqbus.outcome` and `cqbus.duration_ms` (measured on Effect's `Clock`).
+ *
+ * Every line, the handler's own included, is annotated with `messaging.operation.type` (`process`),
+ * `messaging.destination.name` (the topic), `messaging.message.id` (the event id), `cqbus.attempt`, and for a group
+ * subscription `messaging.consumer.group.name` and `cqbus.group`; the plugin's lines add `cqbus.key` and
+ * `cqbus.sequence` where known. The failure passes through unchanged: logging never changes what happens to the
+ * message. Put it outermost, so it logs the final result of the retried, recovered handler:
+ * `pipe(handler, recovery(), retry(), logging())`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, pipe } from "effect"
+ * import { logging } from "@cqbus/logging"
+ * const handler = pipe((_: unknown) => Effect.void, logging({ levels: { success: "Debug" } }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const logging = (options: LoggingOptions = {}): Middleware => {
+  const levels: Required<LoggingLevels> = { ...DELIVERY_LEVELS, ...options.levels }
+  const describe = options.logPayload === true ? options.describe ?? describePayload : undefined
+  const headers = allowedHeaders(options.headers)
+  return (handler) => (event, delivery) =>
+    Effect.clockWith((clock) => {
+      const started = clock.monotonicTimeNanosUnsafe()
+      // Built once per delivery, and only when a line is actually written.
+      let own: Annotations | undefined
+      const lineAnnotations = (outcome: string): Annotations => {
+        if (own === undefined) {
+          own = {}
+          if (delivery.key !== undefined) own["cqbus.key"] = delivery.key
+          if (delivery.sequence !== undefined) own["cqbus.sequence"] = delivery.sequence
+          addHeaders(own, delivery.headers, headers)
+          if (describe !== undefined) own["cqbus.payload"] = describe(event)
+        }
+        return { ...own, "cqbus.outcome": outcome }
+      }
+      const finish = <E>(exit: Exit.Exit<void, E>): Effect.Effect<void> =>
+        Effect.clockWith((end) => {
+          const done = (outcome: string, extra: Annotations = {}): Annotations => ({
+            ...lineAnnotations(outcome),
+            "cqbus.duration_ms": millisSince(started, end.monotonicTimeNanosUnsafe()),
+            ...extra
+          })
+          if (Exit.isSuccess(exit)) return emit(levels.success, "delivery handled", () => done("handled"))
+          const failure = Cause.findError(exit.cause)
+          if (Result.isSuccess(failure)) {
+            const error = failure.success
+            const tag = errorTag(error)
+            const errorAnnotations = (): Annotations => ({ "error.type": tag, "error.message": errorMessage(error) })
+            return tag === "Reject"
+              ? emit(levels.reject, "delivery rejected", () => done("rejected", errorAnnotations()))
+              : emit(levels.failure, "delivery failed", () => done("failed", errorAnnotations()))
+          }
+          const defect = Cause.findDefect(exit.cause)
+          if (Result.isSuccess(defect)) {
+            const died = defect.success
+            return emit(
+              levels.defect,
+              "delivery defect",
+              () => done("defect", { "error.type": errorTag(died), "error.message": errorMessage(died) }),
+              exit.cause
+            )
+          }
+          return emit(levels.interrupt, "delivery interrupted", () => done("interrupted"))
+        })
+      return emit(levels.start, "delivery start", () => lineAnnotations("start")).pipe(
+        Effect.andThen(Effect.suspend(() => handler(event, delivery))),
+        Effect.onExit(finish),
+        Effect.annotateLogs(deliveryAnnotations(delivery))
+      )
+    })
+}
+
+const publishAnnotations = (
+  message: OutgoingMessage,
+  headers: ReadonlyArray<string>,
+  durationMs: number
+): Annotations => {
+  const annotations: Annotations = {
+    "messaging.operation.type": "send",
+    "messaging.destination.name": message.topic,
+    "messaging.message.id": message.eventId,
+    "messaging.message.body.size": message.body.length
+  }
+  if (message.key !== undefined) annotations["cqbus.key"] = message.key
+  addHeaders(annotations, message.headers, headers)
+  annotations["cqbus.duration_ms"] = durationMs
+  return annotations
+}
+
+/**
+ * Logs each publish: `"published"` (with `cqbus.stream`, `cqbus.sequence` and `cqbus.duplicate` from the
+ * acknowledgement) or `"publish failed"` (with `error.type` `PublishError`, `cqbus.error.reason`,
+ * `cqbus.error.retriable` and `error.message`), annotated with `messaging.operation.type` (`send`),
+ * `messaging.destination.name`, `messaging.message.id`, `messaging.message.body.size`, `cqbus.key` when the event has
+ * one, and `cqbus.duration_ms` (measured on Effect's `Clock`). The body is never logged. Put it last in
+ * `publishMiddleware` so it runs outermost and times everything the other publish middleware does.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { loggingPublish } from "@cqbus/logging"
+ * const layer = EventBus.layerMemory({ publishMiddleware: [loggingPublish()] })
+ * ```
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const loggingPublish = (options: LoggingPublishOptions = {}): PublishMiddleware => {
+  const levels: Required<LoggingPublishLevels> = { ...PUBLISH_LEVELS, ...options.levels }
+  const headers = allowedHeaders(options.headers)
+  return (next) => (message) =>
+    Effect.clockWith((clock) => {
+      const started = clock.monotonicTimeNanosUnsafe()
+      const finish = (exit: Exit.Exit<PublishAck, PublishError>): Effect.Effect<void> =>
+        Effect.clockWith((end) => {
+          const done = (extra: Annotations): Annotations => ({
+            ...publishAnnotations(message, headers, millisSince(started, end.monotonicTimeNanosUnsafe())),
+            ...extra
+          })
+          if (Exit.isSuccess(exit)) {
+            const ack = exit.value
+            return emit(levels.success, "published", () =>
+              done({ "cqbus.stream": ack.stream, "cqbus.sequence": ack.sequence, "cqbus.duplicate": ack.duplicate }))
+          }
+          const failure = Cause.findError(exit.cause)
+          if (Result.isSuccess(failure)) {
+            const error = failure.success
+            return emit(levels.failure, "publish failed", () =>
+              done({
+                "error.type": errorTag(error),
+                "error.message": error.message,
+                "cqbus.error.reason": error.reason,
+                "cqbus.error.retriable": error.retriable
+              }))
+          }
+          const defect = Cause.findDefect(exit.cause)
+          return Result.isSuccess(defect)
+            ? emit(levels.defect, "publish defect", () =>
+              done({ "error.type": errorTag(defect.success), "error.message": errorMessage(defect.success) }), exit.cause)
+            : Effect.void
+        })
+      return Effect.suspend(() => next(message)).pipe(Effect.onExit(finish))
+    })
+}
