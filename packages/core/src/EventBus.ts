@@ -315,11 +315,27 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
       messages: Iterable<MessageInitShape<S>>,
       options?: { readonly window?: number; readonly publish?: (message: MessageInitShape<S>, index: number) => PublishOptions }
     ): Effect.Effect<ReadonlyArray<Result.Result<PublishAck, PublishError | InvalidTopic>>> =>
-      Effect.forEach(
-        messages,
-        (message, index) => Effect.result(publish(event, message, options?.publish?.(message, index))),
-        { concurrency: Math.max(1, options?.window ?? 256) }
-      )
+      Effect.suspend(() => {
+        // `window` workers that each take the next message when their publish is acknowledged: one fiber per slot of
+        // the window rather than one per message.
+        const items = Array.from(messages)
+        const results = new Array<Result.Result<PublishAck, PublishError | InvalidTopic>>(items.length)
+        let next = 0
+        const worker = (): Effect.Effect<void> => {
+          const index = next++
+          if (index >= items.length) return Effect.void
+          const message = items[index]!
+          return Effect.flatMap(Effect.result(publish(event, message, options?.publish?.(message, index))), (result) => {
+            results[index] = result
+            return worker()
+          })
+        }
+        const workers = Math.min(items.length, Math.max(1, options?.window ?? 256))
+        return Effect.as(
+          Effect.all(Array.from({ length: workers }, () => Effect.suspend(worker)), { concurrency: "unbounded", discard: true }),
+          results as ReadonlyArray<Result.Result<PublishAck, PublishError | InvalidTopic>>
+        )
+      })
 
     return { publish, publishAll, subscribe, publishRaw, subscribeRaw, check: transport.check }
   })

@@ -78,14 +78,28 @@ export const DeadLetterHeaders: {
 /** Header values cannot carry line breaks. */
 const oneLine = (text: string): string => text.replace(/[\r\n]+/g, " ")
 
-const toIncoming = (msg: JsMsg): IncomingMessage => ({
-  subject: msg.subject,
-  body: msg.data,
-  headers: fromMsgHdrs(msg.headers),
-  deliveryCount: msg.info.deliveryCount,
-  sequence: msg.seq,
-  publishedAt: new Date(Math.floor(msg.info.timestampNanos / 1_000_000))
-})
+/** A delivery as the bus sees it; the stream timestamp becomes a `Date` only if something reads it. */
+class JsIncoming implements IncomingMessage {
+  readonly subject: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  readonly deliveryCount: number
+  readonly sequence: number
+  readonly #msg: JsMsg
+  constructor(msg: JsMsg) {
+    this.#msg = msg
+    this.subject = msg.subject
+    this.body = msg.data
+    this.headers = fromMsgHdrs(msg.headers)
+    this.deliveryCount = msg.info.deliveryCount
+    this.sequence = msg.seq
+  }
+  get publishedAt(): Date {
+    return new Date(Math.floor(this.#msg.info.timestampNanos / 1_000_000))
+  }
+}
+
+const toIncoming = (msg: JsMsg): IncomingMessage => new JsIncoming(msg)
 
 const deliverPolicyConfig = (policy: ConsumeOptions["deliverPolicy"]): Partial<ConsumerConfig> =>
   policy === "all"

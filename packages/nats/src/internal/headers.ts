@@ -8,7 +8,8 @@ import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
 /** Headers for an outgoing message; `Nats-Msg-Id` is set by the publish call from the event id. */
 export const toMsgHdrs = (headers: Headers): MsgHdrs => {
   const h = natsHeaders()
-  for (const name in headers) h.set(name, headers[name]!)
+  // `append`, not `set`: the names of a record are unique already, and `set` searches the existing ones each time.
+  for (const name in headers) h.append(name, headers[name]!)
   return h
 }
 
@@ -18,8 +19,10 @@ const EMPTY: Headers = Object.freeze({})
 export const fromMsgHdrs = (h: MsgHdrs | undefined): Headers => {
   if (h === undefined) return EMPTY
   const out: Record<string, string> = {}
-  for (const name of h.keys()) {
-    out[name.startsWith("Nats-") ? name : name.toLowerCase()] = h.get(name)
+  // Iterating the entries reads each header once; `keys()` + `get()` searched every name for every name.
+  for (const [name, values] of h) {
+    const value = values[0]
+    if (value !== undefined) out[name.startsWith("Nats-") ? name : name.toLowerCase()] = value
   }
   return out
 }

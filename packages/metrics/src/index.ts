@@ -1,0 +1,469 @@
+/**
+ * `@cqbus/metrics`: Effect `Metric`s and `Tracer` spans for every delivery and publish, named after the OpenTelemetry
+ * messaging semantic conventions, plus a Prometheus text exposition of the metric registry.
+ *
+ * - `metrics` (handler middleware): `messaging_client_consumed_messages_total` and
+ *   `messaging_process_duration_seconds` per delivery, by topic, group and outcome.
+ * - `metricsPublish` (publish middleware): `messaging_client_sent_messages_total` and
+ *   `messaging_client_operation_duration_seconds` per publish, by topic and outcome.
+ * - `tracingPublish` / `tracing`: a producer span `send <topic>` that writes a W3C `traceparent` header, and a consumer
+ *   span `process <topic>` whose parent is the span that header names, so one trace spans publisher and consumer.
+ * - `prometheus`: the current `Metric` registry as Prometheus text exposition format 0.0.4.
+ *
+ * Durations are measured on Effect's `Clock`, so a `TestClock` gives exact buckets.
+ *
+ * @module
+ */
+import {
+  type Delivery,
+  errorTag,
+  type Headers,
+  type Middleware,
+  type OutgoingMessage,
+  type PublishAck,
+  type PublishError,
+  type PublishMiddleware
+} from "@cqbus/core"
+import { Cause, Effect, Exit, Metric, Result, Tracer } from "effect"
+
+/**
+ * The OpenTelemetry semantic-convention bucket boundaries for messaging durations, in seconds.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DURATION_BOUNDARIES: ReadonlyArray<number> = [
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.075,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  2.5,
+  5,
+  7.5,
+  10
+]
+
+/**
+ * Options of `metrics` and `metricsPublish`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MetricsOptions {
+  /** Attributes added to every series, e.g. `{ service: "search" }` (default none). */
+  readonly attributes?: Readonly<Record<string, string>>
+  /**
+   * Histogram bucket boundaries in seconds (default `DURATION_BOUNDARIES`). The registry keeps the boundaries a
+   * histogram was first used with, so give every `metrics()` (and every `metricsPublish()`) the same ones.
+   */
+  readonly boundaries?: ReadonlyArray<number>
+}
+
+/** The outcome of one delivery, as `metrics` records it in `outcome`. */
+type DeliveryOutcome = "ack" | "retry" | "dead_letter"
+
+/** Seconds between two monotonic clock readings. */
+const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(endNanos - startNanos) / 1e9
+
+/**
+ * Reads what happened to a handler run: success acks; `Reject` dead-letters; any other failure, a defect
+ * (`error_type` `"Defect"`) or an interruption (`"Interrupted"`: the message is handed back) is redelivered.
+ */
+const deliveryOutcome = (exit: Exit.Exit<void, unknown>): { outcome: DeliveryOutcome; errorType?: string } => {
+  if (Exit.isSuccess(exit)) return { outcome: "ack" }
+  const failure = Cause.findError(exit.cause)
+  if (Result.isSuccess(failure)) {
+    const tag = errorTag(failure.success)
+    return { outcome: tag === "Reject" ? "dead_letter" : "retry", errorType: tag }
+  }
+  return { outcome: "retry", errorType: Result.isSuccess(Cause.findDefect(exit.cause)) ? "Defect" : "Interrupted" }
+}
+
+/**
+ * Counts and times each delivery: `messaging_client_consumed_messages_total` (counter) and
+ * `messaging_process_duration_seconds` (histogram, seconds, OpenTelemetry semconv buckets `DURATION_BOUNDARIES`,
+ * measured on Effect's `Clock`), with the attributes `messaging_destination_name` (the topic), `messaging_operation`
+ * (`"process"`), `messaging_consumer_group_name` (for a group subscription), `outcome` and, on failure, `error_type`.
+ *
+ * `outcome` is `"ack"` on success, `"dead_letter"` when the handler fails with `Reject`, and `"retry"` for every
+ * other failure (`error_type` = its `_tag`, via `errorTag`), for a defect (`error_type` `"Defect"`) and for an
+ * interruption such as a drain (`error_type` `"Interrupted"`; the message is handed back). A middleware cannot know
+ * the subscription's `maxDeliver`, so a failure on the last allowed attempt, which the backend dead-letters, is
+ * still counted as `"retry"`. The failure passes through unchanged. Put it outermost, so it measures the retried,
+ * recovered handler once per delivery: `pipe(handler, recovery(), retry(), metrics())`.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { metrics, metricsPublish } from "@cqbus/metrics"
+ * const layer = EventBus.layerMemory({ middleware: [metrics()], publishMiddleware: [metricsPublish()] })
+ * ```
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const metrics = (options: MetricsOptions = {}): Middleware => {
+  const consumed = Metric.counter("messaging_client_consumed_messages_total", {
+    description: "Number of messages delivered to a handler, by outcome.",
+    incremental: true
+  })
+  const duration = Metric.histogram("messaging_process_duration_seconds", {
+    description: "Duration of processing one delivery, in seconds.",
+    boundaries: options.boundaries ?? DURATION_BOUNDARIES
+  })
+  const extra = options.attributes ?? {}
+  const record = (delivery: Delivery, seconds: number, exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
+    const { errorType, outcome } = deliveryOutcome(exit)
+    const attributes: Record<string, string> = {
+      ...extra,
+      messaging_destination_name: delivery.topic,
+      messaging_operation: "process",
+      outcome
+    }
+    if (delivery.group !== undefined) attributes.messaging_consumer_group_name = delivery.group
+    if (errorType !== undefined) attributes.error_type = errorType
+    return Effect.andThen(
+      Metric.update(Metric.withAttributes(consumed, attributes), 1),
+      Metric.update(Metric.withAttributes(duration, attributes), seconds)
+    )
+  }
+  return (handler) => (event, delivery) =>
+    Effect.clockWith((clock) => {
+      const started = clock.monotonicTimeNanosUnsafe()
+      return Effect.suspend(() => handler(event, delivery)).pipe(
+        Effect.onExit((exit) =>
+          Effect.clockWith((end) => record(delivery, secondsSince(started, end.monotonicTimeNanosUnsafe()), exit))
+        )
+      )
+    })
+}
+
+/**
+ * Counts and times each publish: `messaging_client_sent_messages_total` (counter) and
+ * `messaging_client_operation_duration_seconds` (histogram, seconds, `DURATION_BOUNDARIES`, measured on Effect's
+ * `Clock`), with the attributes `messaging_destination_name` (the topic), `messaging_operation` (`"send"`), `outcome`
+ * (`"ok"` or `"error"`) and, on failure, `error_type` (the `PublishError`'s `reason`, or `"Defect"` when the transport
+ * died). Put it last in `publishMiddleware` so it runs outermost and times the other publish middleware too.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { metricsPublish } from "@cqbus/metrics"
+ * const layer = EventBus.layerMemory({ publishMiddleware: [metricsPublish({ attributes: { service: "orders" } })] })
+ * ```
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const metricsPublish = (options: MetricsOptions = {}): PublishMiddleware => {
+  const sent = Metric.counter("messaging_client_sent_messages_total", {
+    description: "Number of messages published, by outcome.",
+    incremental: true
+  })
+  const duration = Metric.histogram("messaging_client_operation_duration_seconds", {
+    description: "Duration of a messaging operation (publish), in seconds.",
+    boundaries: options.boundaries ?? DURATION_BOUNDARIES
+  })
+  const extra = options.attributes ?? {}
+  const record = (
+    message: OutgoingMessage,
+    seconds: number,
+    exit: Exit.Exit<PublishAck, PublishError>
+  ): Effect.Effect<void> => {
+    const attributes: Record<string, string> = {
+      ...extra,
+      messaging_destination_name: message.topic,
+      messaging_operation: "send",
+      outcome: Exit.isSuccess(exit) ? "ok" : "error"
+    }
+    if (Exit.isFailure(exit)) {
+      const failure = Cause.findError(exit.cause)
+      attributes.error_type = Result.isSuccess(failure)
+        ? failure.success.reason
+        : Result.isSuccess(Cause.findDefect(exit.cause))
+        ? "Defect"
+        : "Interrupted"
+    }
+    return Effect.andThen(
+      Metric.update(Metric.withAttributes(sent, attributes), 1),
+      Metric.update(Metric.withAttributes(duration, attributes), seconds)
+    )
+  }
+  return (next) => (message) =>
+    Effect.clockWith((clock) => {
+      const started = clock.monotonicTimeNanosUnsafe()
+      return Effect.suspend(() => next(message)).pipe(
+        Effect.onExit((exit) =>
+          Effect.clockWith((end) => record(message, secondsSince(started, end.monotonicTimeNanosUnsafe()), exit))
+        )
+      )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Tracing
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** Header lookup by lower-cased name (headers keep their case on the wire). */
+const headerValue = (headers: Headers, lower: string): string | undefined => {
+  const exact = headers[lower]
+  if (exact !== undefined) return exact
+  for (const name in headers) {
+    if (name.toLowerCase() === lower) return headers[name]
+  }
+  return undefined
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/
+
+/**
+ * Parses a W3C `traceparent` header into a remote (external) span, or `undefined` when it is malformed: wrong shape,
+ * upper-case hex, version `ff`, an all-zero trace or span id, or trailing data on version `00`.
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const parseTraceparent = (value: string | undefined): Tracer.ExternalSpan | undefined => {
+  if (value === undefined) return undefined
+  const match = TRACEPARENT.exec(value.trim())
+  if (match === null) return undefined
+  const [, version, traceId, spanId, flags, rest] = match
+  if (version === "ff" || (version === "00" && rest !== undefined)) return undefined
+  if (/^0+$/.test(traceId!) || /^0+$/.test(spanId!)) return undefined
+  return Tracer.externalSpan({ traceId: traceId!, spanId: spanId!, sampled: (parseInt(flags!, 16) & 1) === 1 })
+}
+
+/**
+ * The W3C `traceparent` header value of a span: `00-<traceId>-<spanId>-<flags>`, flags `01` when the span is
+ * sampled, `00` otherwise.
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const formatTraceparent = (span: Tracer.AnySpan): string =>
+  `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+
+/**
+ * Wraps each publish in a producer span `send <topic>` (span kind `producer`; attributes `messaging.system` `"cqbus"`,
+ * `messaging.destination.name`, `messaging.message.id`) and writes its W3C `traceparent` into the outgoing headers, so
+ * `tracing()` on the consumer side continues the trace. The span's parent is the publisher's current span, if any; an
+ * existing `tracestate` header is kept as it is.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { tracing, tracingPublish } from "@cqbus/metrics"
+ * const layer = EventBus.layerMemory({ middleware: [tracing()], publishMiddleware: [tracingPublish()] })
+ * ```
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const tracingPublish = (): PublishMiddleware => (next) => (message) =>
+  Effect.withSpan(
+    Effect.flatMap(Effect.currentSpan.pipe(Effect.orDie), (span) =>
+      next({ ...message, headers: { ...message.headers, traceparent: formatTraceparent(span) } })),
+    `send ${message.topic}`,
+    {
+      kind: "producer",
+      attributes: {
+        "messaging.system": "cqbus",
+        "messaging.destination.name": message.topic,
+        "messaging.message.id": message.eventId
+      }
+    }
+  )
+
+/**
+ * Runs each delivery in a consumer span `process <topic>` (span kind `consumer`; attributes `messaging.system`
+ * `"cqbus"`, `messaging.destination.name`, `messaging.message.id` and, for a group subscription,
+ * `messaging.consumer.group.name`). Its parent is the remote span named by the delivery's `traceparent` header (as
+ * `tracingPublish` writes it); without one, or with a malformed one, the span's parent is the consumer's current span,
+ * if any. The span ends with the handler's exit; the failure passes through unchanged.
+ *
+ * @example
+ * ```ts
+ * import { Effect, pipe } from "effect"
+ * import { tracing } from "@cqbus/metrics"
+ * const handler = pipe((_: unknown) => Effect.void, tracing())
+ * ```
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const tracing = (): Middleware => (handler) => (event, delivery) => {
+  const attributes: Record<string, unknown> = {
+    "messaging.system": "cqbus",
+    "messaging.destination.name": delivery.topic,
+    "messaging.message.id": delivery.eventId
+  }
+  if (delivery.group !== undefined) attributes["messaging.consumer.group.name"] = delivery.group
+  const parent = parseTraceparent(headerValue(delivery.headers, "traceparent"))
+  return Effect.withSpan(
+    Effect.suspend(() => handler(event, delivery)),
+    `process ${delivery.topic}`,
+    parent === undefined ? { kind: "consumer", attributes } : { kind: "consumer", attributes, parent }
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Prometheus exposition
+// ---------------------------------------------------------------------------------------------------------------------
+
+/**
+ * Options of `prometheus`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PrometheusOptions {
+  /** Which metrics to render, by their Effect metric id (default all). */
+  readonly include?: (id: string) => boolean
+}
+
+/**
+ * The content type of Prometheus text exposition format 0.0.4, for the HTTP response that serves `prometheus()`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const PROMETHEUS_CONTENT_TYPE: string = "text/plain; version=0.0.4; charset=utf-8"
+
+/** A metric name: invalid characters become `_`, and a leading digit gets a `_` prefix. */
+const metricName = (id: string): string => {
+  const name = id.replace(/[^a-zA-Z0-9_:]/g, "_")
+  return /^[a-zA-Z_:]/.test(name) ? name : `_${name}`
+}
+
+/** A label name: like a metric name without `:`; names starting with `__` are reserved, so they get an `x` prefix. */
+const labelName = (key: string): string => {
+  const name = key.replace(/[^a-zA-Z0-9_]/g, "_")
+  const valid = /^[a-zA-Z_]/.test(name) ? name : `_${name}`
+  return valid.startsWith("__") ? `x${valid}` : valid
+}
+
+const escapeLabelValue = (value: string): string =>
+  value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, "\\\"")
+
+const escapeHelp = (value: string): string => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+
+const formatValue = (value: number | bigint): string =>
+  typeof value === "bigint"
+    ? value.toString()
+    : Number.isNaN(value)
+    ? "NaN"
+    : value === Infinity
+    ? "+Inf"
+    : value === -Infinity
+    ? "-Inf"
+    : String(value)
+
+const formatLabels = (labels: ReadonlyArray<readonly [string, string]>): string =>
+  labels.length === 0
+    ? ""
+    : `{${labels.map(([key, value]) => `${labelName(key)}="${escapeLabelValue(value)}"`).join(",")}}`
+
+const sample = (
+  name: string,
+  labels: ReadonlyArray<readonly [string, string]>,
+  value: number | bigint
+): string => `${name}${formatLabels(labels)} ${formatValue(value)}`
+
+const PROMETHEUS_TYPE: Record<Metric.Metric.Type, string> = {
+  Counter: "counter",
+  Gauge: "gauge",
+  Frequency: "counter",
+  Histogram: "histogram",
+  Summary: "summary"
+}
+
+/** The name a metric family is exposed under: counters (and frequencies) end in `_total`. */
+const familyName = (snapshot: Metric.Metric.Snapshot): string => {
+  const name = metricName(snapshot.id)
+  return (snapshot.type === "Counter" || snapshot.type === "Frequency") && !name.endsWith("_total")
+    ? `${name}_total`
+    : name
+}
+
+const renderSamples = (name: string, snapshot: Metric.Metric.Snapshot, out: Array<string>): void => {
+  const labels: ReadonlyArray<readonly [string, string]> = Object.entries(snapshot.attributes ?? {})
+  switch (snapshot.type) {
+    case "Counter":
+      out.push(sample(name, labels, snapshot.state.count))
+      return
+    case "Gauge":
+      out.push(sample(name, labels, snapshot.state.value))
+      return
+    case "Frequency":
+      for (const [key, count] of snapshot.state.occurrences) {
+        out.push(sample(name, [...labels, ["key", key]], count))
+      }
+      return
+    case "Histogram": {
+      const state = snapshot.state
+      for (const [boundary, cumulative] of state.buckets) {
+        out.push(sample(`${name}_bucket`, [...labels, ["le", formatValue(boundary)]], cumulative))
+      }
+      out.push(sample(`${name}_bucket`, [...labels, ["le", "+Inf"]], state.count))
+      out.push(sample(`${name}_sum`, labels, state.sum))
+      out.push(sample(`${name}_count`, labels, state.count))
+      return
+    }
+    case "Summary": {
+      const state = snapshot.state
+      for (const [quantile, value] of state.quantiles) {
+        out.push(sample(name, [...labels, ["quantile", formatValue(quantile)]], value ?? NaN))
+      }
+      out.push(sample(`${name}_sum`, labels, state.sum))
+      out.push(sample(`${name}_count`, labels, state.count))
+      return
+    }
+  }
+}
+
+/**
+ * Renders the current Effect `Metric` registry (`Metric.snapshot`) as Prometheus text exposition format 0.0.4 (serve
+ * it with `PROMETHEUS_CONTENT_TYPE`): one `# HELP` (the metric's description, else its id) and `# TYPE` line per metric family,
+ * then one sample per series. Counters are exposed with a `_total` suffix (added when the id lacks it), histograms as
+ * cumulative `_bucket{le="..."}` samples ending with `le="+Inf"`, plus `_sum` and `_count`; summaries as `quantile`
+ * samples plus `_sum` and `_count`; frequencies as a counter with a `key` label. Names are sanitized to
+ * `[a-zA-Z_:][a-zA-Z0-9_:]*`, label values escaped (`\\`, `"`, newline). Families are sorted by name, so the output is
+ * stable; when two metric types share a name, only the first type's series are rendered.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { prometheus } from "@cqbus/metrics"
+ * const text = Effect.runSync(prometheus())
+ * ```
+ *
+ * @since 0.1.0
+ * @category exposition
+ */
+export const prometheus = (options: PrometheusOptions = {}): Effect.Effect<string> =>
+  Effect.map(Metric.snapshot, (snapshots) => {
+    const families = new Map<string, Array<Metric.Metric.Snapshot>>()
+    for (const snapshot of snapshots) {
+      if (options.include !== undefined && !options.include(snapshot.id)) continue
+      const name = familyName(snapshot)
+      const family = families.get(name)
+      if (family === undefined) families.set(name, [snapshot])
+      else if (family[0]!.type === snapshot.type) family.push(snapshot)
+    }
+    const out: Array<string> = []
+    for (const name of [...families.keys()].sort()) {
+      const family = families.get(name)!
+      const first = family[0]!
+      const description = family.find((s) => s.description !== undefined)?.description ?? first.id
+      out.push(`# HELP ${name} ${escapeHelp(description)}`)
+      out.push(`# TYPE ${name} ${PROMETHEUS_TYPE[first.type]}`)
+      for (const snapshot of family) renderSamples(name, snapshot, out)
+    }
+    return out.length === 0 ? "" : `${out.join("\n")}\n`
+  })
