@@ -11,36 +11,17 @@
  */
 import { EventEmitter } from "node:events"
 import * as os from "node:os"
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf"
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import { EventBus } from "@cqbus/core"
 import { PriceUpdatedEvent, PriceUpdatedSchema } from "@cqbus/testkit/events"
 import { Deferred, Effect, Exit } from "effect"
+import { bodySize, messages } from "./fixtures.ts"
 
 const N = Number(process.env.BENCH_N ?? 100_000)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 /** Only the variants whose name contains this (to profile one of them); the ratios need both baselines. */
 const ONLY = process.env.BENCH_ONLY
 
-// 64 realistic PriceUpdated messages (about 100 bytes each once encoded), cycled by both sides.
-const t0 = Date.UTC(2025, 10, 26, 14, 30, 0)
-const messages: Array<MessageInitShape<typeof PriceUpdatedSchema>> = Array.from({ length: 64 }, (_, i) => {
-  const price = 189.25 + i * 0.01
-  const at = t0 + i * 137
-  return {
-    occurredAt: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
-    assetId: `asset-${(0x7f3c + i).toString(16)}`,
-    symbol: "AAPL",
-    price: price.toFixed(4),
-    previousPrice: (price - 0.01).toFixed(4),
-    currency: "USD",
-    bid: (price - 0.02).toFixed(4),
-    ask: (price + 0.02).toFixed(4),
-    volume: String(1500 + i * 25),
-    source: "xnas",
-    observedAt: { seconds: BigInt(Math.floor((at - 3) / 1000)), nanos: ((at - 3) % 1000) * 1_000_000 }
-  }
-})
-const bodySize = toBinary(PriceUpdatedSchema, create(PriceUpdatedSchema, messages[0]!)).byteLength
 
 /** Something the handlers feed, so the decoded message is used and the work cannot be optimised away. */
 let sink = 0

@@ -36,6 +36,7 @@ import {
 import { headers as natsHeaders, type MsgHdrs, nanos, type NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
 import { Deferred, Effect, Exit, ManagedRuntime, Result } from "effect"
+import { bodySize, messages } from "./fixtures.ts"
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 20_000)
@@ -54,26 +55,6 @@ const TYPE = PriceUpdatedEvent.type
 
 // ------------------------------------------------------------------------------------------------ messages
 
-// 64 realistic PriceUpdated messages (about 100 bytes each once encoded), cycled by both sides (as bench/memory.ts).
-const t0 = Date.UTC(2025, 10, 26, 14, 30, 0)
-const messages: Array<MessageInitShape<typeof PriceUpdatedSchema>> = Array.from({ length: 64 }, (_, i) => {
-  const price = 189.25 + i * 0.01
-  const at = t0 + i * 137
-  return {
-    occurredAt: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
-    assetId: `asset-${(0x7f3c + i).toString(16)}`,
-    symbol: "AAPL",
-    price: price.toFixed(4),
-    previousPrice: (price - 0.01).toFixed(4),
-    currency: "USD",
-    bid: (price - 0.02).toFixed(4),
-    ask: (price + 0.02).toFixed(4),
-    volume: String(1500 + i * 25),
-    source: "xnas",
-    observedAt: { seconds: BigInt(Math.floor((at - 3) / 1000)), nanos: ((at - 3) % 1000) * 1_000_000 }
-  }
-})
-const bodySize = toBinary(PriceUpdatedSchema, create(PriceUpdatedSchema, messages[0]!)).byteLength
 const listOf = (n: number): Array<MessageInitShape<typeof PriceUpdatedSchema>> =>
   Array.from({ length: n }, (_, i) => messages[i & 63]!)
 

@@ -1,20 +1,11 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
+import { testDelivery } from "@cqbus/testkit"
 import { Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { type Delivery, HandlerTimeout, onError, Reject, RetryLater, timeout } from "../src/index.ts"
+import { HandlerTimeout, onError, Reject, RetryLater, timeout } from "../src/index.ts"
 
-const delivery: Delivery = {
-  topic: "cqc.events.v1.test",
-  subject: "cqc.events.v1.test",
-  eventId: "e-1",
-  attempt: 1,
-  headers: {},
-  publishedAt: undefined,
-  sequence: 1,
-  key: undefined,
-  group: undefined
-}
+const delivery = testDelivery()
 
 const runVirtual = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(Effect.provide(effect, TestClock.layer()))
 

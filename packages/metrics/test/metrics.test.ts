@@ -11,25 +11,14 @@ import {
   tracing,
   tracingPublish
 } from "@cqbus/metrics"
-import { letTimePass, waitUntil } from "@cqbus/testkit"
+import { letTimePass, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Effect, Fiber, type Layer, Metric, Option, type Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 
 const TOPIC = "cqc.events.v1.asset_created"
 
-const delivery = (overrides: Partial<Delivery> = {}): Delivery => ({
-  topic: TOPIC,
-  subject: TOPIC,
-  eventId: "e-1",
-  attempt: 1,
-  headers: {},
-  publishedAt: undefined,
-  sequence: 1,
-  key: undefined,
-  group: "search",
-  ...overrides
-})
+const delivery = (overrides: Partial<Delivery> = {}): Delivery => testDelivery({ topic: TOPIC, group: "search", ...overrides })
 
 /** Runs an effect under a TestClock with a fresh metric registry (and, when given, a tracer). */
 const run = <A, E>(

@@ -1,23 +1,13 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { type Delivery, EventBus, MemoryTransport } from "@cqbus/core"
+import { EventBus, MemoryTransport } from "@cqbus/core"
 import { HandlerDefect, recovery } from "@cqbus/recovery"
 import { retry } from "@cqbus/retry"
-import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
+import { letTimePass, runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Effect, Logger, pipe } from "effect"
 
-const delivery: Delivery = {
-  topic: "cqc.events.v1.test",
-  subject: "cqc.events.v1.test",
-  eventId: "e-1",
-  attempt: 2,
-  headers: {},
-  publishedAt: undefined,
-  sequence: 1,
-  key: undefined,
-  group: undefined
-}
+const delivery = testDelivery({ attempt: 2 })
 
 /** Runs an effect with a logger that records each message. */
 const withLogs = <A, E>(effect: Effect.Effect<A, E>) => {

@@ -2,22 +2,12 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Backoff, type Delivery, EventBus, MemoryTransport, Reject, RetryLater } from "@cqbus/core"
 import { retry } from "@cqbus/retry"
-import { runScoped, waitUntil } from "@cqbus/testkit"
+import { runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Effect, Fiber, pipe } from "effect"
 import { TestClock } from "effect/testing"
 
-const delivery: Delivery = {
-  topic: "cqc.events.v1.test",
-  subject: "cqc.events.v1.test",
-  eventId: "e-1",
-  attempt: 1,
-  headers: {},
-  publishedAt: undefined,
-  sequence: 1,
-  key: undefined,
-  group: undefined
-}
+const delivery = testDelivery()
 
 /** A handler that fails its first `failures` runs, recording the virtual time of each run. */
 const flaky = (failures: number, error: unknown = new Error("transient")) => {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Delivery } from "@cqbus/core"
 import { Effect, Layer, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 
@@ -76,3 +77,23 @@ export const letTimePass = (millis: number, time: TimeMode = "virtual"): Effect.
     }
     for (let i = 0; i < 5; i++) yield* Effect.yieldNow
   })
+
+/**
+ * A `Delivery` for calling a handler or a middleware directly in a unit test, without a bus: topic
+ * `cqc.events.v1.test`, event id `e-1`, attempt 1, no headers, no group; `overrides` replaces any of them.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const testDelivery = (overrides: Partial<Delivery> = {}): Delivery => ({
+  topic: "cqc.events.v1.test",
+  subject: overrides.topic ?? "cqc.events.v1.test",
+  eventId: "e-1",
+  attempt: 1,
+  headers: {},
+  publishedAt: undefined,
+  sequence: 1,
+  key: undefined,
+  group: undefined,
+  ...overrides
+})

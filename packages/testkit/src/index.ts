@@ -6,4 +6,4 @@
  * @module
  */
 export { conformance, type ConformanceOptions, type Features } from "./Conformance.ts"
-export { letTimePass, runScoped, type TimeMode, waitUntil } from "./Harness.ts"
+export { letTimePass, runScoped, testDelivery, type TimeMode, waitUntil } from "./Harness.ts"
