@@ -1,5 +1,5 @@
 /**
- * The events both benchmarks send: 64 realistic PriceUpdated messages (about 100 bytes each once encoded), cycled by
+ * What both benchmarks share: the runtime's name for the report, and the events they send: 64 realistic PriceUpdated messages (about 100 bytes each once encoded), cycled by
  * cqbus and by its baseline alike, so both sides encode and decode exactly the same bytes.
  */
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf"
@@ -28,3 +28,12 @@ export const messages: Array<MessageInitShape<typeof PriceUpdatedSchema>> = Arra
 
 /** The encoded size of one message, for the report. */
 export const bodySize: number = toBinary(PriceUpdatedSchema, create(PriceUpdatedSchema, messages[0]!)).byteLength
+
+const deno = (globalThis as { Deno?: { version: { deno: string; v8: string } } }).Deno
+
+/** The runtime and its version, for the report header. */
+export const runtime: string = process.versions.bun !== undefined
+  ? `bun ${process.versions.bun}`
+  : deno !== undefined
+  ? `deno ${deno.version.deno} (v8 ${deno.version.v8})`
+  : `node ${process.version}`

@@ -15,7 +15,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import { EventBus } from "@cqbus/core"
 import { PriceUpdatedEvent, PriceUpdatedSchema } from "@cqbus/testkit/events"
 import { Deferred, Effect, Exit } from "effect"
-import { bodySize, messages } from "./fixtures.ts"
+import { bodySize, messages, runtime } from "./fixtures.ts"
 
 const N = Number(process.env.BENCH_N ?? 100_000)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
@@ -104,12 +104,6 @@ const allVariants: ReadonlyArray<Variant> = [
 ]
 const variants = allVariants.filter((v) => ONLY === undefined || v.name.includes(ONLY))
 
-const deno = (globalThis as { Deno?: { version: { deno: string; v8: string } } }).Deno
-const runtime = process.versions.bun !== undefined
-  ? `bun ${process.versions.bun}`
-  : deno !== undefined
-  ? `deno ${deno.version.deno} (v8 ${deno.version.v8})`
-  : `node ${process.version}`
 const cpus = os.cpus()
 console.log(`cqbus memory bench — ${new Date().toISOString()}`)
 console.log(`${runtime}, ${os.platform()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown cpu"}`)

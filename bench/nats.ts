@@ -36,7 +36,7 @@ import {
 import { headers as natsHeaders, type MsgHdrs, nanos, type NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
 import { Deferred, Effect, Exit, ManagedRuntime, Result } from "effect"
-import { bodySize, messages } from "./fixtures.ts"
+import { bodySize, messages, runtime as runtimeName } from "./fixtures.ts"
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 20_000)
@@ -376,12 +376,6 @@ const cases = allCases
 
 // ------------------------------------------------------------------------------------------------ run
 
-const deno = (globalThis as { Deno?: { version: { deno: string; v8: string } } }).Deno
-const runtimeName = process.versions.bun !== undefined
-  ? `bun ${process.versions.bun}`
-  : deno !== undefined
-  ? `deno ${deno.version.deno} (v8 ${deno.version.v8})`
-  : `node ${process.version}`
 const cpus = os.cpus()
 const load = () => os.loadavg().map((x) => x.toFixed(2)).join(" ")
 console.log(`cqbus NATS bench — ${new Date().toISOString()}`)
