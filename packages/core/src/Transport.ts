@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { Duration, Effect, Scope } from "effect"
+import type { Duration, Effect, Scope, Stream } from "effect"
 import { Context } from "effect"
 import type { HealthError, PublishError, SubscribeError } from "./Errors.ts"
 
@@ -158,6 +158,56 @@ export interface DeadLetter {
 }
 
 /**
+ * The state of a backend's connection to its broker, for health checks and metrics.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionState {
+  readonly status: "connected" | "disconnected" | "reconnecting" | "closed"
+  /** Reconnects since the transport started. */
+  readonly reconnects: number
+  /** The last error the client reported, without credentials. */
+  readonly lastError: string | undefined
+  /** The server the client is (or was last) connected to, without credentials. */
+  readonly server: string | undefined
+}
+
+/**
+ * The connection-state capability: the current state and its changes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionWatch {
+  readonly get: Effect.Effect<ConnectionState>
+  /** The current state, then every change, for as long as the transport lives. */
+  readonly changes: Stream.Stream<ConnectionState>
+}
+
+/**
+ * The backlog of one live consumer (subscription) of a transport.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerLag {
+  /** The topic or pattern consumed. */
+  readonly topic: string
+  readonly group: string | undefined
+  /** The backend's name for the consumer (the durable name on NATS). */
+  readonly consumer: string
+  /** Messages stored for this consumer and not yet delivered to it. */
+  readonly pending: number
+  /** Messages delivered and not yet acknowledged. */
+  readonly ackPending: number
+  /** Messages delivered more than once and not yet acknowledged. */
+  readonly redelivered: number
+  /** `true` while the subscription is draining (its scope is closing). */
+  readonly draining: boolean
+}
+
+/**
  * The interface a backend implements. Optional members are capabilities: a backend that lacks one leaves it out and
  * says so in its conformance features.
  *
@@ -180,6 +230,15 @@ export interface TransportShape {
   readonly check: Effect.Effect<void, HealthError>
   /** Reads the dead letters, newest last (capability). */
   readonly deadLetters?: Effect.Effect<ReadonlyArray<DeadLetter>>
+  /** The connection to the broker (capability; an embedded backend has none). */
+  readonly connection?: ConnectionWatch
+  /** The live consumers and their backlog (capability). Fails when the backend cannot be asked right now. */
+  readonly consumers?: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
+  /**
+   * `true` once the transport is shutting down or any of its subscriptions is draining (capability): a readiness
+   * check should fail then, so traffic moves elsewhere while in-flight work finishes.
+   */
+  readonly draining?: Effect.Effect<boolean>
 }
 
 // An explicitly typed base instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`

@@ -70,7 +70,10 @@ export {
   validateTopic
 } from "./Topic.ts"
 export {
+  type ConnectionState,
+  type ConnectionWatch,
   type ConsumeOptions,
+  type ConsumerLag,
   type DeadLetter,
   type DeliverPolicy,
   type Headers,

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { ConnectionState as CoreConnectionState } from "@cqbus/core"
 import {
   type Authenticator,
   credsAuthenticator,
@@ -19,20 +20,12 @@ import { readFile } from "node:fs/promises"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 
 /**
- * The state of the connection as the client sees it.
+ * The state of the connection as the client sees it (the core `ConnectionState`, re-exported for NATS users).
  *
  * @since 0.1.0
  * @category models
  */
-export interface ConnectionState {
-  readonly status: "connected" | "disconnected" | "reconnecting" | "closed"
-  /** Reconnects since the bus started. */
-  readonly reconnects: number
-  /** The last error the client reported, without credentials. */
-  readonly lastError: string | undefined
-  /** The server the client is (or was last) connected to. */
-  readonly server: string | undefined
-}
+export type ConnectionState = CoreConnectionState
 
 /**
  * An open connection and its watched state.

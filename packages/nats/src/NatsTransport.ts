@@ -404,7 +404,8 @@ export const make = (
       return letters
     })
 
-    const transport: TransportShape = { name: "nats", publish, consume, check, deadLetters }
+    const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state) }
+    const transport: TransportShape = { name: "nats", publish, consume, check, deadLetters, connection }
     return {
       transport,
       nats: { connection: nc, stream, deadLetterStream: resolved.deadLetterStream, state }
