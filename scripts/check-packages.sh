@@ -13,3 +13,10 @@ for dir in packages/*/; do
   (cd "$dir" && "$root/node_modules/.bin/deno" publish --dry-run --allow-dirty --quiet)
   echo "$name: build, publint and deno publish --dry-run ok"
 done
+# npm-only packages (no JSR release): protoc-gen-cqbus is a Node executable that buf and protoc run, see its README.
+for dir in packages/protoc-gen-cqbus/; do
+  name=$(node -p "require('./$dir/package.json').name")
+  echo "---- $name (npm only)"
+  (cd "$dir" && npm run --silent build && "$root/node_modules/.bin/publint" --strict)
+  echo "$name: build and publint ok"
+done

@@ -61,8 +61,9 @@ export type PublishErrorReason =
   | "Unknown"
 
 /**
- * A message could not be published. Nothing was stored unless `reason` is `Timeout`, where the outcome is unknown
- * (publishing again with the same event id is safe: the backend drops the duplicate).
+ * A message could not be published. Nothing was stored unless `reason` is `Timeout`, or `NotConnected` because the
+ * connection was lost while the acknowledgement was on its way: then the outcome is unknown (publishing again with the
+ * same event id is safe: the backend drops the duplicate).
  *
  * @since 0.1.0
  * @category errors
@@ -188,6 +189,97 @@ export class HandlerTimeout extends Data.Error<{ readonly timeout: Duration.Inpu
   override get message(): string {
     return `handler for ${this.topic} timed out after ${Duration.format(Duration.fromInputUnsafe(this.timeout))}`
   }
+}
+
+/**
+ * Request-reply: nothing serves the request's subject. The broker says so at once, so a call to a service that is not
+ * running fails fast instead of waiting for its timeout.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NoResponders extends Data.Error<{ readonly subject: string; readonly message: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "NoResponders"
+}
+
+/**
+ * Request-reply: no reply arrived within the timeout. The server may still have handled the request, so only retry
+ * requests that are safe to repeat.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RequestTimeout extends Data.Error<{
+  readonly subject: string
+  readonly timeout: Duration.Input
+  readonly message: string
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "RequestTimeout"
+}
+
+/**
+ * Request-reply: an error answer. A server's handler fails with it to answer with an error instead of a response; the
+ * client fails with the same error when the answer is one. `code` is a short string, by convention an HTTP-like
+ * status as NATS micro services use (`"400"` bad request, `"404"` not found, `"500"` internal); it travels in the
+ * `Nats-Service-Error-Code` header and `message` in `Nats-Service-Error`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { RpcError } from "@cqbus/core"
+ * const pause = (request: { readonly name: string }) =>
+ *   request.name === "" ? Effect.fail(new RpcError({ code: "400", message: "name is required" })) : Effect.succeed({})
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RpcError extends Data.Error<{ readonly code: string; readonly message: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "RpcError"
+}
+
+/**
+ * Why a request failed before or after the server's answer.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RequestFailedReason = "Encode" | "Decode" | "Closed" | "PermissionDenied" | "Transport"
+
+/**
+ * Request-reply: the request could not be sent, or its reply could not be read (`Decode`: the body is not the
+ * method's response type).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RequestFailed extends Data.Error<{
+  readonly subject: string
+  readonly reason: RequestFailedReason
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "RequestFailed"
+}
+
+/**
+ * Request-reply: a server could not start serving a subject; nothing was subscribed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ServeError extends Data.Error<{
+  readonly subject: string
+  readonly reason: "Closed" | "InvalidSubject" | "PermissionDenied" | "Transport"
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "ServeError"
 }
 
 /**

@@ -16,7 +16,14 @@ import type { Handler, Middleware, PublishMiddleware, Send } from "./Handler.ts"
 import { makeProcess } from "./internal/process.ts"
 import { MemoryTransport, type MemoryTransportOptions } from "./MemoryTransport.ts"
 import { checkTopic } from "./Topic.ts"
-import { type DeliverPolicy, type Headers, type IncomingMessage, type PublishAck, Transport } from "./Transport.ts"
+import {
+  type DeliverPolicy,
+  type Headers,
+  type IncomingMessage,
+  type PublishAck,
+  readHeader,
+  Transport
+} from "./Transport.ts"
 
 /**
  * Options of one publish.
@@ -349,7 +356,7 @@ const decodeEvent = <S extends DescMessage>(
   message: IncomingMessage,
   topic: string
 ): MessageShape<S> | DecodeError => {
-  const type = message.headers[HeaderNames.type]
+  const type = readHeader(message, HeaderNames.type)
   if (type !== undefined && type !== event.type) {
     return new DecodeError({
       topic,

@@ -25,7 +25,13 @@ export interface Delivery {
   readonly eventId: string
   /** 1 for the first delivery, counting redeliveries and in-place retries. */
   readonly attempt: number
+  /** Every header (names lower-case, except NATS's own `Nats-*`). */
   readonly headers: Headers
+  /**
+   * One header by its lower-case name. Prefer it to `headers[name]` in middleware that reads one or two: a backend that
+   * parses wire headers lazily then never builds the whole record.
+   */
+  readonly header: (name: string) => string | undefined
   /** When the event was published (`ce-time`, else the stream's timestamp), when known. */
   readonly publishedAt: Date | undefined
   /** The stream sequence, when the backend has one. */

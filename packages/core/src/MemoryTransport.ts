@@ -7,6 +7,11 @@
  *
  * Time comes from Effect's `Clock`, so redelivery delays, `maxAge` and the dedupe window follow a `TestClock`.
  *
+ * Capabilities: `deadLetters`; `consumers` lists every group (or ephemeral subscription) with a live member, with
+ * `pending` = retained messages not yet delivered to it, `ackPending` = deliveries running (awaiting their outcome)
+ * and `redelivered` = messages waiting to be delivered again (handed back, or failed and waiting for their backoff);
+ * `draining` is `true` once the transport is closed or while any subscription drains. There is no `connection`.
+ *
  * @module
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
@@ -14,6 +19,7 @@ import { HealthError, PublishError, SubscribeError } from "./Errors.ts"
 import { compilePattern } from "./Topic.ts"
 import {
   type ConsumeOptions,
+  type ConsumerLag,
   type DeadLetter,
   type Headers,
   type IncomingMessage,
@@ -452,7 +458,9 @@ export const make = (
           }
         }).pipe(Effect.uninterruptible)
 
-        const loopFiber = yield* Effect.forkChild(loop)
+        // Forked into the consumer's scope, not as a child of this fiber: a subscription made while building a layer
+        // must outlive the fiber that built it (a child would be interrupted as soon as that fiber finished).
+        const loopFiber = yield* Effect.forkScoped(loop)
         yield* Effect.addFinalizer(() =>
           Effect.gen(function*() {
             member.stopping = true
@@ -469,6 +477,21 @@ export const make = (
         )
       })
 
+    /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
+    const pendingOf = (consumer: Consumer): number => {
+      let count = 0
+      for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
+        const entry = log[i]!
+        if (!entry.deleted && consumer.matches(entry.topic)) count++
+      }
+      return count
+    }
+
+    const isDraining = (consumer: Consumer): boolean => {
+      for (const member of consumer.members) if (member.stopping) return true
+      return false
+    }
+
     const transport: TransportShape = {
       name: "memory",
       publish,
@@ -476,7 +499,33 @@ export const make = (
       check: Effect.suspend(() =>
         closed ? Effect.fail(new HealthError({ component: "transport", message: "the memory transport is closed" })) : Effect.void
       ),
-      deadLetters: Effect.sync(() => deadLetters.slice())
+      deadLetters: Effect.sync(() => deadLetters.slice()),
+      // Live consumers only (at least one member): a durable group nobody consumes right now is not this process's
+      // backlog. The clock is read so `pending` leaves out what `maxAge` has expired, as a publish would.
+      consumers: Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          expire(clock.currentTimeMillisUnsafe())
+          const lags: Array<ConsumerLag> = []
+          for (const c of consumers.values()) {
+            if (c.members.size === 0) continue
+            lags.push({
+              topic: c.topic,
+              group: c.durable ? c.name : undefined,
+              consumer: c.name,
+              pending: pendingOf(c),
+              ackPending: c.inFlight,
+              redelivered: c.ready.length + c.delayed.length,
+              draining: isDraining(c)
+            })
+          }
+          return lags
+        })
+      ),
+      draining: Effect.sync(() => {
+        if (closed) return true
+        for (const c of consumers.values()) if (isDraining(c)) return true
+        return false
+      })
     }
 
     const memory: MemoryTransportShape = {
@@ -505,7 +554,7 @@ export const make = (
           members: c.members.size,
           inFlight: c.inFlight,
           waiting: c.ready.length + c.delayed.length,
-          pending: log.slice(lowerBound(log, head, c.cursor)).filter((e) => !e.deleted && c.matches(e.topic)).length
+          pending: pendingOf(c)
         }))
       )
     }

@@ -74,6 +74,11 @@ export interface IncomingMessage {
   readonly subject: string
   readonly body: Uint8Array
   readonly headers: Headers
+  /**
+   * One header by its lower-case name, where the backend can read it without building `headers` (optional: the bus
+   * reads two or three headers per delivery, and a backend that parses wire headers lazily saves the rest).
+   */
+  readonly header?: (name: string) => string | undefined
   /** How many times this message has been delivered to this group, this delivery included (1 for the first). */
   readonly deliveryCount: number
   /** The stream sequence, where the backend has one. */
@@ -81,6 +86,15 @@ export interface IncomingMessage {
   /** When the message was stored, where the backend knows it. */
   readonly publishedAt: Date | undefined
 }
+
+/**
+ * Reads one header of an incoming message, through the backend's `header` when it has one.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const readHeader = (message: IncomingMessage, name: string): string | undefined =>
+  message.header !== undefined ? message.header(name) : message.headers[name]
 
 /**
  * What the transport does with a delivery once it has been processed.

@@ -21,10 +21,16 @@ export {
   HealthError,
   InvalidTopic,
   type InvalidTopicProblem,
+  NoResponders,
   PublishError,
   type PublishErrorReason,
   Reject,
+  RequestFailed,
+  type RequestFailedReason,
+  RequestTimeout,
   RetryLater,
+  RpcError,
+  ServeError,
   SubscribeError,
   type SubscribeErrorReason
 } from "./Errors.ts"
@@ -56,6 +62,31 @@ export {
   type StoredMessage
 } from "./MemoryTransport.ts"
 export {
+  type CallOptions,
+  defineService,
+  type IncomingRequest,
+  type InputOf,
+  makeMemory as makeMemoryRequestReply,
+  makeRpcClient,
+  methodSubject,
+  noResponders,
+  type OutputOf,
+  type Reply,
+  type RequestError,
+  type RequestInfo,
+  RequestReply,
+  type RequestReplyShape,
+  requestTimeout,
+  type RpcClient,
+  type RpcClientOptions,
+  RpcErrorHeaders,
+  type RpcHandlers,
+  type RpcServeOptions,
+  serveRpc,
+  type ServiceDef,
+  type UnaryMethodName
+} from "./RequestReply.ts"
+export {
   checkTopic,
   compilePattern,
   DEFAULT_TOPIC_PREFIX,
@@ -81,6 +112,7 @@ export {
   type OutgoingMessage,
   type Outcome,
   type PublishAck,
+  readHeader,
   Transport,
   type TransportShape
 } from "./Transport.ts"

@@ -181,41 +181,44 @@ const millisSince = (startNanos: bigint, endNanos: bigint): number => Number((en
 /**
  * Logs `message` at `level` with the annotations `annotations()` builds, unless the level is `"None"` or below the
  * fiber's minimum log level: then nothing is built (the payload in particular is not serialized).
+ *
+ * With `scope` — the annotation record a delivery installed for its whole handler run — the line's annotations are
+ * added to that record instead of installing another one. Each install copies the fiber's context, and a second one
+ * per delivery cost more than the rest of the plugin; `scope` is only used once the handler has finished (a fiber the
+ * handler left running that logs afterwards would see the line's keys too).
  */
 const emit = (
   level: LoggingLevel,
   message: string,
-  annotations: () => Annotations,
-  cause?: Cause.Cause<unknown>
+  annotations: (into: Annotations) => Annotations,
+  cause?: Cause.Cause<unknown>,
+  scope?: Annotations
 ): Effect.Effect<void> =>
   level === "None"
     ? Effect.void
-    : Effect.withFiber((fiber) =>
-      LogLevel.isGreaterThan(fiber.getRef(References.MinimumLogLevel), level)
-        ? Effect.void
-        : Effect.annotateLogs(
-          cause === undefined ? Effect.logWithLevel(level)(message) : Effect.logWithLevel(level)(message, cause),
-          annotations()
-        )
-    )
+    : Effect.withFiber((fiber) => {
+      if (LogLevel.isGreaterThan(fiber.getRef(References.MinimumLogLevel), level)) return Effect.void
+      const log = cause === undefined ? Effect.logWithLevel(level)(message) : Effect.logWithLevel(level)(message, cause)
+      if (scope === undefined) return Effect.annotateLogs(log, annotations({}))
+      annotations(scope)
+      return log
+    })
 
 /**
  * The annotations of every line logged while a delivery is handled, the handler's own lines included. The ordering
  * key and stream sequence are left out on purpose: a publish inside the handler would inherit them and seem to carry
  * them.
  */
-const deliveryAnnotations = (delivery: Delivery): Annotations => {
-  const annotations: Annotations = {
-    "messaging.operation.type": "process",
-    "messaging.destination.name": delivery.topic,
-    "messaging.message.id": delivery.eventId,
-    "cqbus.attempt": delivery.attempt
-  }
+const deliveryAnnotations = (delivery: Delivery, into: Annotations): Annotations => {
+  into["messaging.operation.type"] = "process"
+  into["messaging.destination.name"] = delivery.topic
+  into["messaging.message.id"] = delivery.eventId
+  into["cqbus.attempt"] = delivery.attempt
   if (delivery.group !== undefined) {
-    annotations["messaging.consumer.group.name"] = delivery.group
-    annotations["cqbus.group"] = delivery.group
+    into["messaging.consumer.group.name"] = delivery.group
+    into["cqbus.group"] = delivery.group
   }
-  return annotations
+  return into
 }
 
 /**
@@ -245,56 +248,100 @@ export const logging = (options: LoggingOptions = {}): Middleware => {
   const levels: Required<LoggingLevels> = { ...DELIVERY_LEVELS, ...options.levels }
   const describe = options.logPayload === true ? options.describe ?? describePayload : undefined
   const headers = allowedHeaders(options.headers)
+  // Runs once per delivery, so no function is defined in here: the state lives in a `DeliveryLines` object (tools
+  // that keep function names, like tsx running the sources, wrap every named closure in a `defineProperty` call).
   return (handler) => (event, delivery) =>
     Effect.clockWith((clock) => {
-      const started = clock.monotonicTimeNanosUnsafe()
-      // Built once per delivery, and only when a line is actually written.
-      let own: Annotations | undefined
-      const lineAnnotations = (outcome: string): Annotations => {
-        if (own === undefined) {
-          own = {}
-          if (delivery.key !== undefined) own["cqbus.key"] = delivery.key
-          if (delivery.sequence !== undefined) own["cqbus.sequence"] = delivery.sequence
-          addHeaders(own, delivery.headers, headers)
-          if (describe !== undefined) own["cqbus.payload"] = describe(event)
-        }
-        return { ...own, "cqbus.outcome": outcome }
-      }
-      const finish = <E>(exit: Exit.Exit<void, E>): Effect.Effect<void> =>
-        Effect.clockWith((end) => {
-          const done = (outcome: string, extra: Annotations = {}): Annotations => ({
-            ...lineAnnotations(outcome),
-            "cqbus.duration_ms": millisSince(started, end.monotonicTimeNanosUnsafe()),
-            ...extra
-          })
-          if (Exit.isSuccess(exit)) return emit(levels.success, "delivery handled", () => done("handled"))
-          const failure = Cause.findError(exit.cause)
-          if (Result.isSuccess(failure)) {
-            const error = failure.success
-            const tag = errorTag(error)
-            const errorAnnotations = (): Annotations => ({ "error.type": tag, "error.message": errorMessage(error) })
-            return tag === "Reject"
-              ? emit(levels.reject, "delivery rejected", () => done("rejected", errorAnnotations()))
-              : emit(levels.failure, "delivery failed", () => done("failed", errorAnnotations()))
-          }
-          const defect = Cause.findDefect(exit.cause)
-          if (Result.isSuccess(defect)) {
-            const died = defect.success
-            return emit(
-              levels.defect,
-              "delivery defect",
-              () => done("defect", { "error.type": errorTag(died), "error.message": errorMessage(died) }),
-              exit.cause
-            )
-          }
-          return emit(levels.interrupt, "delivery interrupted", () => done("interrupted"))
-        })
-      return emit(levels.start, "delivery start", () => lineAnnotations("start")).pipe(
+      const lines = new DeliveryLines(event, delivery, clock.monotonicTimeNanosUnsafe(), headers, describe)
+      return emit(levels.start, "delivery start", (into) => lines.annotations("start", into)).pipe(
         Effect.andThen(Effect.suspend(() => handler(event, delivery))),
-        Effect.onExit(finish),
-        Effect.annotateLogs(deliveryAnnotations(delivery))
+        Effect.onExit((exit) => Effect.clockWith((end) => lines.finish(levels, exit, end.monotonicTimeNanosUnsafe()))),
+        Effect.updateService(References.CurrentLogAnnotations, (current) => lines.enter(current))
       )
     })
+}
+
+/** The plugin's lines for one delivery: their annotations are built once, and only when a line is written. */
+class DeliveryLines {
+  #payload: unknown
+  /** The annotations of the whole handler run (the delivery's, over the caller's), installed by `enter`. */
+  #scope: Annotations | undefined
+  readonly #event: unknown
+  readonly #delivery: Delivery
+  readonly #started: bigint
+  readonly #headers: ReadonlyArray<string>
+  readonly #describe: ((event: unknown) => unknown) | undefined
+  constructor(
+    event: unknown,
+    delivery: Delivery,
+    started: bigint,
+    headers: ReadonlyArray<string>,
+    describe: ((event: unknown) => unknown) | undefined
+  ) {
+    this.#event = event
+    this.#delivery = delivery
+    this.#started = started
+    this.#headers = headers
+    this.#describe = describe
+  }
+
+  /** The annotation record for the handler run: a fresh object this delivery owns, so `finish` may add to it. */
+  enter(current: Readonly<Record<string, unknown>>): Annotations {
+    this.#scope = deliveryAnnotations(this.#delivery, { ...current })
+    return this.#scope
+  }
+
+  /** Writes the plugin's own annotations of one line into `into` (a fresh record, or the handler run's). */
+  annotations(outcome: string, into: Annotations): Annotations {
+    const delivery = this.#delivery
+    if (delivery.key !== undefined) into["cqbus.key"] = delivery.key
+    if (delivery.sequence !== undefined) into["cqbus.sequence"] = delivery.sequence
+    // One by one: reading the whole `headers` record makes some backends decode every header of the message.
+    // NATS's own `Nats-*` names keep their case, so only those fall back to a case-insensitive scan.
+    for (const name of this.#headers) {
+      const value = delivery.header(name) ??
+        (name.startsWith("nats-") ? headerValue(delivery.headers, name) : undefined)
+      if (value !== undefined) into[`cqbus.header.${name}`] = value
+    }
+    if (this.#describe !== undefined) {
+      this.#payload ??= this.#describe(this.#event)
+      into["cqbus.payload"] = this.#payload
+    }
+    into["cqbus.outcome"] = outcome
+    return into
+  }
+
+  #done(outcome: string, endNanos: bigint, into: Annotations, error?: unknown): Annotations {
+    this.annotations(outcome, into)
+    // One BigInt operation, then float arithmetic: microsecond resolution in milliseconds.
+    into["cqbus.duration_ms"] = Math.floor(Number(endNanos - this.#started) / 1000) / 1000
+    if (error !== undefined) {
+      into["error.type"] = errorTag(error)
+      into["error.message"] = errorMessage(error)
+    }
+    return into
+  }
+
+  /** The line for the handler's result. */
+  finish(levels: Required<LoggingLevels>, exit: Exit.Exit<void, unknown>, endNanos: bigint): Effect.Effect<void> {
+    const scope = this.#scope
+    if (Exit.isSuccess(exit)) {
+      return emit(levels.success, "delivery handled", (into) => this.#done("handled", endNanos, into), undefined, scope)
+    }
+    const failure = Cause.findError(exit.cause)
+    if (Result.isSuccess(failure)) {
+      const error = failure.success
+      return errorTag(error) === "Reject"
+        ? emit(levels.reject, "delivery rejected", (into) => this.#done("rejected", endNanos, into, error), undefined, scope)
+        : emit(levels.failure, "delivery failed", (into) => this.#done("failed", endNanos, into, error), undefined, scope)
+    }
+    const defect = Cause.findDefect(exit.cause)
+    if (Result.isSuccess(defect)) {
+      const died = defect.success
+      return emit(levels.defect, "delivery defect", (into) => this.#done("defect", endNanos, into, died), exit.cause, scope)
+    }
+    return emit(levels.interrupt, "delivery interrupted", (into) => this.#done("interrupted", endNanos, into), undefined, scope)
+  }
 }
 
 const publishAnnotations = (

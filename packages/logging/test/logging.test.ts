@@ -4,12 +4,12 @@ import { type Delivery, EventBus, MemoryTransport, type PublishError, type Publi
 import { logging, loggingPublish } from "@cqbus/logging"
 import { recovery } from "@cqbus/recovery"
 import { retry } from "@cqbus/retry"
-import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
+import { letTimePass, runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Cause, Effect, Fiber, Logger, pipe, References, Result } from "effect"
 import { TestClock } from "effect/testing"
 
-const delivery: Delivery = {
+const delivery: Delivery = testDelivery({
   topic: "cqc.events.v1.asset_created",
   subject: "cqc.events.v1.asset_created",
   eventId: "e-1",
@@ -25,7 +25,7 @@ const delivery: Delivery = {
   sequence: 42,
   key: "asset-7",
   group: "search"
-}
+})
 
 /** What the delivery's lines carry besides outcome-specific annotations. */
 const base = {

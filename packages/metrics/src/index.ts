@@ -8,23 +8,29 @@
  *   `messaging_client_operation_duration_seconds` per publish, by topic and outcome.
  * - `tracingPublish` / `tracing`: a producer span `send <topic>` that writes a W3C `traceparent` header, and a consumer
  *   span `process <topic>` whose parent is the span that header names, so one trace spans publisher and consumer.
- * - `prometheus`: the current `Metric` registry as Prometheus text exposition format 0.0.4.
+ * - `consumerLag` / `consumerLagPolling`: gauges of each live consumer's backlog (pending, ack-pending, redelivered), read
+ *   from the transport's optional `consumers` capability.
+ * - `prometheus`: the current `Metric` registry as Prometheus text exposition format 0.0.4; `prometheusHandler`: the
+ *   same as a Web-standard `(request) => Promise<Response>` handler (Hono, `Bun.serve`, `Deno.serve`), which reads the
+ *   consumer lag first.
  *
  * Durations are measured on Effect's `Clock`, so a `TestClock` gives exact buckets.
  *
  * @module
  */
 import {
+  type ConsumerLag,
   type Delivery,
   errorTag,
-  type Headers,
+  type HealthError,
   type Middleware,
   type OutgoingMessage,
   type PublishAck,
   type PublishError,
-  type PublishMiddleware
+  type PublishMiddleware,
+  Transport
 } from "@cqbus/core"
-import { Cause, Effect, Exit, Metric, Result, Tracer } from "effect"
+import { Cause, Duration, Effect, Exit, Layer, Metric, Option, Result, Schedule, Tracer } from "effect"
 
 /**
  * The OpenTelemetry semantic-convention bucket boundaries for messaging durations, in seconds.
@@ -68,6 +74,46 @@ export interface MetricsOptions {
 /** The outcome of one delivery, as `metrics` records it in `outcome`. */
 type DeliveryOutcome = "ack" | "retry" | "dead_letter"
 
+/** A counter and a histogram of one series (one attribute set). */
+interface Series {
+  readonly count: Metric.Counter<number>
+  readonly duration: Metric.Histogram<number>
+}
+
+/**
+ * The counter and histogram of each attribute set, made once with the attributes inside. `Metric.withAttributes` on
+ * every update would rebuild the series key (a JSON serialization of the attributes) on every delivery and publish,
+ * which cost more than the rest of the plugin together; a metric made with its attributes computes its key once.
+ * One entry per series, so this map grows exactly as the registry does.
+ */
+const seriesCache = (
+  counter: { readonly name: string; readonly description: string },
+  histogram: { readonly name: string; readonly description: string },
+  boundaries: ReadonlyArray<number>
+): (key: string, attributes: () => Record<string, string>) => Series => {
+  const cache = new Map<string, Series>()
+  return (key, attributes) => {
+    let series = cache.get(key)
+    if (series === undefined) {
+      const all = attributes()
+      series = {
+        count: Metric.counter(counter.name, { description: counter.description, incremental: true, attributes: all }),
+        duration: Metric.histogram(histogram.name, { description: histogram.description, boundaries, attributes: all })
+      }
+      cache.set(key, series)
+    }
+    return series
+  }
+}
+
+/** Adds one observation of `seconds` to a series: one effect for both metrics. */
+const observe = (series: Series, seconds: number): Effect.Effect<void> =>
+  Effect.contextWith((context) => {
+    series.count.updateUnsafe(1, context)
+    series.duration.updateUnsafe(seconds, context)
+    return Effect.void
+  })
+
 /** Seconds between two monotonic clock readings. */
 const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(endNanos - startNanos) / 1e9
 
@@ -109,29 +155,26 @@ const deliveryOutcome = (exit: Exit.Exit<void, unknown>): { outcome: DeliveryOut
  * @category middleware
  */
 export const metrics = (options: MetricsOptions = {}): Middleware => {
-  const consumed = Metric.counter("messaging_client_consumed_messages_total", {
-    description: "Number of messages delivered to a handler, by outcome.",
-    incremental: true
-  })
-  const duration = Metric.histogram("messaging_process_duration_seconds", {
-    description: "Duration of processing one delivery, in seconds.",
-    boundaries: options.boundaries ?? DURATION_BOUNDARIES
-  })
+  const series = seriesCache(
+    { name: "messaging_client_consumed_messages_total", description: "Number of messages delivered to a handler, by outcome." },
+    { name: "messaging_process_duration_seconds", description: "Duration of processing one delivery, in seconds." },
+    options.boundaries ?? DURATION_BOUNDARIES
+  )
   const extra = options.attributes ?? {}
   const record = (delivery: Delivery, seconds: number, exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
     const { errorType, outcome } = deliveryOutcome(exit)
-    const attributes: Record<string, string> = {
-      ...extra,
-      messaging_destination_name: delivery.topic,
-      messaging_operation: "process",
-      outcome
-    }
-    if (delivery.group !== undefined) attributes.messaging_consumer_group_name = delivery.group
-    if (errorType !== undefined) attributes.error_type = errorType
-    return Effect.andThen(
-      Metric.update(Metric.withAttributes(consumed, attributes), 1),
-      Metric.update(Metric.withAttributes(duration, attributes), seconds)
-    )
+    const key = `${delivery.topic}\u0000${delivery.group ?? ""}\u0000${outcome}\u0000${errorType ?? ""}`
+    return observe(series(key, () => {
+      const attributes: Record<string, string> = {
+        ...extra,
+        messaging_destination_name: delivery.topic,
+        messaging_operation: "process",
+        outcome
+      }
+      if (delivery.group !== undefined) attributes.messaging_consumer_group_name = delivery.group
+      if (errorType !== undefined) attributes.error_type = errorType
+      return attributes
+    }), seconds)
   }
   return (handler) => (event, delivery) =>
     Effect.clockWith((clock) => {
@@ -162,38 +205,39 @@ export const metrics = (options: MetricsOptions = {}): Middleware => {
  * @category middleware
  */
 export const metricsPublish = (options: MetricsOptions = {}): PublishMiddleware => {
-  const sent = Metric.counter("messaging_client_sent_messages_total", {
-    description: "Number of messages published, by outcome.",
-    incremental: true
-  })
-  const duration = Metric.histogram("messaging_client_operation_duration_seconds", {
-    description: "Duration of a messaging operation (publish), in seconds.",
-    boundaries: options.boundaries ?? DURATION_BOUNDARIES
-  })
+  const series = seriesCache(
+    { name: "messaging_client_sent_messages_total", description: "Number of messages published, by outcome." },
+    {
+      name: "messaging_client_operation_duration_seconds",
+      description: "Duration of a messaging operation (publish), in seconds."
+    },
+    options.boundaries ?? DURATION_BOUNDARIES
+  )
   const extra = options.attributes ?? {}
   const record = (
     message: OutgoingMessage,
     seconds: number,
     exit: Exit.Exit<PublishAck, PublishError>
   ): Effect.Effect<void> => {
-    const attributes: Record<string, string> = {
-      ...extra,
-      messaging_destination_name: message.topic,
-      messaging_operation: "send",
-      outcome: Exit.isSuccess(exit) ? "ok" : "error"
-    }
+    let errorType: string | undefined
     if (Exit.isFailure(exit)) {
       const failure = Cause.findError(exit.cause)
-      attributes.error_type = Result.isSuccess(failure)
+      errorType = Result.isSuccess(failure)
         ? failure.success.reason
         : Result.isSuccess(Cause.findDefect(exit.cause))
         ? "Defect"
         : "Interrupted"
     }
-    return Effect.andThen(
-      Metric.update(Metric.withAttributes(sent, attributes), 1),
-      Metric.update(Metric.withAttributes(duration, attributes), seconds)
-    )
+    return observe(series(`${message.topic}\u0000${errorType ?? ""}`, () => {
+      const attributes: Record<string, string> = {
+        ...extra,
+        messaging_destination_name: message.topic,
+        messaging_operation: "send",
+        outcome: errorType === undefined ? "ok" : "error"
+      }
+      if (errorType !== undefined) attributes.error_type = errorType
+      return attributes
+    }), seconds)
   }
   return (next) => (message) =>
     Effect.clockWith((clock) => {
@@ -209,16 +253,6 @@ export const metricsPublish = (options: MetricsOptions = {}): PublishMiddleware 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tracing
 // ---------------------------------------------------------------------------------------------------------------------
-
-/** Header lookup by lower-cased name (headers keep their case on the wire). */
-const headerValue = (headers: Headers, lower: string): string | undefined => {
-  const exact = headers[lower]
-  if (exact !== undefined) return exact
-  for (const name in headers) {
-    if (name.toLowerCase() === lower) return headers[name]
-  }
-  return undefined
-}
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/
 
@@ -304,11 +338,130 @@ export const tracing = (): Middleware => (handler) => (event, delivery) => {
     "messaging.message.id": delivery.eventId
   }
   if (delivery.group !== undefined) attributes["messaging.consumer.group.name"] = delivery.group
-  const parent = parseTraceparent(headerValue(delivery.headers, "traceparent"))
+  // One header, not the record: a backend that parses wire headers lazily then builds nothing else.
+  const parent = parseTraceparent(delivery.header("traceparent"))
   return Effect.withSpan(
     Effect.suspend(() => handler(event, delivery)),
     `process ${delivery.topic}`,
     parent === undefined ? { kind: "consumer", attributes } : { kind: "consumer", attributes, parent }
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Consumer lag
+// ---------------------------------------------------------------------------------------------------------------------
+
+/**
+ * Options of `consumerLag` and `consumerLagPolling`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerLagOptions {
+  /** Attributes added to every series, e.g. `{ service: "search" }` (default none). */
+  readonly attributes?: Readonly<Record<string, string>>
+}
+
+/** The three lag gauges, each fed from one field of a `ConsumerLag`. */
+const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "redelivered"; readonly gauge: Metric.Gauge<number> }> = [
+  {
+    field: "pending",
+    gauge: Metric.gauge("messaging_consumer_pending_messages", {
+      description: "Messages stored for a consumer and not yet delivered to it."
+    })
+  },
+  {
+    field: "ackPending",
+    gauge: Metric.gauge("messaging_consumer_ack_pending_messages", {
+      description: "Messages delivered to a consumer and not yet acknowledged."
+    })
+  },
+  {
+    field: "redelivered",
+    gauge: Metric.gauge("messaging_consumer_redelivered_messages", {
+      description: "Messages of a consumer delivered more than once (or waiting to be) and not yet acknowledged."
+    })
+  }
+]
+
+/**
+ * Reads the transport's live consumers (its `consumers` capability) once and sets three gauges per topic and group:
+ * `messaging_consumer_pending_messages` (stored, not yet delivered), `messaging_consumer_ack_pending_messages`
+ * (delivered, not yet acknowledged) and `messaging_consumer_redelivered_messages` (redelivered or waiting for a
+ * redelivery, not yet acknowledged), with `messaging_destination_name` (the topic or pattern) and, for a group,
+ * `messaging_consumer_group_name`. Ephemeral consumers of one topic share one series (their sum), so series do not
+ * multiply with generated consumer names. A series whose consumer is gone drops to 0 (a gauge cannot be removed
+ * from the registry). A transport without the capability records nothing; one that cannot answer fails with its
+ * `HealthError` and leaves the gauges as they were.
+ *
+ * Each call of `consumerLag(options)` remembers its own series, so create it once and run it as often as needed
+ * (`consumerLagPolling` and `prometheusHandler` do).
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { consumerLag, prometheus } from "@cqbus/metrics"
+ * import { Effect } from "effect"
+ *
+ * const lag = consumerLag()
+ * const text = Effect.runPromise(Effect.andThen(lag, prometheus()).pipe(Effect.provide(EventBus.layerMemory())))
+ * ```
+ *
+ * @since 0.1.0
+ * @category consumer lag
+ */
+export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<void, HealthError, Transport> => {
+  const extra = options.attributes ?? {}
+  // Label sets recorded by an earlier read, by a key of their labels, so a vanished consumer can be set to 0.
+  const known = new Map<string, Record<string, string>>()
+  const record = (lags: ReadonlyArray<ConsumerLag>): Effect.Effect<void> => {
+    const totals = new Map<string, { readonly attributes: Record<string, string>; pending: number; ackPending: number; redelivered: number }>()
+    for (const lag of lags) {
+      const key = JSON.stringify([lag.topic, lag.group ?? null])
+      let total = totals.get(key)
+      if (total === undefined) {
+        const attributes: Record<string, string> = { ...extra, messaging_destination_name: lag.topic }
+        if (lag.group !== undefined) attributes.messaging_consumer_group_name = lag.group
+        total = { attributes, pending: 0, ackPending: 0, redelivered: 0 }
+        totals.set(key, total)
+      }
+      total.pending += lag.pending
+      total.ackPending += lag.ackPending
+      total.redelivered += lag.redelivered
+    }
+    const updates: Array<Effect.Effect<void>> = []
+    for (const [key, attributes] of known) {
+      if (!totals.has(key)) {
+        for (const { gauge } of LAG_GAUGES) updates.push(Metric.update(Metric.withAttributes(gauge, attributes), 0))
+        known.delete(key)
+      }
+    }
+    for (const [key, total] of totals) {
+      known.set(key, total.attributes)
+      for (const { field, gauge } of LAG_GAUGES) {
+        updates.push(Metric.update(Metric.withAttributes(gauge, total.attributes), total[field]))
+      }
+    }
+    return Effect.all(updates, { discard: true })
+  }
+  return Effect.flatMap(Effect.service(Transport), (transport) =>
+    transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record))
+}
+
+/**
+ * A layer that runs `consumerLag` every `interval` (default 15 seconds) for its lifetime, for exporters that read the
+ * registry on their own schedule (an OpenTelemetry metric reader, a push gateway). A failed read is skipped; the next
+ * one tries again. `prometheusHandler` reads the lag on every scrape and needs no polling.
+ *
+ * @since 0.1.0
+ * @category consumer lag
+ */
+export const consumerLagPolling = (
+  options: ConsumerLagOptions & { readonly interval?: Duration.Input } = {}
+): Layer.Layer<never, never, Transport> => {
+  const read = consumerLag(options).pipe(Effect.ignore)
+  return Layer.effectDiscard(
+    Effect.forkScoped(Effect.repeat(read, Schedule.spaced(options.interval ?? "15 seconds")))
   )
 }
 
@@ -467,3 +620,69 @@ export const prometheus = (options: PrometheusOptions = {}): Effect.Effect<strin
     }
     return out.length === 0 ? "" : `${out.join("\n")}\n`
   })
+
+/**
+ * What `prometheusHandler` runs its Effects with: a `ManagedRuntime` (anything with its `runPromise`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PrometheusRuntime {
+  readonly runPromise: <A, E>(effect: Effect.Effect<A, E>, options?: Effect.RunOptions) => Promise<A>
+}
+
+/**
+ * Options of `prometheusHandler`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PrometheusHandlerOptions extends PrometheusOptions {
+  /**
+   * The runtime whose metric registry is rendered and whose `Transport` the consumer lag is read from (default:
+   * `Effect.runPromise`, the global registry, no lag).
+   */
+  readonly runtime?: PrometheusRuntime
+  /** Read the consumer lag gauges before each rendering (default `true`, when the runtime provides a `Transport`). */
+  readonly consumerLag?: boolean | ConsumerLagOptions
+}
+
+/**
+ * The Prometheus scrape endpoint as a Web-standard fetch handler: `(request) => Promise<Response>` answering
+ * `prometheus()` with `PROMETHEUS_CONTENT_TYPE` and `Cache-Control: no-store`, after reading the consumer lag from the
+ * runtime's `Transport` (a failed read keeps the previous gauge values: a scrape must not fail because the broker
+ * is away). A plain function rather than a Hono handler, so this package needs no HTTP framework: mount it with
+ * `app.get("/metrics", (c) => handler(c.req.raw))` in Hono, or pass it to `Bun.serve({ fetch })` / `Deno.serve`.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { prometheusHandler } from "@cqbus/metrics"
+ * import { ManagedRuntime } from "effect"
+ * import { Hono } from "hono"
+ *
+ * const runtime = ManagedRuntime.make(EventBus.layerMemory())
+ * const metricsEndpoint = prometheusHandler({ runtime })
+ * const app = new Hono().get("/metrics", (c) => metricsEndpoint(c.req.raw))
+ * ```
+ *
+ * @since 0.1.0
+ * @category exposition
+ */
+export const prometheusHandler = (options: PrometheusHandlerOptions = {}): (request: Request) => Promise<Response> => {
+  const run = options.runtime?.runPromise ?? Effect.runPromise
+  const lag = options.consumerLag === false
+    ? undefined
+    : consumerLag(options.consumerLag === true || options.consumerLag === undefined ? {} : options.consumerLag)
+  const readLag: Effect.Effect<void> = lag === undefined
+    ? Effect.void
+    : Effect.flatMap(Effect.serviceOption(Transport), (transport) =>
+      Option.isNone(transport)
+        ? Effect.void
+        : lag.pipe(Effect.provideService(Transport, transport.value), Effect.ignore))
+  const render = Effect.andThen(readLag, prometheus(options.include === undefined ? {} : { include: options.include }))
+  return async (request) => {
+    const text = await run(render, { signal: request.signal })
+    return new Response(text, { headers: { "content-type": PROMETHEUS_CONTENT_TYPE, "cache-control": "no-store" } })
+  }
+}

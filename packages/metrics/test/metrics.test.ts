@@ -1,19 +1,33 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { type Delivery, EventBus, type PublishMiddleware, Reject } from "@cqbus/core"
 import {
+  Backoff,
+  type ConsumerLag,
+  type Delivery,
+  EventBus,
+  HealthError,
+  MemoryTransport,
+  type PublishMiddleware,
+  Reject,
+  Transport
+} from "@cqbus/core"
+import {
+  consumerLag,
+  consumerLagPolling,
   DURATION_BOUNDARIES,
   formatTraceparent,
   metrics,
   metricsPublish,
   parseTraceparent,
   prometheus,
+  PROMETHEUS_CONTENT_TYPE,
+  prometheusHandler,
   tracing,
   tracingPublish
 } from "@cqbus/metrics"
 import { letTimePass, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { Effect, Fiber, type Layer, Metric, Option, type Scope, Tracer } from "effect"
+import { Effect, Fiber, Layer, ManagedRuntime, Metric, Option, type Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 
 const TOPIC = "cqc.events.v1.asset_created"
@@ -474,4 +488,116 @@ test("prometheus: label values are escaped, names sanitized, counters get _total
   assert.equal(await run(prometheus()), "", "an empty registry renders nothing")
   const only = await run(Effect.andThen(Metric.update(Metric.gauge("a"), 1), prometheus({ include: (id) => id !== "a" })))
   assert.equal(only, "")
+})
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Consumer lag gauges and the scrape handler
+// ---------------------------------------------------------------------------------------------------------------------
+
+const PENDING = "messaging_consumer_pending_messages"
+const ACK_PENDING = "messaging_consumer_ack_pending_messages"
+const REDELIVERED = "messaging_consumer_redelivered_messages"
+
+const sameAttributes = (a: Readonly<Record<string, string>> | undefined, b: Record<string, string>) =>
+  JSON.stringify(Object.entries(a ?? {}).sort()) === JSON.stringify(Object.entries(b).sort())
+
+const gaugeValue = (snapshots: ReadonlyArray<Metric.Metric.Snapshot>, id: string, attributes: Record<string, string>) => {
+  const found = snapshots.filter((s) => s.id === id && sameAttributes(s.attributes, attributes))
+  assert.equal(found.length, 1, `one ${id} series with exactly ${JSON.stringify(attributes)}`)
+  assert.equal(found[0]!.type, "Gauge")
+  return (found[0]!.state as Metric.GaugeState<number>).value
+}
+
+test("consumerLag: pending / ack-pending / redelivered gauges per topic and group, ephemeral consumers summed, 0 once gone", async () => {
+  const { after, before } = await run(Effect.provide(Effect.gen(function*() {
+    const bus = yield* EventBus
+    const transport = yield* Transport
+    const lag = consumerLag({ attributes: { service: "search" } })
+    for (let i = 0; i < 6; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a-${i}` })
+    const before = yield* Effect.scoped(Effect.gen(function*() {
+      // The group: sequence 1 fails once and waits an hour for its redelivery; 2 and 3 hang; the rest is pending.
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) => d.sequence === 1 ? Effect.fail("again") : Effect.never, {
+        group: "search",
+        concurrency: 2,
+        drainTimeout: 0,
+        backoff: Backoff.constant("1 hour")
+      })
+      // Two ephemeral consumers: each has b-1 in flight and b-2 pending.
+      for (let i = 0; i < 2; i++) yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { concurrency: 1, drainTimeout: 0 })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "b-1" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "b-2" })
+      yield* letTimePass(50)
+      assert.equal((yield* transport.consumers!).length, 3)
+      yield* lag
+      return yield* Metric.snapshot
+    }))
+    yield* lag
+    return { before, after: yield* Metric.snapshot }
+  }), EventBus.layerMemory()))
+  const group = { service: "search", messaging_destination_name: TOPIC, messaging_consumer_group_name: "search" }
+  const ephemeral = { service: "search", messaging_destination_name: TOPIC }
+  assert.deepEqual([PENDING, ACK_PENDING, REDELIVERED].map((id) => gaugeValue(before, id, group)), [5, 2, 1])
+  assert.deepEqual([PENDING, ACK_PENDING, REDELIVERED].map((id) => gaugeValue(before, id, ephemeral)), [2, 2, 0])
+  for (const attributes of [group, ephemeral]) {
+    assert.deepEqual([PENDING, ACK_PENDING, REDELIVERED].map((id) => gaugeValue(after, id, attributes)), [0, 0, 0],
+      "the consumers are gone: their series drop to 0")
+  }
+})
+
+/** The memory transport with its `consumers` replaced: the lag is whatever `read` says. */
+const lagLayer = (read: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>) =>
+  Layer.effect(Transport, Effect.map(Effect.service(Transport), (memory) => ({ ...memory, consumers: read }))).pipe(
+    Layer.provide(MemoryTransport.layer())
+  )
+
+test("prometheusHandler: reads the lag through the runtime on each scrape and answers the exposition; a failed read keeps the last values", async () => {
+  let pending = 7
+  let broken = false
+  const read = Effect.suspend(() =>
+    broken
+      ? Effect.fail(new HealthError({ component: "consumers", message: "broker away" }))
+      : Effect.succeed([{ topic: TOPIC, group: "search", consumer: "search", pending, ackPending: 1, redelivered: 0, draining: false }])
+  )
+  const runtime = ManagedRuntime.make(Layer.mergeAll(lagLayer(read), Layer.succeed(Metric.MetricRegistry, new Map())))
+  try {
+    const handler = prometheusHandler({ runtime })
+    const scrape = async () => {
+      const response = await handler(new Request("http://localhost/metrics"))
+      assert.equal(response.status, 200)
+      assert.equal(response.headers.get("content-type"), PROMETHEUS_CONTENT_TYPE)
+      assert.equal(response.headers.get("cache-control"), "no-store")
+      return parseExposition(await response.text())
+    }
+    const first = await scrape()
+    assert.equal(first.get(PENDING)?.type, "gauge")
+    assert.equal(total(first.get(PENDING), { messaging_consumer_group_name: "search", messaging_destination_name: TOPIC }), 7)
+    assert.equal(total(first.get(ACK_PENDING), {}), 1)
+    pending = 3
+    assert.equal(total((await scrape()).get(PENDING), {}), 3, "read again on the next scrape")
+    broken = true
+    pending = 99
+    assert.equal(total((await scrape()).get(PENDING), {}), 3, "the scrape still answers, with the last values")
+    const without = await prometheusHandler({ runtime, consumerLag: false })(new Request("http://localhost/metrics"))
+    assert.equal(without.status, 200)
+  } finally {
+    await runtime.dispose()
+  }
+})
+
+test("consumerLagPolling: the layer reads the lag every interval (TestClock)", async () => {
+  let reads = 0
+  const read = Effect.sync(() => {
+    reads++
+    return [{ topic: TOPIC, group: undefined, consumer: "x", pending: reads, ackPending: 0, redelivered: 0, draining: false }]
+  })
+  const value = await run(Effect.gen(function*() {
+    yield* Layer.build(consumerLagPolling({ interval: "10 seconds" }).pipe(Layer.provide(lagLayer(read))))
+    yield* letTimePass(50)
+    const first = reads
+    yield* TestClock.adjust("30 seconds")
+    yield* letTimePass(10)
+    assert.equal(reads - first, 3, "three more reads in 30 s")
+    return gaugeValue(yield* Metric.snapshot, PENDING, { messaging_destination_name: TOPIC })
+  }))
+  assert.equal(value, reads)
 })

@@ -77,6 +77,11 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly deadLetters?: { readonly stream?: string; readonly subjectPrefix?: string; readonly maxAge?: Duration.Input }
   /** How long a publish waits for its PubAck (default 5 s). */
   readonly publishTimeout?: Duration.Input
+  /**
+   * How many publishes may await their PubAck at once on this bus's connection (default 4096); further publishes
+   * wait for a slot, within their `publishTimeout`.
+   */
+  readonly maxPendingPublishes?: number
   /** How long `check` may take (default 2 s). */
   readonly checkTimeout?: Duration.Input
 }
@@ -89,6 +94,7 @@ export interface ResolvedConfig {
   readonly deadLetterMaxAge: Duration.Input | undefined
   readonly provisioning: ProvisioningStrategy
   readonly publishTimeout: number
+  readonly maxPendingPublishes: number
   readonly checkTimeout: number
 }
 
@@ -100,5 +106,6 @@ export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
   deadLetterMaxAge: config.deadLetters?.maxAge,
   provisioning: config.provisioning ?? "createOrUpdate",
   publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
+  maxPendingPublishes: Math.max(1, Math.floor(config.maxPendingPublishes ?? 4096)),
   checkTimeout: Duration.toMillis(config.checkTimeout ?? "2 seconds")
 })

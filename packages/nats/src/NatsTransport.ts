@@ -8,10 +8,10 @@
  */
 import {
   type ConsumeOptions,
+  type ConsumerLag,
   type DeadLetter,
   type Headers,
   HealthError,
-  type IncomingMessage,
   type Outcome,
   PublishError,
   SubscribeError,
@@ -25,14 +25,15 @@ import {
   jetstream,
   type JetStreamClient,
   type JetStreamManager,
-  jetstreamManager,
-  type JsMsg
+  jetstreamManager
 } from "@nats-io/jetstream"
 import { headers as natsHeaders, nanos, type NatsConnection, nuid } from "@nats-io/nats-core"
-import { Context, Duration, Effect, Fiber, FiberSet, Layer, Schedule, type Scope, Semaphore, SubscriptionRef } from "effect"
-import { ApiCodes, isNotFound, toHealthError, toPublishError, toSubscribeError } from "./internal/errors.ts"
-import { fromMsgHdrs, toMsgHdrs } from "./internal/headers.ts"
+import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
+import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
+import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
+import { fromMsgHdrs } from "./internal/headers.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
+import { make as makePublisher } from "./internal/publisher.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import { resolveConfig } from "./NatsConfig.ts"
 import { acquire, type ConnectionState, redact } from "./NatsConnection.ts"
@@ -75,31 +76,16 @@ export const DeadLetterHeaders: {
   time: "cqbus-dlq-time"
 }
 
-/** Header values cannot carry line breaks. */
-const oneLine = (text: string): string => text.replace(/[\r\n]+/g, " ")
-
-/** A delivery as the bus sees it; the stream timestamp becomes a `Date` only if something reads it. */
-class JsIncoming implements IncomingMessage {
-  readonly subject: string
-  readonly body: Uint8Array
-  readonly headers: Headers
-  readonly deliveryCount: number
-  readonly sequence: number
-  readonly #msg: JsMsg
-  constructor(msg: JsMsg) {
-    this.#msg = msg
-    this.subject = msg.subject
-    this.body = msg.data
-    this.headers = fromMsgHdrs(msg.headers)
-    this.deliveryCount = msg.info.deliveryCount
-    this.sequence = msg.seq
-  }
-  get publishedAt(): Date {
-    return new Date(Math.floor(this.#msg.info.timestampNanos / 1_000_000))
-  }
+/** A subscription's consumer, as the capabilities report it. */
+interface LiveConsumer {
+  readonly topic: string
+  readonly group: string | undefined
+  readonly name: string
+  readonly draining: () => boolean
 }
 
-const toIncoming = (msg: JsMsg): IncomingMessage => new JsIncoming(msg)
+/** Header values cannot carry line breaks. */
+const oneLine = (text: string): string => text.replace(/[\r\n]+/g, " ")
 
 const deliverPolicyConfig = (policy: ConsumeOptions["deliverPolicy"]): Partial<ConsumerConfig> =>
   policy === "all"
@@ -143,6 +129,12 @@ export const make = (
         resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
       )
     }
+    // Created before the `closed` flag's finalizer, so on close the flag is set first and the engine then waits only
+    // for publishes already sent.
+    const publisher = yield* makePublisher(nc, {
+      timeout: resolved.publishTimeout,
+      maxPending: resolved.maxPendingPublishes
+    })
     let closed = false
     yield* Effect.addFinalizer(() => Effect.sync(() => (closed = true)))
 
@@ -152,59 +144,55 @@ export const make = (
     const publish: TransportShape["publish"] = (message) =>
       closed
         ? Effect.fail(closedError(message.topic))
-        : Effect.tryPromise({
-          try: () =>
-            js.publish(message.topic, message.body, {
-              msgID: message.eventId,
-              headers: toMsgHdrs(message.headers),
-              timeout: resolved.publishTimeout
-            }),
-          catch: (cause) => toPublishError(cause, message.topic)
-        }).pipe(Effect.map((ack) => ({ topic: message.topic, stream: ack.stream, sequence: ack.seq, duplicate: ack.duplicate })))
+        : publisher.publish(message.topic, message.body, message.headers, message.eventId)
 
-    const deadLetter = (msg: JsMsg, outcome: Extract<Outcome, { _tag: "DeadLetter" }>, group: string | undefined) =>
+    const deadLetter = (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>, group: string | undefined) =>
       Effect.tryPromise(() => {
         const h = natsHeaders()
-        if (msg.headers !== undefined) {
-          for (const name of msg.headers.keys()) if (name !== "Nats-Msg-Id") h.set(name, msg.headers.get(name))
+        const original = delivery.natsHeaders
+        if (original !== undefined) {
+          for (const [name, values] of original) if (name !== "Nats-Msg-Id") for (const v of values) h.append(name, v)
         }
         h.set(DeadLetterHeaders.reason, oneLine(outcome.reason))
         h.set(DeadLetterHeaders.error, oneLine(outcome.errorTag))
-        h.set(DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, msg.info.deliveryCount)))
-        h.set(DeadLetterHeaders.subject, msg.subject)
-        h.set(DeadLetterHeaders.stream, msg.info.stream)
-        h.set(DeadLetterHeaders.sequence, String(msg.seq))
+        h.set(DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount)))
+        h.set(DeadLetterHeaders.subject, delivery.subject)
+        h.set(DeadLetterHeaders.stream, delivery.stream)
+        h.set(DeadLetterHeaders.sequence, String(delivery.sequence))
         if (group !== undefined) h.set(DeadLetterHeaders.group, group)
         h.set(DeadLetterHeaders.time, new Date().toISOString())
-        return js.publish(`${resolved.deadLetterPrefix}.${msg.subject}`, msg.data, {
+        return js.publish(`${resolved.deadLetterPrefix}.${delivery.subject}`, delivery.body, {
           headers: h,
           // One record per message and group, even when a retried dead-lettering publishes twice.
-          msgID: `dlq:${msg.info.stream}:${msg.seq}:${group ?? msg.info.consumer}`,
+          msgID: `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`,
           timeout: resolved.publishTimeout
         })
       })
 
-    /** Applies an outcome; a dead letter that cannot be stored is naked instead, so it is never lost. */
-    const settle = (msg: JsMsg, outcome: Outcome, group: string | undefined): Effect.Effect<void> => {
-      switch (outcome._tag) {
-        case "Ack":
-          return Effect.sync(() => msg.ack())
-        case "Nak":
-          return Effect.sync(() => msg.nak(Duration.toMillis(outcome.delay)))
-        case "Handback":
-          return Effect.sync(() => msg.nak())
-        case "DeadLetter":
-          return deadLetter(msg, outcome, group).pipe(
-            Effect.andThen(Effect.sync(() => msg.term(oneLine(outcome.reason).slice(0, 200)))),
-            Effect.catchCause((cause) =>
-              Effect.andThen(
-                Effect.logWarning(`cqbus: cannot store a dead letter for ${msg.subject} #${msg.seq}; redelivering it`, cause),
-                Effect.sync(() => msg.nak(1000))
-              )
-            )
+    /** Stores a dead letter, then terminates the message; one that cannot be stored is naked instead, never lost. */
+    const settleDeadLetter = (
+      delivery: Delivery,
+      outcome: Extract<Outcome, { _tag: "DeadLetter" }>,
+      group: string | undefined
+    ): Effect.Effect<void> =>
+      deadLetter(delivery, outcome, group).pipe(
+        Effect.andThen(Effect.sync(() => respond(delivery.reply, `+TERM ${oneLine(outcome.reason).slice(0, 200)}`))),
+        Effect.catchCause((cause) =>
+          Effect.andThen(
+            Effect.logWarning(
+              `cqbus: cannot store a dead letter for ${delivery.subject} #${delivery.sequence}; redelivering it`,
+              cause
+            ),
+            Effect.sync(() => respond(delivery.reply, `-NAK {"delay":${nanos(1000)}}`))
           )
-      }
+        )
+      )
+    const respond = (reply: string, body: string) => {
+      if (!nc.isClosed()) nc.publish(reply, body)
     }
+
+    /** The live consumers, for the `consumers` and `draining` capabilities. */
+    const live = new Set<LiveConsumer>()
 
     const consume: TransportShape["consume"] = (options, process) =>
       Effect.gen(function*() {
@@ -249,110 +237,42 @@ export const make = (
             catch: (cause) => cause instanceof SubscribeError ? cause : toSubscribeError(cause, topic, group)
           })
         yield* ensure(deliverPolicyConfig(options.deliverPolicy))
-        const messages = yield* Effect.tryPromise({
-          try: async () =>
-            (await js.consumers.get(stream, name)).consume({
-              max_messages: options.maxInFlight,
-              // After a 409 "consumer deleted" nats.js stops pulling until it has missed two idle heartbeats; with its
-              // defaults (30 s pulls, 15 s heartbeats) a recreated consumer got nothing for about 45 s. Short idle
-              // heartbeats bound that stall to a few seconds; they only flow while the subscription is idle.
-              expires: 5_000,
-              idle_heartbeat: 1_000
-            }),
-          catch: (cause) => toSubscribeError(cause, topic, group)
-        })
-
-        // Deliveries being processed, with when they started, for keep-alives and for restarting a lost consumer.
-        const inFlight = new Map<JsMsg, number>()
-        let lastSequence = 0
-        let stopping = false
-
-        // When the server loses the consumer (deleted, or gone after a restart with memory storage), create it again
-        // from the oldest delivery not yet settled, so nothing is skipped; nats.js resumes consuming by itself.
-        yield* Effect.forkScoped(Effect.promise(async () => {
-          for await (const status of messages.status()) {
-            if (stopping) return
-            if (status.type === "consumer_deleted" || status.type === "consumer_not_found") {
-              const floor = Math.min(...[...inFlight.keys()].map((m) => m.seq), lastSequence + 1)
-              const start = lastSequence === 0
-                ? deliverPolicyConfig(options.deliverPolicy)
-                : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor }
-              await Effect.runPromise(Effect.ignore(ensure(start)))
-            }
-          }
-        }))
-
-        // Long handlers and in-place retries keep their deliveries alive (`working()`), so ackWait bounds a crashed
-        // consumer rather than a slow handler.
-        const beat = Math.max(100, Math.floor(ackWait / 3))
-        yield* Effect.forkScoped(
-          Effect.repeat(
-            Effect.sync(() => {
-              const now = Date.now()
-              for (const [msg, since] of inFlight) if (now - since >= beat) msg.working()
-            }),
-            Schedule.spaced(Duration.millis(beat))
-          )
-        )
-
-        const permits = Semaphore.makeUnsafe(options.maxInFlight)
-        const fibers = yield* FiberSet.make<unknown, never>()
-        const iterator = messages[Symbol.asyncIterator]()
-        const handle = (msg: JsMsg) =>
-          process(toIncoming(msg)).pipe(
-            Effect.onExit((exit) =>
-              Effect.andThen(
-                settle(msg, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group),
-                Effect.andThen(Effect.sync(() => inFlight.delete(msg)), permits.release(1))
-              )
+        let draining = () => false
+        const entry: LiveConsumer = { topic, group, name, draining: () => draining() }
+        live.add(entry)
+        // Registered before the consumer, so it runs after the consumer's drain: an ephemeral consumer is deleted only
+        // once its deliveries are settled.
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => live.delete(entry)).pipe(
+            Effect.andThen(
+              group === undefined && !nc.isClosed()
+                ? Effect.promise(() => jsm.consumers.delete(stream, name).catch(() => false))
+                : Effect.void
             )
           )
-        // The pull loop takes a delivery only when a slot is free, so at most `maxInFlight` run and nats.js buffers at
-        // most `max_messages` more. After the stop, whatever is still buffered is handed back at once.
-        const loop = Effect.gen(function*() {
-          while (true) {
-            yield* permits.take(1)
-            const next = yield* Effect.promise(() => iterator.next())
-            if (next.done === true) return yield* permits.release(1)
-            const msg = next.value
-            lastSequence = Math.max(lastSequence, msg.seq)
-            if (stopping) {
-              msg.nak()
-              yield* permits.release(1)
-              continue
-            }
-            inFlight.set(msg, Date.now())
-            yield* FiberSet.run(fibers)(handle(msg))
-          }
-        })
-        const loopFiber = yield* Effect.forkScoped(loop)
-
-        yield* Effect.addFinalizer(() =>
-          Effect.gen(function*() {
-            stopping = true
-            // Drain the inbox subscription before closing: `close()` alone unsubscribes at once, and messages the
-            // server had already sent for the outstanding pull were dropped by the client, left unacknowledged and
-            // redelivered only after ackWait. Draining (UNSUB + flush) still delivers them, so the loop hands them
-            // back now. `sub` is nats.js internal, hence the guard; nats.js ends the iterator once the drain is done.
-            const sub = (messages as unknown as { readonly sub?: { readonly drain?: () => Promise<void> } }).sub
-            if (typeof sub?.drain === "function" && !nc.isClosed()) {
-              yield* Effect.timeoutOption(Effect.promise(() => sub.drain!().catch(() => undefined)), "2 seconds")
-            }
-            // Not awaited: `close()` resolves only once the pull loop has read the iterator to its end, and the loop
-            // takes a message only when a handler slot is free, so handlers that outlive drainTimeout (or never end)
-            // made the close hang forever. The loop is awaited below, after the handlers are done or interrupted.
-            yield* Effect.sync(() => void messages.close().catch(() => undefined))
-            if (inFlight.size > 0 && Duration.toMillis(options.drainTimeout) > 0) {
-              yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
-            }
-            yield* FiberSet.clear(fibers)
-            yield* Effect.timeoutOption(Fiber.await(loopFiber), "2 seconds")
-            yield* Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.flush().catch(() => undefined))
-            if (group === undefined && !nc.isClosed()) {
-              yield* Effect.promise(() => jsm.consumers.delete(stream, name).catch(() => false))
-            }
-          })
         )
+        const consumer = yield* startPullConsumer({
+          nc,
+          stream,
+          consumer: name,
+          maxInFlight: options.maxInFlight,
+          ackWait,
+          drainTimeout: options.drainTimeout,
+          process,
+          deadLetter: (delivery, outcome) => settleDeadLetter(delivery, outcome, group),
+          // When the server loses the consumer (deleted, or gone after a restart with memory storage), create it again
+          // from the oldest delivery not yet settled, so nothing is skipped.
+          recreate: (floor) =>
+            ensure(
+              floor === undefined
+                ? deliverPolicyConfig(options.deliverPolicy)
+                : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor }
+            ),
+          missing: Effect.promise(() =>
+            jsm.consumers.info(stream, name).then(() => false, (cause) => isNotFound(cause, ApiCodes.ConsumerNotFound))
+          )
+        })
+        draining = consumer.draining
       })
 
     const check: TransportShape["check"] = Effect.tryPromise({
@@ -405,7 +325,43 @@ export const make = (
     })
 
     const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state) }
-    const transport: TransportShape = { name: "nats", publish, consume, check, deadLetters, connection }
+
+    // One consumer-info request per live subscription, in parallel, under the check timeout.
+    const consumers: TransportShape["consumers"] = Effect.suspend(() =>
+      Effect.forEach([...live], (entry) =>
+        Effect.tryPromise({
+          try: () => jsm.consumers.info(stream, entry.name),
+          catch: (cause) => toHealthError(`consumer ${entry.name}`, cause)
+        }).pipe(Effect.map((info): ConsumerLag => ({
+          topic: entry.topic,
+          group: entry.group,
+          consumer: entry.name,
+          pending: info.num_pending,
+          ackPending: info.num_ack_pending,
+          redelivered: info.num_redelivered,
+          draining: entry.draining()
+        }))), { concurrency: "unbounded" })
+    ).pipe(
+      Effect.timeoutOrElse({
+        duration: Duration.millis(resolved.checkTimeout),
+        orElse: () =>
+          Effect.fail(
+            new HealthError({ component: "consumers", message: `NATS did not answer within ${resolved.checkTimeout} ms` })
+          )
+      })
+    )
+    const draining: TransportShape["draining"] = Effect.sync(() => closed || [...live].some((entry) => entry.draining()))
+
+    const transport: TransportShape = {
+      name: "nats",
+      publish,
+      consume,
+      check,
+      deadLetters,
+      connection,
+      consumers,
+      draining
+    }
     return {
       transport,
       nats: { connection: nc, stream, deadLetterStream: resolved.deadLetterStream, state }

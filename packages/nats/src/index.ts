@@ -6,6 +6,7 @@
  * @module
  */
 export * as NatsEventBus from "./NatsEventBus.ts"
+export * as NatsRequestReply from "./RequestReply.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
 export { type ConnectionState, type ManagedConnection } from "./NatsConnection.ts"
 export { DeadLetterHeaders, make as makeNatsTransport, NatsTransport, type NatsTransportShape } from "./NatsTransport.ts"

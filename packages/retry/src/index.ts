@@ -80,6 +80,20 @@ export const retry = (options: RetryOptions = {}): Middleware => {
   const schedule = retrySchedule(options)
   const accept = options.while
   const shouldRetry = (error: unknown): boolean => !isDeliveryDecision(error) && (accept === undefined || accept(error))
-  return (handler) => (event, delivery) =>
-    Effect.suspend(() => handler(event, delivery)).pipe(Effect.retry({ schedule, while: shouldRetry }))
+  return (handler) => (event, delivery) => {
+    const run = Effect.suspend(() => handler(event, delivery))
+    // Most runs succeed, and need no schedule: the retry is only built once the first run has failed. That failure is
+    // replayed as the retry's first attempt, so the schedule sees the same errors, and its delays and `maxElapsed`
+    // count from the first failure, exactly as if the whole run had been retried.
+    return Effect.catch(run, (error) => {
+      if (!shouldRetry(error)) return Effect.fail(error)
+      let replayed = false
+      const again = Effect.suspend(() => {
+        if (replayed) return run
+        replayed = true
+        return Effect.fail(error)
+      })
+      return Effect.retry(again, { schedule, while: shouldRetry })
+    })
+  }
 }

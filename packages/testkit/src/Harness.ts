@@ -85,15 +85,19 @@ export const letTimePass = (millis: number, time: TimeMode = "virtual"): Effect.
  * @since 0.1.0
  * @category running
  */
-export const testDelivery = (overrides: Partial<Delivery> = {}): Delivery => ({
-  topic: "cqc.events.v1.test",
-  subject: overrides.topic ?? "cqc.events.v1.test",
-  eventId: "e-1",
-  attempt: 1,
-  headers: {},
-  publishedAt: undefined,
-  sequence: 1,
-  key: undefined,
-  group: undefined,
-  ...overrides
-})
+export const testDelivery = (overrides: Partial<Delivery> = {}): Delivery => {
+  const headers = overrides.headers ?? {}
+  return {
+    topic: "cqc.events.v1.test",
+    subject: overrides.topic ?? "cqc.events.v1.test",
+    eventId: "e-1",
+    attempt: 1,
+    headers,
+    header: (name) => headers[name],
+    publishedAt: undefined,
+    sequence: 1,
+    key: undefined,
+    group: undefined,
+    ...overrides
+  }
+}

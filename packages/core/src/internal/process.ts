@@ -8,7 +8,7 @@ import type { Backoff } from "../Backoff.ts"
 import { HeaderNames } from "../Envelope.ts"
 import { DecodeError, errorMessage as describe, errorTag as tagOf } from "../Errors.ts"
 import type { Delivery, Handler } from "../Handler.ts"
-import type { Headers, IncomingMessage, Outcome } from "../Transport.ts"
+import { type Headers, type IncomingMessage, type Outcome, readHeader } from "../Transport.ts"
 import { makeKeyedLanes } from "./lanes.ts"
 
 /** What a subscription needs to process deliveries. */
@@ -27,6 +27,7 @@ export interface ProcessConfig<A, E> {
 }
 
 const ACK: Outcome = { _tag: "Ack" }
+const acked = (): Outcome => ACK
 
 /**
  * The outcome of one handler run. A failure on the last allowed attempt dead-letters with the last error as the reason,
@@ -64,14 +65,11 @@ export const decide = (exit: Exit.Exit<void, unknown>, attempt: number, maxDeliv
   return { _tag: "Nak", delay: delay ?? backoff(attempt), error: reason }
 }
 
-/** A `Delivery` whose publish time is parsed only when a handler asks for it. */
+/** A `Delivery` whose subject, headers, event id and publish time are read from the message only when asked for. */
 class LazyDelivery implements Delivery {
-  readonly topic: string
-  readonly subject: string
-  readonly eventId: string
-  readonly headers: Headers
   readonly sequence: number | undefined
   #message: IncomingMessage
+  #eventId: string | undefined
   #publishedAt: Date | undefined | null = null
   constructor(
     message: IncomingMessage,
@@ -80,15 +78,31 @@ class LazyDelivery implements Delivery {
     readonly attempt: number
   ) {
     this.#message = message
-    this.topic = message.subject
-    this.subject = message.subject
-    this.headers = message.headers
     this.sequence = message.sequence
-    this.eventId = message.headers[HeaderNames.id] ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`)
+  }
+  get topic(): string {
+    return this.#message.subject
+  }
+  get subject(): string {
+    return this.#message.subject
+  }
+  get eventId(): string {
+    if (this.#eventId === undefined) {
+      const message = this.#message
+      this.#eventId = readHeader(message, HeaderNames.id) ??
+        (message.sequence === undefined ? "" : `seq:${message.sequence}`)
+    }
+    return this.#eventId
+  }
+  get headers(): Headers {
+    return this.#message.headers
+  }
+  header(name: string): string | undefined {
+    return readHeader(this.#message, name)
   }
   get publishedAt(): Date | undefined {
     if (this.#publishedAt === null) {
-      const time = this.headers[HeaderNames.time]
+      const time = readHeader(this.#message, HeaderNames.time)
       const stamped = time === undefined ? undefined : new Date(time)
       this.#publishedAt = stamped === undefined || Number.isNaN(stamped.getTime()) ? this.#message.publishedAt : stamped
     }
@@ -107,13 +121,17 @@ const makeDelivery = (
 export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
   const { backoff, group, handler, keyOf, maxDeliver } = config
   const keyFor = (event: A, message: IncomingMessage): string | undefined =>
-    keyOf !== undefined ? keyOf(event) : message.headers[HeaderNames.partitionKey]
+    keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
 
+  // One `matchCause` rather than `exit` + `map`, and no named closure per call (tools that keep function names, like
+  // tsx running the sources, wrap each one in a `defineProperty`): this runs once per delivery.
+  const failureAt = (attempt: number) => (cause: Cause.Cause<unknown>): Outcome =>
+    decide(Exit.failCause(cause), attempt, maxDeliver, backoff)
   const runOnce = (event: A, delivery: Delivery): Effect.Effect<Outcome> =>
-    Effect.suspend(() => handler(event, delivery)).pipe(
-      Effect.exit,
-      Effect.map((exit) => decide(exit, delivery.attempt, maxDeliver, backoff))
-    )
+    Effect.matchCause(Effect.suspend(() => handler(event, delivery)), {
+      onSuccess: acked,
+      onFailure: failureAt(delivery.attempt)
+    })
 
   // A message delivered more often than `maxDeliver` never got an outcome for some of its deliveries (the consumer
   // crashed or was drained mid-handler each time); dead-letter it instead of letting it crash consumers forever.

@@ -4,7 +4,7 @@
  * retrying can help.
  */
 import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
-import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
+import { type ApiError, JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
 import { errors } from "@nats-io/nats-core"
 
 /** JetStream API error codes this package reacts to (nats-server's `errors.json`). */
@@ -87,6 +87,44 @@ export const toPublishError = (cause: unknown, topic: string): PublishError => {
     cause
   })
 }
+
+/**
+ * Failures the publish engine (`publisher.ts`) detects itself — a PubAck carrying an API error, a no-responders status,
+ * a missed deadline, a lost or closed connection — expressed as the nats.js errors they stand for, so they take the
+ * same classification as the errors nats.js throws and keep a nats.js error as their `cause`.
+ */
+export const publishFailure = {
+  /** The PubAck is a JetStream API error (`{"error":{"code":..,"err_code":..,"description":..}}`). */
+  api: (error: ApiError, topic: string): PublishError => toPublishError(new JetStreamApiError(error), topic),
+  /** A `503` status instead of a PubAck: nothing subscribes to the subject, i.e. no stream captures it. */
+  noResponders: (topic: string): PublishError => toPublishError(new errors.NoRespondersError(topic), topic),
+  /** A reply that is neither a PubAck nor a known status. */
+  invalid: (topic: string, what: string): PublishError =>
+    toPublishError(new JetStreamError(`invalid PubAck: ${what}`), topic),
+  /** The deadline passed before the PubAck arrived. */
+  timeout: (topic: string): PublishError => toPublishError(new errors.TimeoutError(), topic),
+  /** The deadline passed before a slot in the window or a connection was free: the message was never sent. */
+  notSent: (topic: string, connected: boolean): PublishError =>
+    toPublishError(
+      connected
+        ? new errors.TimeoutError({ cause: new Error("the message waited for a free publish slot and was never sent") })
+        : new errors.ConnectionError("the message was never sent: no connection within the publish timeout"),
+      topic
+    ),
+  /** The connection dropped while the PubAck was outstanding: it cannot arrive any more. */
+  lost: (topic: string): PublishError =>
+    toPublishError(
+      new errors.ConnectionError(
+        "the connection was lost before the PubAck arrived; the message may or may not be stored (publishing again with the same event id is safe)"
+      ),
+      topic
+    ),
+  closed: (topic: string): PublishError => toPublishError(new errors.ClosedConnectionError(), topic)
+}
+
+/** The subject of a publish the server refused for lack of permission (an asynchronous `-ERR`), if `error` is one. */
+export const deniedPublishSubject = (error: unknown): string | undefined =>
+  error instanceof errors.PermissionViolationError && error.operation === "publish" ? error.subject : undefined
 
 /** A consumer set-up failure as a typed `SubscribeError`. */
 export const toSubscribeError = (cause: unknown, topic: string, group: string | undefined): SubscribeError => {

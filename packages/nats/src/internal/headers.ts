@@ -26,3 +26,142 @@ export const fromMsgHdrs = (h: MsgHdrs | undefined): Headers => {
   }
   return out
 }
+
+const DECODER = new TextDecoder()
+const ENCODER = new TextEncoder()
+
+/**
+ * The `Buffer` methods (Node, Bun; nats.js hands messages over as `Buffer`s there) that read part of a buffer without
+ * copying it into a string first: a native sequence search and a ranged UTF-8 decode.
+ */
+interface BufferLike {
+  readonly indexOf?: (value: Uint8Array | number, byteOffset: number) => number
+  readonly utf8Slice?: (start: number, end: number) => string
+}
+
+const isBufferLike = (data: Uint8Array): data is Uint8Array & Required<BufferLike> =>
+  typeof (data as BufferLike).utf8Slice === "function"
+
+/** `\r\n<name>:` as bytes, per header name (a handful of names are ever asked for). */
+const patterns = new Map<string, Uint8Array>()
+const patternOf = (name: string): Uint8Array => {
+  let pattern = patterns.get(name)
+  if (pattern === undefined) {
+    pattern = ENCODER.encode(`\r\n${name}:`)
+    if (patterns.size < 256) patterns.set(name, pattern)
+  }
+  return pattern
+}
+
+/**
+ * A raw NATS header block (`NATS/1.0[ code description]\r\nName: value\r\n...\r\n\r\n`) read lazily. A delivery
+ * needs one to three headers (`ce-type`, then `ce-id` or the key when something asks); building the whole record, or
+ * nats.js's `MsgHdrs` (which searches every key for every line it appends), cost more than the protobuf decode of a
+ * small event. So a single header is found with a native byte search where the runtime has one (cqbus writes
+ * lower-case names), else in the decoded block lower-cased (any spelling), and the record is built only when asked for.
+ */
+export class HeaderBlock {
+  readonly #data: Uint8Array
+  readonly #length: number
+  #text: string | undefined
+  #lower: string | undefined
+  #record: Headers | undefined
+  /** The first `length` bytes of `data` are the block. */
+  constructor(data: Uint8Array, length: number) {
+    this.#data = data
+    this.#length = length
+  }
+
+  get #decoded(): string {
+    if (this.#text === undefined) {
+      const data = this.#data
+      this.#text = isBufferLike(data) ? data.utf8Slice(0, this.#length) : DECODER.decode(data.subarray(0, this.#length))
+    }
+    return this.#text
+  }
+
+  /** The status code of the first line (100 heartbeat, 408 expired, ...), 0 for an ordinary message. */
+  get code(): number {
+    const data = this.#data
+    // "NATS/1.0" is 8 bytes; a status follows after a space: "NATS/1.0 408 Request Timeout".
+    if (this.#length < 12 || data[8] !== 32) return 0
+    return (data[9]! - 48) * 100 + (data[10]! - 48) * 10 + (data[11]! - 48)
+  }
+
+  /** The status description ("Request Timeout", "Consumer Deleted"). */
+  get description(): string {
+    const text = this.#decoded
+    const end = text.indexOf("\r\n")
+    return text.charCodeAt(8) === 32 ? text.slice(12, end < 0 ? text.length : end).trim() : ""
+  }
+
+  /** The first value of a header; `name` is lower-case (or a `Nats-*` name as written). */
+  get(name: string): string | undefined {
+    if (this.#record !== undefined) return this.#record[name]
+    const data = this.#data
+    if (this.#text === undefined && isBufferLike(data) && !name.startsWith("Nats-")) {
+      const at = data.indexOf(patternOf(name), 0)
+      if (at >= 0 && at < this.#length) {
+        let i = at + name.length + 3
+        while (data[i] === 32 || data[i] === 9) i++
+        let end = data.indexOf(13, i)
+        if (end < 0 || end > this.#length) end = this.#length
+        while (end > i && (data[end - 1] === 32 || data[end - 1] === 9)) end--
+        return data.utf8Slice(i, end)
+      }
+    }
+    const text = this.#decoded
+    // cqbus writes lower-case names, so the exact name usually matches; other spellings need the lower-cased copy.
+    if (!name.startsWith("Nats-")) {
+      const exact = this.#valueAt(text.indexOf(`\r\n${name}:`), name.length)
+      if (exact !== undefined) return exact
+    }
+    if (this.#lower === undefined) {
+      const lower = text.toLowerCase()
+      // Lower-casing keeps positions only for ASCII; anything else takes the full parse.
+      if (lower.length !== text.length) return this.headers[name]
+      this.#lower = lower
+    }
+    const key = name.startsWith("Nats-") ? name.toLowerCase() : name
+    return this.#valueAt(this.#lower.indexOf(`\r\n${key}:`), key.length)
+  }
+
+  /** The value of the header line found at `at` (the position of its leading CRLF), trimmed. */
+  #valueAt(at: number, nameLength: number): string | undefined {
+    if (at < 0) return undefined
+    const text = this.#decoded
+    let i = at + nameLength + 3
+    while (text.charCodeAt(i) === 32 || text.charCodeAt(i) === 9) i++
+    let end = text.indexOf("\r\n", i)
+    if (end < 0) end = text.length
+    while (end > i && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--
+    return text.slice(i, end)
+  }
+
+  /** Every header as a record, names lower-cased except `Nats-*` (first value of each name). */
+  get headers(): Headers {
+    if (this.#record === undefined) this.#record = parseLines(this.#decoded)
+    return this.#record
+  }
+}
+
+const parseLines = (text: string): Headers => {
+  const out: Record<string, string> = {}
+  const length = text.length
+  let i = text.indexOf("\r\n")
+  if (i < 0) return out
+  i += 2
+  while (i < length) {
+    let stop = text.indexOf("\r\n", i)
+    if (stop < 0) stop = length
+    if (stop === i) break // the empty line that ends the block
+    const colon = text.indexOf(":", i)
+    if (colon > i && colon < stop) {
+      const raw = text.slice(i, colon).trim()
+      const name = raw.startsWith("Nats-") ? raw : raw.toLowerCase()
+      if (out[name] === undefined) out[name] = text.slice(colon + 1, stop).trim()
+    }
+    i = stop + 2
+  }
+  return out
+}

@@ -16,6 +16,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_cqbus_v1_options } from "../../../cqbus/v1/options_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -24,12 +25,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cqc/events/v1/asset.proto.
  */
 export const file_cqc_events_v1_asset: GenFile = /*@__PURE__*/
-  fileDesc("ChljcWMvZXZlbnRzL3YxL2Fzc2V0LnByb3RvEg1jcWMuZXZlbnRzLnYxIvECCgxBc3NldENyZWF0ZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFzc2V0X2lkGAMgASgJEg4KBnN5bWJvbBgEIAEoCRIMCgRuYW1lGAUgASgJEi4KC2Fzc2V0X2NsYXNzGAYgASgOMhkuY3FjLmV2ZW50cy52MS5Bc3NldENsYXNzEhYKDnF1b3RlX2N1cnJlbmN5GAcgASgJEhAKCGRlY2ltYWxzGAggASgNEgwKBHRhZ3MYCSADKAkSPwoKYXR0cmlidXRlcxgKIAMoCzIrLmNxYy5ldmVudHMudjEuQXNzZXRDcmVhdGVkLkF0dHJpYnV0ZXNFbnRyeRISCgpjcmVhdGVkX2J5GAsgASgJGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIocBCgxBc3NldERlbGV0ZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFzc2V0X2lkGAMgASgJEg4KBnJlYXNvbhgEIAEoCRISCgpkZWxldGVkX2J5GAUgASgJKsIBCgpBc3NldENsYXNzEhsKF0FTU0VUX0NMQVNTX1VOU1BFQ0lGSUVEEAASFgoSQVNTRVRfQ0xBU1NfRVFVSVRZEAESHAoYQVNTRVRfQ0xBU1NfRklYRURfSU5DT01FEAISFgoSQVNTRVRfQ0xBU1NfQ1JZUFRPEAMSEgoOQVNTRVRfQ0xBU1NfRlgQBBIZChVBU1NFVF9DTEFTU19DT01NT0RJVFkQBRIaChZBU1NFVF9DTEFTU19ERVJJVkFUSVZFEAZiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChljcWMvZXZlbnRzL3YxL2Fzc2V0LnByb3RvEg1jcWMuZXZlbnRzLnYxIoEDCgxBc3NldENyZWF0ZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFzc2V0X2lkGAMgASgJEg4KBnN5bWJvbBgEIAEoCRIMCgRuYW1lGAUgASgJEi4KC2Fzc2V0X2NsYXNzGAYgASgOMhkuY3FjLmV2ZW50cy52MS5Bc3NldENsYXNzEhYKDnF1b3RlX2N1cnJlbmN5GAcgASgJEhAKCGRlY2ltYWxzGAggASgNEgwKBHRhZ3MYCSADKAkSPwoKYXR0cmlidXRlcxgKIAMoCzIrLmNxYy5ldmVudHMudjEuQXNzZXRDcmVhdGVkLkF0dHJpYnV0ZXNFbnRyeRISCgpjcmVhdGVkX2J5GAsgASgJGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBOg7KtRwKEghhc3NldF9pZCKXAQoMQXNzZXREZWxldGVkEhAKCGV2ZW50X2lkGAEgASgJEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhc3NldF9pZBgDIAEoCRIOCgZyZWFzb24YBCABKAkSEgoKZGVsZXRlZF9ieRgFIAEoCToOyrUcChIIYXNzZXRfaWQqwgEKCkFzc2V0Q2xhc3MSGwoXQVNTRVRfQ0xBU1NfVU5TUEVDSUZJRUQQABIWChJBU1NFVF9DTEFTU19FUVVJVFkQARIcChhBU1NFVF9DTEFTU19GSVhFRF9JTkNPTUUQAhIWChJBU1NFVF9DTEFTU19DUllQVE8QAxISCg5BU1NFVF9DTEFTU19GWBAEEhkKFUFTU0VUX0NMQVNTX0NPTU1PRElUWRAFEhoKFkFTU0VUX0NMQVNTX0RFUklWQVRJVkUQBmIGcHJvdG8z", [file_cqbus_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * AssetCreated is published once when a new asset is registered.
- *
- * Topic: cqc.events.v1.asset_created. Ordering key: asset_id.
  *
  * @generated from message cqc.events.v1.AssetCreated
  */
@@ -126,8 +125,6 @@ export const AssetCreatedSchema: GenMessage<AssetCreated> = /*@__PURE__*/
 /**
  * AssetDeleted is published once when an asset is removed. Later events for
  * the same asset_id must not be expected.
- *
- * Topic: cqc.events.v1.asset_deleted. Ordering key: asset_id.
  *
  * @generated from message cqc.events.v1.AssetDeleted
  */

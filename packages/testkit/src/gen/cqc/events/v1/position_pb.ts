@@ -16,6 +16,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_cqbus_v1_options } from "../../../cqbus/v1/options_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -24,16 +25,15 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cqc/events/v1/position.proto.
  */
 export const file_cqc_events_v1_position: GenFile = /*@__PURE__*/
-  fileDesc("ChxjcWMvZXZlbnRzL3YxL3Bvc2l0aW9uLnByb3RvEg1jcWMuZXZlbnRzLnYxIqgCCg9Qb3NpdGlvbkNoYW5nZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmFjY291bnRfaWQYAyABKAkSEAoIYXNzZXRfaWQYBCABKAkSEAoIcXVhbnRpdHkYBSABKAkSGQoRcHJldmlvdXNfcXVhbnRpdHkYBiABKAkSFQoNYXZlcmFnZV9wcmljZRgHIAEoCRIzCgZyZWFzb24YCCABKA4yIy5jcWMuZXZlbnRzLnYxLlBvc2l0aW9uQ2hhbmdlUmVhc29uEhUKCHRyYWRlX2lkGAkgASgJSACIAQESDwoHdmVyc2lvbhgKIAEoBEILCglfdHJhZGVfaWQq2QEKFFBvc2l0aW9uQ2hhbmdlUmVhc29uEiYKIlBPU0lUSU9OX0NIQU5HRV9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxQT1NJVElPTl9DSEFOR0VfUkVBU09OX1RSQURFEAESIwofUE9TSVRJT05fQ0hBTkdFX1JFQVNPTl9UUkFOU0ZFUhACEisKJ1BPU0lUSU9OX0NIQU5HRV9SRUFTT05fQ09SUE9SQVRFX0FDVElPThADEiUKIVBPU0lUSU9OX0NIQU5HRV9SRUFTT05fQURKVVNUTUVOVBAEYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChxjcWMvZXZlbnRzL3YxL3Bvc2l0aW9uLnByb3RvEg1jcWMuZXZlbnRzLnYxIroCCg9Qb3NpdGlvbkNoYW5nZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmFjY291bnRfaWQYAyABKAkSEAoIYXNzZXRfaWQYBCABKAkSEAoIcXVhbnRpdHkYBSABKAkSGQoRcHJldmlvdXNfcXVhbnRpdHkYBiABKAkSFQoNYXZlcmFnZV9wcmljZRgHIAEoCRIzCgZyZWFzb24YCCABKA4yIy5jcWMuZXZlbnRzLnYxLlBvc2l0aW9uQ2hhbmdlUmVhc29uEhUKCHRyYWRlX2lkGAkgASgJSACIAQESDwoHdmVyc2lvbhgKIAEoBDoQyrUcDBIKYWNjb3VudF9pZEILCglfdHJhZGVfaWQq2QEKFFBvc2l0aW9uQ2hhbmdlUmVhc29uEiYKIlBPU0lUSU9OX0NIQU5HRV9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxQT1NJVElPTl9DSEFOR0VfUkVBU09OX1RSQURFEAESIwofUE9TSVRJT05fQ0hBTkdFX1JFQVNPTl9UUkFOU0ZFUhACEisKJ1BPU0lUSU9OX0NIQU5HRV9SRUFTT05fQ09SUE9SQVRFX0FDVElPThADEiUKIVBPU0lUSU9OX0NIQU5HRV9SRUFTT05fQURKVVNUTUVOVBAEYgZwcm90bzM", [file_cqbus_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * PositionChanged is published whenever the quantity held of one asset in one
  * account changes.
  *
- * Topic: cqc.events.v1.position_changed. Ordering key: account_id. Events of
- * one account must be applied in order (version increases by one per change of
- * the account's position in the asset), while different accounts may be
- * processed concurrently.
+ * Events of one account must be applied in order (version increases by one per
+ * change of the account's position in the asset), so account_id is the
+ * ordering key, while different accounts may be processed concurrently.
  *
  * @generated from message cqc.events.v1.PositionChanged
  */

@@ -16,6 +16,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_cqbus_v1_options } from "../../../cqbus/v1/options_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -24,13 +25,11 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cqc/events/v1/price.proto.
  */
 export const file_cqc_events_v1_price: GenFile = /*@__PURE__*/
-  fileDesc("ChljcWMvZXZlbnRzL3YxL3ByaWNlLnByb3RvEg1jcWMuZXZlbnRzLnYxIq8CCgxQcmljZVVwZGF0ZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFzc2V0X2lkGAMgASgJEg4KBnN5bWJvbBgEIAEoCRINCgVwcmljZRgFIAEoCRIbCg5wcmV2aW91c19wcmljZRgGIAEoCUgAiAEBEhAKCGN1cnJlbmN5GAcgASgJEgsKA2JpZBgIIAEoCRILCgNhc2sYCSABKAkSDgoGdm9sdW1lGAogASgJEg4KBnNvdXJjZRgLIAEoCRIvCgtvYnNlcnZlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCEQoPX3ByZXZpb3VzX3ByaWNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChljcWMvZXZlbnRzL3YxL3ByaWNlLnByb3RvEg1jcWMuZXZlbnRzLnYxIr8CCgxQcmljZVVwZGF0ZWQSEAoIZXZlbnRfaWQYASABKAkSLwoLb2NjdXJyZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFzc2V0X2lkGAMgASgJEg4KBnN5bWJvbBgEIAEoCRINCgVwcmljZRgFIAEoCRIbCg5wcmV2aW91c19wcmljZRgGIAEoCUgAiAEBEhAKCGN1cnJlbmN5GAcgASgJEgsKA2JpZBgIIAEoCRILCgNhc2sYCSABKAkSDgoGdm9sdW1lGAogASgJEg4KBnNvdXJjZRgLIAEoCRIvCgtvYnNlcnZlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6Dsq1HAoSCGFzc2V0X2lkQhEKD19wcmV2aW91c19wcmljZWIGcHJvdG8z", [file_cqbus_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * PriceUpdated is published whenever a new price is observed for an asset.
  * It is the high-volume event of the example set.
- *
- * Topic: cqc.events.v1.price_updated. Ordering key: asset_id.
  *
  * @generated from message cqc.events.v1.PriceUpdated
  */

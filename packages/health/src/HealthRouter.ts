@@ -1,0 +1,413 @@
+/**
+ * The `/health` router: a Hono sub-app that answers liveness, readiness and a full report in the IETF
+ * `application/health+json` format (draft-inadarei-api-health-check), from the bus and the optional capabilities of
+ * its `Transport` (connection state, consumer backlog, draining), a heartbeat, and checks of your own.
+ *
+ * Every check is an Effect run through the runtime you pass, each under its own timeout, all at once; a check that
+ * fails, dies or times out reports `fail` with a reason, never an error page. Every text of a response passes
+ * through a redactor, so a credential quoted in an error message never leaves the process.
+ *
+ * @module
+ */
+import { errorMessage, EventBus, Transport } from "@cqbus/core"
+import { Cause, Context, Duration, Effect, Exit, Option, type Redacted, Result } from "effect"
+import { Hono } from "hono"
+import { Heartbeat } from "./Heartbeat.ts"
+import { makeRedactor, redactDeep } from "./internal/redact.ts"
+
+/**
+ * A health status: `pass` (healthy), `warn` (healthy, with a concern), `fail` (unhealthy: the endpoint answers 503).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type HealthStatus = "pass" | "warn" | "fail"
+
+/**
+ * What one check observed: the fields a check object of `application/health+json` carries besides `time`. `status`
+ * defaults to `pass`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Observation {
+  readonly status?: HealthStatus
+  readonly componentId?: string
+  readonly componentType?: string
+  readonly observedValue?: string | number | boolean
+  readonly observedUnit?: string
+  /** Why the status is not `pass` (left out for `pass`, as the draft recommends). */
+  readonly output?: string
+}
+
+/**
+ * One check object of a health response.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CheckResult extends Observation {
+  readonly status: HealthStatus
+  /** When it was observed (ISO 8601, on Effect's `Clock`). */
+  readonly time: string
+}
+
+/**
+ * A health response (`application/health+json`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HealthResponse {
+  readonly status: HealthStatus
+  readonly version?: string
+  readonly releaseId?: string
+  readonly serviceId?: string
+  readonly description?: string
+  readonly output?: string
+  /** Check objects keyed `component:measurement` (e.g. `bus:responseTime`), one or more per key. */
+  readonly checks: Readonly<Record<string, ReadonlyArray<CheckResult>>>
+}
+
+/**
+ * A check of your own: an Effect that observes something. Its failure or defect reports `fail` with the error's
+ * message as `output`; a check that outlives its timeout reports `fail` too.
+ *
+ * @example
+ * ```ts
+ * import type { HealthCheck } from "@cqbus/health"
+ * import { Effect } from "effect"
+ *
+ * const disk: HealthCheck = {
+ *   name: "disk:utilization",
+ *   run: Effect.succeed({ observedValue: 41, observedUnit: "percent" })
+ * }
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HealthCheck<R = never> {
+  /** The key in `checks`: `component:measurement` (`"postgres:responseTime"`) or a bare measurement (`"uptime"`). */
+  readonly name: string
+  /** What it observed: nothing (a pass), one observation, or one per component instance. */
+  readonly run: Effect.Effect<Observation | ReadonlyArray<Observation> | void, unknown, R>
+  /** Part of `/ready` as well as the full report (default `true`). */
+  readonly ready?: boolean
+  /** Overrides the router's `timeout` for this check. */
+  readonly timeout?: Duration.Input
+}
+
+/**
+ * What the router runs its Effects with: a `ManagedRuntime` (anything with its `runPromise`), or a `Context` with
+ * the services.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type HealthRuntime<R> =
+  | {
+    readonly runPromise: <A, E>(effect: Effect.Effect<A, E, R>, options?: Effect.RunOptions) => Promise<A>
+  }
+  | Context.Context<R>
+
+/**
+ * Options of `healthRouter`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HealthRouterOptions<R = never> {
+  /** Runs the checks. It must provide `EventBus` and `Transport` (every cqbus bus layer does) and what `checks` need. */
+  readonly runtime: HealthRuntime<R | EventBus | Transport>
+  /** Checks of your own, after the bus checks. */
+  readonly checks?: ReadonlyArray<HealthCheck<R>>
+  /** The longest a check may take before it reports `fail` (default 2 seconds). */
+  readonly timeout?: Duration.Input
+  /**
+   * Thresholds on each live consumer's `pending` messages (stored, not yet delivered) for `consumers:backlog`:
+   * at or above `warn` the check warns, at or above `fail` it fails (default `warn: 10_000`, no `fail`).
+   */
+  readonly backlog?: { readonly warn?: number; readonly fail?: number }
+  /**
+   * Where the `heartbeat:responseTime` check runs when the runtime provides `Heartbeat`: `"full"` (default: the full
+   * report only, since each probe stores a message), `"ready"` (also `/ready`) or `false` (never).
+   */
+  readonly heartbeat?: "full" | "ready" | false
+  /** Top-level fields of every response. */
+  readonly service?: {
+    readonly serviceId?: string
+    readonly version?: string
+    readonly releaseId?: string
+    readonly description?: string
+  }
+  /**
+   * Values masked wherever they would appear in a response (passwords, tokens), on top of the shapes masked anyway:
+   * credentials in URLs, `password=`/`token:`-style pairs, bearer tokens, NATS seeds and JWTs.
+   */
+  readonly secrets?: ReadonlyArray<string | Redacted.Redacted<string>>
+}
+
+/**
+ * The content type of every response.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const HEALTH_CONTENT_TYPE: string = "application/health+json"
+
+const RANK: Record<HealthStatus, number> = { pass: 0, warn: 1, fail: 2 }
+
+const worst = (statuses: Iterable<HealthStatus>): HealthStatus => {
+  let result: HealthStatus = "pass"
+  for (const status of statuses) if (RANK[status] > RANK[result]) result = status
+  return result
+}
+
+/** Milliseconds with microsecond precision: what `observedValue` of a response time shows. */
+const millisSince = (startNanos: bigint, endNanos: bigint): number => Math.round(Number(endNanos - startNanos) / 1e3) / 1e3
+
+/** The message of a check's failure, defect or interruption. */
+const causeMessage = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.findError(cause)
+  if (Result.isSuccess(failure)) return errorMessage(failure.success)
+  const defect = Cause.findDefect(cause)
+  if (Result.isSuccess(defect)) return `defect: ${errorMessage(defect.success)}`
+  return "interrupted"
+}
+
+interface NamedCheck<R> {
+  readonly name: string
+  readonly ready: boolean
+  readonly timeout: Duration.Duration | undefined
+  readonly run: Effect.Effect<Observation | ReadonlyArray<Observation> | void, unknown, R>
+}
+
+/** The bus's own probe, timed. */
+const busCheck: NamedCheck<EventBus | Transport> = {
+  name: "bus:responseTime",
+  ready: true,
+  timeout: undefined,
+  run: Effect.gen(function*() {
+    const bus = yield* EventBus
+    const transport = yield* Transport
+    const clock = yield* Effect.clockWith(Effect.succeed)
+    const started = clock.monotonicTimeNanosUnsafe()
+    const exit = yield* Effect.exit(bus.check)
+    const took = millisSince(started, clock.monotonicTimeNanosUnsafe())
+    const base = { componentId: transport.name, componentType: "component", observedValue: took, observedUnit: "ms" }
+    return Exit.isSuccess(exit) ? base : { ...base, status: "fail" as const, output: causeMessage(exit.cause) }
+  })
+}
+
+/** The connection to the broker, where the transport has one. */
+const connectionCheck: NamedCheck<Transport> = {
+  name: "bus:connection",
+  ready: true,
+  timeout: undefined,
+  run: Effect.gen(function*() {
+    const transport = yield* Transport
+    if (transport.connection === undefined) return []
+    const state = yield* transport.connection.get
+    const observation: Observation = {
+      componentId: state.server ?? transport.name,
+      componentType: "datastore",
+      observedValue: state.status
+    }
+    if (state.status === "connected") return observation
+    return {
+      ...observation,
+      status: "fail",
+      output: `${state.status} (${state.reconnects} reconnects so far)${state.lastError === undefined ? "" : `: ${state.lastError}`}`
+    }
+  })
+}
+
+/** Fails while the transport shuts down or a subscription drains, so traffic moves elsewhere first. */
+const drainingCheck: NamedCheck<Transport> = {
+  name: "bus:draining",
+  ready: true,
+  timeout: undefined,
+  run: Effect.gen(function*() {
+    const transport = yield* Transport
+    if (transport.draining === undefined) return []
+    const draining = yield* transport.draining
+    return draining
+      ? { observedValue: true, status: "fail", output: "shutting down: subscriptions are draining" }
+      : { observedValue: false }
+  })
+}
+
+/** One observation per live consumer, by its backlog of undelivered messages. */
+const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport> => ({
+  name: "consumers:backlog",
+  ready: true,
+  timeout: undefined,
+  run: Effect.gen(function*() {
+    const transport = yield* Transport
+    if (transport.consumers === undefined) return []
+    const lags = yield* Effect.result(transport.consumers)
+    // The backlog cannot be read (the broker does not answer): a concern, not a verdict; the bus checks decide
+    // whether the bus itself is down.
+    if (Result.isFailure(lags)) {
+      return { status: "warn", output: `cannot read the consumers: ${lags.failure.message}` }
+    }
+    return lags.success.map((lag): Observation => {
+      const status: HealthStatus = lag.pending >= thresholds.fail
+        ? "fail"
+        : lag.pending >= thresholds.warn
+        ? "warn"
+        : "pass"
+      const observation: Observation = {
+        componentId: lag.consumer,
+        componentType: "consumer",
+        observedValue: lag.pending,
+        observedUnit: "messages"
+      }
+      return status === "pass" ? observation : {
+        ...observation,
+        status,
+        output: `${lag.pending} messages on ${lag.topic} not yet delivered (${lag.ackPending} awaiting ack, ` +
+          `${lag.redelivered} redelivered); ${status} at ${status === "fail" ? thresholds.fail : thresholds.warn}`
+      }
+    })
+  })
+})
+
+const heartbeatCheck = (ready: boolean): NamedCheck<never> => ({
+  name: "heartbeat:responseTime",
+  ready,
+  timeout: undefined,
+  run: Effect.flatMap(Effect.serviceOption(Heartbeat), (heartbeat): Effect.Effect<Observation | [], unknown> =>
+    Option.isNone(heartbeat)
+      ? Effect.succeed([])
+      : Effect.map(heartbeat.value.probe, (ms): Observation => ({
+        componentId: heartbeat.value.topic,
+        componentType: "component",
+        observedValue: Math.round(ms * 1000) / 1000,
+        observedUnit: "ms"
+      })))
+})
+
+/**
+ * A Hono app with `GET /` (the full report), `GET /live` (liveness: answers without touching any dependency) and
+ * `GET /ready` (readiness: the bus `check`, the connection state, draining, the consumer backlog and your checks marked
+ * `ready`), to mount with `app.route("/health", healthRouter(...))`. Responses are `application/health+json` with
+ * `Cache-Control: no-store`; the status is the worst of the checks, and `fail` answers 503 (`pass` and `warn`: 200).
+ *
+ * Bus checks (each left out when the transport lacks the capability): `bus:responseTime` (the bus `check`, timed),
+ * `bus:connection` (`fail` unless connected), `bus:draining` (`fail` while shutting down), `consumers:backlog` (one
+ * entry per live consumer, by its undelivered messages), and `heartbeat:responseTime` when the runtime provides
+ * `Heartbeat`.
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { healthRouter } from "@cqbus/health"
+ * import { ManagedRuntime } from "effect"
+ * import { Hono } from "hono"
+ *
+ * const runtime = ManagedRuntime.make(EventBus.layerMemory())
+ * const app = new Hono().route("/health", healthRouter({ runtime }))
+ * const response = await app.request("/health/ready") // 200, {"status":"pass","checks":{"bus:responseTime":[...]}}
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono => {
+  const run = runnerOf(options.runtime)
+  const timeout = Duration.fromInputUnsafe(options.timeout ?? "2 seconds")
+  const redact = makeRedactor(options.secrets ?? [])
+  const heartbeat = options.heartbeat ?? "full"
+  const checks: ReadonlyArray<NamedCheck<R | EventBus | Transport>> = [
+    busCheck,
+    connectionCheck,
+    drainingCheck,
+    backlogCheck({ warn: options.backlog?.warn ?? 10_000, fail: options.backlog?.fail ?? Infinity }),
+    ...(options.checks ?? []).map((check): NamedCheck<R> => ({
+      name: check.name,
+      ready: check.ready ?? true,
+      timeout: check.timeout === undefined ? undefined : Duration.fromInputUnsafe(check.timeout),
+      run: check.run
+    })),
+    ...(heartbeat === false ? [] : [heartbeatCheck(heartbeat === "ready")])
+  ]
+  const service = options.service ?? {}
+  const startedAt = Date.now()
+
+  const runCheck = (
+    check: NamedCheck<R | EventBus | Transport>
+  ): Effect.Effect<readonly [string, ReadonlyArray<CheckResult>], never, R | EventBus | Transport> => {
+    const limit = check.timeout ?? timeout
+    return Effect.gen(function*() {
+      const exit = yield* Effect.exit(Effect.timeoutOrElse(check.run, {
+        duration: limit,
+        orElse: () => Effect.fail(new Error(`did not finish within ${Duration.toMillis(limit)} ms`))
+      }))
+      const time = new Date(yield* Effect.clockWith((clock) => clock.currentTimeMillis)).toISOString()
+      if (Exit.isFailure(exit)) return [check.name, [{ status: "fail", output: causeMessage(exit.cause), time }]] as const
+      const value = exit.value
+      const observations: ReadonlyArray<Observation> = value === undefined ? [{}] : Array.isArray(value) ? value : [value as Observation]
+      return [check.name, observations.map((o): CheckResult => ({ ...o, status: o.status ?? "pass", time }))] as const
+    })
+  }
+
+  const report = (ready: boolean): Effect.Effect<HealthResponse, never, R | EventBus | Transport> =>
+    Effect.map(
+      Effect.all(checks.filter((c) => !ready || c.ready).map(runCheck), { concurrency: "unbounded" }),
+      (results) => {
+        const entries = results.filter(([, list]) => list.length > 0)
+        return {
+          status: worst(entries.flatMap(([, list]) => list.map((r) => r.status))),
+          ...service,
+          checks: Object.fromEntries(entries)
+        }
+      }
+    )
+
+  const respond = (body: HealthResponse): Response =>
+    new Response(JSON.stringify(redactDeep(body, redact)), {
+      status: body.status === "fail" ? 503 : 200,
+      headers: { "content-type": HEALTH_CONTENT_TYPE, "cache-control": "no-store" }
+    })
+
+  const answer = (ready: boolean) => async (request: Request): Promise<Response> => {
+    try {
+      return respond(await run(report(ready), { signal: request.signal }))
+    } catch (cause) {
+      // The runtime itself is unusable (its layer failed to build, or it was disposed): that is a failed check too.
+      return respond({ status: "fail", ...service, output: `cannot run the checks: ${errorMessage(cause)}`, checks: {} })
+    }
+  }
+
+  const full = answer(false)
+  const readiness = answer(true)
+  return new Hono()
+    .get("/", (c) => full(c.req.raw))
+    .get("/ready", (c) => readiness(c.req.raw))
+    // Liveness must not depend on anything outside the process: a broker outage would otherwise get every instance
+    // restarted at once, which helps nobody. It only says the process serves HTTP, and for how long.
+    .get("/live", () =>
+      respond({
+        status: "pass",
+        ...service,
+        checks: {
+          uptime: [{
+            status: "pass",
+            componentType: "system",
+            observedValue: Math.round((Date.now() - startedAt) / 1000),
+            observedUnit: "s",
+            time: new Date().toISOString()
+          }]
+        }
+      }))
+}
+
+/** Normalises the runtime option to one `runPromise`. */
+const runnerOf = <R>(
+  runtime: HealthRuntime<R>
+): <A, E>(effect: Effect.Effect<A, E, R>, options?: Effect.RunOptions) => Promise<A> =>
+  Context.isContext(runtime)
+    ? Effect.runPromiseWith(runtime as Context.Context<R>)
+    : (effect, options) => runtime.runPromise(effect, options)

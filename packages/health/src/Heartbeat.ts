@@ -1,0 +1,107 @@
+/**
+ * The heartbeat: a publisher/subscriber pair that proves the whole path works, not only the connection. A probe
+ * publishes a small event on a heartbeat topic and waits until this process's own subscription receives it; the
+ * round-trip time is what the health report shows. `bus.check` can pass while deliveries are stuck (a stream that
+ * rejects writes, a consumer that never gets messages); the heartbeat cannot.
+ *
+ * @module
+ */
+import { EventBus, type InvalidTopic, newEventId, type SubscribeError, topicName } from "@cqbus/core"
+import { Context, Deferred, Effect, Exit, Layer } from "effect"
+
+/**
+ * Options of `Heartbeat.layer`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HeartbeatOptions {
+  /**
+   * The topic probes travel on (default `cqc.events.v1.health_probe`). On NATS it must lie inside a provisioned
+   * stream's subjects (the default stream takes `cqc.events.v1.>`). Wildcard subscribers of that stream see the
+   * probes too: an empty body with a `ce-id` starting with `health-probe-`.
+   */
+  readonly topic?: string
+}
+
+/**
+ * The heartbeat service: `probe` publishes one probe and succeeds with the round trip in milliseconds once this
+ * process has received it back. It does not time out on its own; the health router bounds it with the check timeout.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HeartbeatShape {
+  readonly topic: string
+  readonly probe: Effect.Effect<number, unknown>
+}
+
+/** The default heartbeat topic: inside the CQC event stream, so every backend that stores CQC events accepts it. */
+const DEFAULT_TOPIC = topicName("health_probe")
+
+/** Probe ids start with this, so other consumers of the topic can tell probes apart. */
+const PROBE_PREFIX = "health-probe-"
+
+const EMPTY = new Uint8Array(0)
+
+// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
+const HeartbeatKey: Context.ServiceClass<Heartbeat, "@cqbus/health/Heartbeat", HeartbeatShape> = Context.Service<
+  Heartbeat,
+  HeartbeatShape
+>()("@cqbus/health/Heartbeat")
+
+/**
+ * The heartbeat service. Add `Heartbeat.layer()` to the layer of the runtime the health router runs on, and the
+ * router's full report gains a `heartbeat:responseTime` check (and `/ready` too, with `heartbeat: "ready"`).
+ *
+ * @example
+ * ```ts
+ * import { EventBus } from "@cqbus/core"
+ * import { Heartbeat } from "@cqbus/health"
+ * import { Layer } from "effect"
+ *
+ * const layer = Heartbeat.layer().pipe(Layer.provideMerge(EventBus.layerMemory()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Heartbeat extends HeartbeatKey {
+  /**
+   * Subscribes (ephemerally, from new messages on) to the heartbeat topic for the layer's lifetime and provides the
+   * probe. Each process sees every process's probes and completes only its own.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layer(options: HeartbeatOptions = {}): Layer.Layer<Heartbeat, SubscribeError | InvalidTopic, EventBus> {
+    return Layer.effect(Heartbeat, make(options))
+  }
+}
+
+const make = (options: HeartbeatOptions) =>
+  Effect.gen(function*() {
+    const bus = yield* EventBus
+    const topic = options.topic ?? DEFAULT_TOPIC
+    const waiting = new Map<string, Deferred.Deferred<void>>()
+    // Ephemeral: a probe is only worth something to the process that sent it, and nothing should pile up for a
+    // process that is gone. One delivery attempt: a probe that fails to be handled is simply late.
+    yield* bus.subscribeRaw(topic, (_, delivery) =>
+      Effect.sync(() => {
+        const done = waiting.get(delivery.eventId)
+        if (done !== undefined) Deferred.doneUnsafe(done, Exit.void)
+      }), { concurrency: 4, maxDeliver: 1 })
+    const probe: Effect.Effect<number, unknown> = Effect.suspend(() => {
+      const id = `${PROBE_PREFIX}${newEventId()}`
+      return Effect.gen(function*() {
+        const done = yield* Deferred.make<void>()
+        waiting.set(id, done)
+        const clock = yield* Effect.clockWith(Effect.succeed)
+        const started = clock.monotonicTimeNanosUnsafe()
+        yield* bus.publishRaw(topic, EMPTY, { eventId: id })
+        yield* Deferred.await(done)
+        return Number(clock.monotonicTimeNanosUnsafe() - started) / 1e6
+      }).pipe(Effect.ensuring(Effect.sync(() => waiting.delete(id))))
+    })
+    return { topic, probe }
+  })

@@ -1,0 +1,161 @@
+/**
+ * Typed request-reply over core NATS: the `RequestReply` port of `@cqbus/core` on a NATS connection, so the clients
+ * and servers generated from protobuf services (`protoc-gen-cqbus`) talk over plain NATS subjects — the same subjects,
+ * bodies and NATS micro error headers a Go service built on `nats.go/micro` uses. Requests are at-most-once and not
+ * stored: a call with no server running fails at once with `NoResponders` (the server's no-responders status).
+ *
+ * @module
+ */
+import {
+  type Headers,
+  noResponders,
+  RequestFailed,
+  RequestReply,
+  type RequestReplyShape,
+  requestTimeout,
+  ServeError
+} from "@cqbus/core"
+import { errors, type NatsConnection, type RequestOptions } from "@nats-io/nats-core"
+import { Duration, Effect, FiberSet, Layer } from "effect"
+import { fromMsgHdrs, toMsgHdrs } from "./internal/headers.ts"
+import { NatsTransport } from "./NatsTransport.ts"
+
+const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/** Follows `cause` links: nats.js wraps no-responders (and other failures) in `RequestError`. */
+const causes = (cause: unknown): ReadonlyArray<unknown> => {
+  const chain: Array<unknown> = []
+  let current = cause
+  while (current !== undefined && chain.length < 5) {
+    chain.push(current)
+    current = current instanceof Error ? current.cause : undefined
+  }
+  return chain
+}
+
+const isEmpty = (headers: Headers): boolean => {
+  for (const _ in headers) return false
+  return true
+}
+
+const failed = (subject: string, reason: RequestFailed["reason"], text: string, cause: unknown): RequestFailed =>
+  new RequestFailed({ subject, reason, message: text, cause })
+
+const requestError = (cause: unknown, subject: string, timeout: Duration.Duration) => {
+  for (const error of causes(cause)) {
+    if (error instanceof errors.NoRespondersError) return noResponders(subject)
+    if (error instanceof errors.RequestError && error.isNoResponders()) return noResponders(subject)
+    if (error instanceof errors.TimeoutError) return requestTimeout(subject, timeout)
+    if (error instanceof errors.ClosedConnectionError || error instanceof errors.DrainingConnectionError) {
+      return failed(subject, "Closed", `cannot request ${subject}: the NATS connection is closed`, cause)
+    }
+    if (error instanceof errors.PermissionViolationError) {
+      return failed(subject, "PermissionDenied", `not allowed to request ${subject}: ${message(error)}`, cause)
+    }
+  }
+  return failed(subject, "Transport", `request to ${subject} failed: ${message(cause)}`, cause)
+}
+
+const serveFailed = (subject: string, reason: ServeError["reason"], text: string, cause: unknown): ServeError =>
+  new ServeError({ subject, reason, message: text, cause })
+
+const serveError = (cause: unknown, subject: string): ServeError => {
+  for (const error of causes(cause)) {
+    if (error instanceof errors.ClosedConnectionError || error instanceof errors.DrainingConnectionError) {
+      return serveFailed(subject, "Closed", `cannot serve ${subject}: the NATS connection is closed`, cause)
+    }
+    if (error instanceof errors.InvalidSubjectError) {
+      return serveFailed(subject, "InvalidSubject", `cannot serve ${subject}: ${message(error)}`, cause)
+    }
+    if (error instanceof errors.PermissionViolationError) {
+      return serveFailed(subject, "PermissionDenied", `not allowed to serve ${subject}: ${message(error)}`, cause)
+    }
+  }
+  return serveFailed(subject, "Transport", `cannot serve ${subject}: ${message(cause)}`, cause)
+}
+
+/**
+ * The `RequestReply` port over a NATS connection (which the caller owns: nothing here closes it).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (nc: NatsConnection): RequestReplyShape => {
+  const request: RequestReplyShape["request"] = (subject, body, options) =>
+    Effect.tryPromise({
+      try: () => {
+        const opts: RequestOptions = { timeout: Math.max(1, Math.ceil(Duration.toMillis(options.timeout))) }
+        // A request without headers is a bare protobuf body, byte for byte what a Go client sends.
+        if (!isEmpty(options.headers)) opts.headers = toMsgHdrs(options.headers)
+        return nc.request(subject, body, opts)
+      },
+      catch: (cause) => requestError(cause, subject, options.timeout)
+    }).pipe(Effect.map((msg) => ({ body: msg.data, headers: fromMsgHdrs(msg.headers) })))
+
+  const serve: RequestReplyShape["serve"] = (subject, options, handle) =>
+    Effect.gen(function*() {
+      // Acquired first, so its finalizer (interrupting what is still running) runs after the drain below.
+      const fibers = yield* FiberSet.make<void>()
+      const run = yield* FiberSet.runtime(fibers)<never>()
+      yield* Effect.acquireRelease(
+        Effect.try({
+          try: () =>
+            nc.subscribe(subject, {
+              ...(options.queue === undefined ? {} : { queue: options.queue }),
+              callback: (error, msg) => {
+                if (error !== null) return
+                run(Effect.flatMap(
+                  handle({ subject: msg.subject, body: msg.data, headers: fromMsgHdrs(msg.headers) }),
+                  (reply) =>
+                    Effect.sync(() => {
+                      // `respond` is a no-op for a message without a reply subject (a plain publish).
+                      const headers = isEmpty(reply.headers) ? undefined : { headers: toMsgHdrs(reply.headers) }
+                      msg.respond(reply.body, headers)
+                    })
+                ))
+              }
+            }),
+          catch: (cause) => serveError(cause, subject)
+        }),
+        (sub) =>
+          Effect.andThen(
+            // Unsubscribes, then waits until the requests already received have been handed to `run`.
+            Effect.ignore(Effect.tryPromise(() => sub.drain())),
+            FiberSet.awaitEmpty(fibers).pipe(Effect.timeoutOption(options.drainTimeout))
+          )
+      )
+      // The server has registered the subscription once it answers a PING: a request sent after `serve` returns
+      // cannot meet "no responders".
+      yield* Effect.tryPromise({ try: () => nc.flush(), catch: (cause) => serveError(cause, subject) })
+    })
+
+  return { name: "nats", request, serve }
+}
+
+/**
+ * `RequestReply` over the connection of the `NatsTransport` in context (from `NatsEventBus.layer` or
+ * `NatsTransport.layer`), so request-reply shares the bus's connection.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { NatsEventBus, NatsRequestReply } from "@cqbus/nats"
+ * const bus = NatsEventBus.layer({ servers: "nats://127.0.0.1:4222" })
+ * const live = NatsRequestReply.layer.pipe(Layer.provideMerge(bus))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<RequestReply, never, NatsTransport> = Layer.effect(
+  RequestReply,
+  Effect.map(Effect.service(NatsTransport), (nats) => make(nats.connection))
+)
+
+/**
+ * `RequestReply` over a connection the application owns (for example one used by several components).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConnection = (nc: NatsConnection): Layer.Layer<RequestReply> => Layer.succeed(RequestReply, make(nc))

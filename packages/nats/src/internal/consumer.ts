@@ -1,0 +1,443 @@
+/**
+ * A JetStream pull consumer driven directly over a core NATS subscription. nats.js's `consume()` builds a `JsMsg`,
+ * decodes every header into a `MsgHdrs`, and pulls by buffer size without knowing how many handlers are free; here a
+ * delivery costs one small record, the headers the bus needs are read from the raw block without building any map, a
+ * handler that finishes at once is settled in the same tick (so the acks of one socket read share one write), and the
+ * consumer pulls only as many messages as it has handler slots plus one slot of read-ahead each, so a slow handler
+ * never leaves a pile of delivered messages ageing towards `ackWait` in a client buffer.
+ *
+ * The JetStream pull protocol used (nats-server 2.9+): a request `{batch, expires, idle_heartbeat}` to
+ * `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with our inbox as reply; the server sends up to `batch` messages to
+ * the inbox (their reply subject `$JS.ACK....` carries delivery count, stream sequence and timestamp), idle heartbeats
+ * (status 100) while the request waits, and ends an unfulfilled request with status 408 (expired) or 409 (e.g.
+ * consumer deleted), whose `Nats-Pending-Messages` header says how many of its messages will not come.
+ */
+import type { Headers, IncomingMessage, Outcome } from "@cqbus/core"
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
+import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import { fromMsgHdrs, HeaderBlock } from "./headers.ts"
+
+const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
+const NAK = Uint8Array.of(45, 78, 65, 75) // -NAK
+const WPI = Uint8Array.of(43, 87, 80, 73) // +WPI (working: reset the ack timer)
+const ENCODER = new TextEncoder()
+const HANDBACK: Outcome = { _tag: "Handback" }
+
+/** The nats.js message fields the raw header block is read from; guarded, with `msg.headers` as the fallback. */
+interface RawMsg {
+  readonly _rdata?: unknown
+  readonly _msg?: { readonly hdr?: unknown }
+}
+
+/** What a delivery needs of its headers: the status, one header, or all of them. */
+interface HeaderSource {
+  readonly code: number
+  readonly description: string
+  readonly get: (name: string) => string | undefined
+  readonly headers: Headers
+}
+
+const EMPTY: Headers = Object.freeze({})
+const NO_HEADERS: HeaderSource = { code: 0, description: "", get: () => undefined, headers: EMPTY }
+
+const headersOf = (msg: Msg): HeaderSource => {
+  const raw = msg as unknown as RawMsg
+  const hdr = raw._msg?.hdr
+  if (typeof hdr === "number" && raw._rdata instanceof Uint8Array) {
+    return hdr > 0 ? new HeaderBlock(raw._rdata, hdr) : NO_HEADERS
+  }
+  const h = msg.headers
+  if (h === undefined) return NO_HEADERS
+  const headers = fromMsgHdrs(h)
+  return { code: h.code, description: h.description, get: (name) => headers[name], headers }
+}
+
+/**
+ * One delivery: the message as the bus sees it (`IncomingMessage`) plus what settling it needs. The stream timestamp
+ * becomes a `Date` only when something reads it.
+ *
+ * @internal
+ */
+export class Delivery implements IncomingMessage {
+  readonly body: Uint8Array
+  readonly deliveryCount: number
+  readonly sequence: number
+  readonly reply: string
+  readonly #msg: Msg
+  readonly #headers: HeaderSource
+  /** Index of the stream's token in the reply subject (2, or 4 with domain and account hash). */
+  readonly #offset: number
+  /** When the handler started, for keep-alives (0 while it is not running in the background). */
+  since = 0
+  constructor(msg: Msg, reply: string, offset: number, deliveryCount: number, sequence: number, headers: HeaderSource) {
+    this.#msg = msg
+    this.#headers = headers
+    this.#offset = offset
+    this.reply = reply
+    this.body = msg.data
+    this.deliveryCount = deliveryCount
+    this.sequence = sequence
+  }
+  /** Decoded from the wire only when read (the bus reads it only when a handler asks for the topic). */
+  get subject(): string {
+    return this.#msg.subject
+  }
+  get headers(): Headers {
+    return this.#headers.headers
+  }
+  header(name: string): string | undefined {
+    return this.#headers.get(name)
+  }
+  get publishedAt(): Date {
+    return new Date(Math.floor(Number(this.#token(5)) / 1_000_000))
+  }
+  /** The stream, from the reply subject. */
+  get stream(): string {
+    return this.#token(0)
+  }
+  /** The consumer, from the reply subject. */
+  get consumer(): string {
+    return this.#token(1)
+  }
+  /** Publishes an acknowledgement (`+ACK`, `-NAK`, `+WPI`, `+TERM`) to the reply subject. */
+  respond(data: Uint8Array): void {
+    this.#msg.respond(data)
+  }
+  /** nats.js's decoded headers, for the rare paths that copy them whole (dead letters). */
+  get natsHeaders(): MsgHdrs | undefined {
+    return this.#msg.headers
+  }
+  #token(index: number): string {
+    return this.reply.split(".")[this.#offset + index] ?? ""
+  }
+}
+
+/** Dot positions of the reply subject being read (one array reused: the callback runs one message at a time). */
+const dots = new Int32Array(12)
+
+/** The decimal number between two positions of a string, without allocating the token. */
+const numberAt = (text: string, start: number, end: number): number => {
+  let n = 0
+  for (let i = start; i < end; i++) n = n * 10 + text.charCodeAt(i) - 48
+  return n
+}
+
+/** What a consumer needs from the transport. */
+export interface PullConsumerConfig {
+  readonly nc: NatsConnection
+  readonly stream: string
+  readonly consumer: string
+  /** Handlers running at once; the consumer also reads ahead this many. */
+  readonly maxInFlight: number
+  /** The consumer's ackWait in ms: keep-alives for running handlers go out at a third of it. */
+  readonly ackWait: number
+  readonly drainTimeout: Duration.Duration
+  readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
+  /** Stores a dead letter and terminates the message (or naks it when the record cannot be stored). */
+  readonly deadLetter: (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>) => Effect.Effect<void>
+  /**
+   * Makes sure the consumer exists, creating it from `floor` (the oldest unsettled stream sequence) when the server
+   * lost it. `undefined` when nothing was delivered yet: create it as first configured.
+   */
+  readonly recreate: (floor: number | undefined) => Effect.Effect<void, unknown>
+  /** `true` when the server no longer has the consumer. */
+  readonly missing: Effect.Effect<boolean>
+}
+
+/** A running pull consumer. */
+export interface PullConsumer {
+  /** `true` from the moment its scope starts closing. */
+  readonly draining: () => boolean
+}
+
+/** Pull requests live this long on the server; idle ones are renewed. */
+const EXPIRES_MS = 5_000
+/** Idle heartbeats while a request waits: a silent server is noticed within a few of them. */
+const HEARTBEAT_MS = 1_000
+
+interface PullRequest {
+  remaining: number
+  readonly expiresAt: number
+}
+
+/**
+ * Starts a pull consumer; it runs until the scope closes, then drains (stop pulling, hand back what is buffered, let
+ * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush).
+ *
+ * @internal
+ */
+export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { maxInFlight, nc } = config
+    const context = yield* Effect.context<never>()
+    const runFork = Effect.runForkWith(context)
+    const inbox = createInbox()
+    const nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${config.stream}.${config.consumer}`
+    const capacity = maxInFlight * 2
+    // Pull again once a quarter of the capacity is free: big enough batches, small enough gaps.
+    const threshold = Math.max(1, Math.floor(capacity / 4))
+
+    const requests: Array<PullRequest> = []
+    let requested = 0
+    let running = 0
+    const queue: Array<Delivery> = []
+    let queueHead = 0
+    /** Deliveries whose handler runs in the background, with their fibers (to interrupt at the end of a drain). */
+    const background = new Map<Delivery, Fiber.Fiber<Outcome>>()
+    let lastSequence = 0
+    let stopping = false
+    let seen = 0
+    let idleWaiter: (() => void) | undefined
+
+    // Through the message's own `respond` (the protocol's publish, as nats.js's `JsMsg.ack()` does) rather than
+    // `nc.publish`, which validates the subject with a regular expression on every call.
+    const respond = (delivery: Delivery, data: Uint8Array) => {
+      if (!nc.isClosed()) delivery.respond(data)
+    }
+
+    const pull = () => {
+      if (stopping || nc.isClosed()) return
+      const free = capacity - requested - running - (queue.length - queueHead)
+      if (free < threshold) return
+      requests.push({ remaining: free, expiresAt: Date.now() + EXPIRES_MS })
+      requested += free
+      nc.publish(
+        nextSubject,
+        ENCODER.encode(`{"batch":${free},"expires":${nanos(EXPIRES_MS)},"idle_heartbeat":${nanos(HEARTBEAT_MS)}}`),
+        { reply: inbox }
+      )
+    }
+
+    /** A message of the oldest open request arrived (the server serves waiting requests in order). */
+    const took = () => {
+      const head = requests[0]
+      if (head === undefined) return
+      requested--
+      if (--head.remaining <= 0) requests.shift()
+    }
+
+    /** An open request ended with `pending` of its messages undelivered. */
+    const ended = (pending: number) => {
+      const index = requests.findIndex((r) => r.remaining === pending)
+      const [request] = requests.splice(index >= 0 ? index : 0, 1)
+      if (request !== undefined) requested -= request.remaining
+    }
+
+    const forgetRequests = () => {
+      requests.length = 0
+      requested = 0
+    }
+
+    const settle = (delivery: Delivery, outcome: Outcome): void => {
+      switch (outcome._tag) {
+        case "Ack":
+          respond(delivery, ACK)
+          return release()
+        case "Nak":
+          respond(delivery, ENCODER.encode(`-NAK {"delay":${nanos(Duration.toMillis(outcome.delay))}}`))
+          return release()
+        case "Handback":
+          respond(delivery, NAK)
+          return release()
+        case "DeadLetter":
+          // Storing the record is a publish awaiting its PubAck; the slot stays taken until it is done.
+          runFork(config.deadLetter(delivery, outcome)).addObserver(release)
+      }
+    }
+
+    const finish = (delivery: Delivery, exit: Exit.Exit<Outcome>) => {
+      background.delete(delivery)
+      settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
+    }
+
+    const start = (delivery: Delivery) => {
+      running++
+      const fiber = runFork(config.process(delivery))
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) return settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
+      delivery.since = Date.now()
+      background.set(delivery, fiber)
+      fiber.addObserver((exit) => finish(delivery, exit))
+    }
+
+    // Called when a delivery is settled: start the next buffered ones, pull when enough room is free.
+    const release = () => {
+      running--
+      if (stopping) {
+        if (running === 0 && idleWaiter !== undefined) idleWaiter()
+        return
+      }
+      pump()
+    }
+
+    // A loop, not recursion: a handler that finishes at once settles inside `start`, which calls `release` again, and
+    // a long read-ahead buffer must not become a deep stack.
+    let pumping = false
+    const pump = () => {
+      if (pumping) return
+      pumping = true
+      while (running < maxInFlight && queueHead < queue.length && !stopping) {
+        const next = queue[queueHead]!
+        queue[queueHead++] = undefined as unknown as Delivery
+        if (queueHead === queue.length) {
+          queue.length = 0
+          queueHead = 0
+        }
+        start(next)
+      }
+      pumping = false
+      pull()
+    }
+
+    const onStatus = (parsed: HeaderSource) => {
+      switch (parsed.code) {
+        case 100: // idle heartbeat
+          return
+        case 404: // no messages (no_wait requests only)
+        case 408: // the request expired
+        case 409: { // the request ended early: consumer deleted, leadership change, max waiting exceeded, ...
+          const pending = Number(parsed.get("Nats-Pending-Messages") ?? Number.NaN)
+          if (Number.isFinite(pending)) ended(pending)
+          else forgetRequests()
+          if (parsed.code === 409 && /consumer deleted/i.test(parsed.description)) {
+            forgetRequests()
+            runFork(recover)
+            return
+          }
+          return pull()
+        }
+      }
+    }
+
+    const onMessage = (msg: Msg) => {
+      seen++
+      const parsed = headersOf(msg)
+      const reply = msg.reply
+      if (reply === undefined || reply === "") {
+        if (parsed.code > 0) onStatus(parsed)
+        return
+      }
+      took()
+      // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (9 tokens), or with <domain>.<account
+      // hash> after ACK and a random token at the end (11–12): read the two numbers the bus needs in place.
+      if (!reply.startsWith("$JS.ACK.")) return
+      let count = 0
+      for (let at = reply.indexOf("."); at >= 0 && count < 12; at = reply.indexOf(".", at + 1)) dots[count++] = at
+      const tokens = count + 1
+      if (tokens !== 9 && tokens < 11) return
+      const offset = tokens === 9 ? 2 : 4
+      const delivery = new Delivery(
+        msg,
+        reply,
+        offset,
+        numberAt(reply, dots[offset + 1]! + 1, dots[offset + 2]!),
+        numberAt(reply, dots[offset + 2]! + 1, dots[offset + 3]!),
+        parsed
+      )
+      if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
+      if (stopping) return respond(delivery, NAK)
+      if (running < maxInFlight) start(delivery)
+      else queue.push(delivery)
+    }
+
+    const sub: Subscription = nc.subscribe(inbox, {
+      callback: (error, msg) => {
+        if (error !== null) return
+        try {
+          onMessage(msg)
+        } catch (cause) {
+          // A bug here must not kill the subscription; the message is redelivered after ackWait.
+          runFork(Effect.logError("cqbus: cannot process a NATS delivery", cause))
+        }
+      }
+    })
+
+    /** The oldest stream sequence not settled yet: a recreated consumer starts there, so nothing is skipped. */
+    const floor = (): number | undefined => {
+      if (lastSequence === 0) return undefined
+      let min = lastSequence + 1
+      for (const delivery of background.keys()) if (delivery.sequence < min) min = delivery.sequence
+      for (let i = queueHead; i < queue.length; i++) if (queue[i]!.sequence < min) min = queue[i]!.sequence
+      return min
+    }
+
+    const recover: Effect.Effect<void> = Effect.suspend(() => config.recreate(floor())).pipe(
+      Effect.andThen(Effect.sync(() => {
+        forgetRequests()
+        pull()
+      })),
+      Effect.catchCause(() => Effect.void)
+    )
+
+    // Keep-alives for handlers that run in the background and for buffered deliveries, renewal of lost requests, and
+    // the check for a silent server: with a request open the server sends a heartbeat every second, so nothing for
+    // three seconds means the request (or the consumer) is gone.
+    const beat = Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(config.ackWait / 3)))
+    let lastSeen = 0
+    let silentSince = Date.now()
+    let checking = false
+    const tick = Effect.suspend(() => {
+      if (stopping || nc.isClosed()) return Effect.void
+      const now = Date.now()
+      for (const delivery of background.keys()) if (now - delivery.since >= beat) respond(delivery, WPI)
+      for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, WPI)
+      while (requests.length > 0 && requests[0]!.expiresAt + HEARTBEAT_MS * 2 < now) {
+        requested -= requests.shift()!.remaining
+      }
+      if (seen !== lastSeen || requests.length === 0) {
+        lastSeen = seen
+        silentSince = now
+        pull()
+        return Effect.void
+      }
+      if (now - silentSince < HEARTBEAT_MS * 3 || checking) return Effect.void
+      silentSince = now
+      forgetRequests()
+      // In its own fiber: asking the server may take its request timeout, and keep-alives must not wait for it.
+      checking = true
+      runFork(Effect.flatMap(config.missing, (missing) => missing ? recover : Effect.sync(pull))).addObserver(() => {
+        checking = false
+      })
+      return Effect.void
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(beat)), tick)))
+
+    // After a reconnect the server may have forgotten our open requests (a restarted server certainly has).
+    yield* Effect.forkScoped(Effect.promise(async () => {
+      for await (const status of nc.status()) {
+        if (stopping) return
+        if (status.type === "reconnect") await Effect.runPromise(Effect.sync(() => {
+          forgetRequests()
+          pull()
+        }))
+      }
+    }))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        stopping = true
+        for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, NAK)
+        queue.length = 0
+        queueHead = 0
+        // Drain the inbox (UNSUB + flush) rather than unsubscribing at once: messages the server already sent for an
+        // open request still arrive and are handed back by the callback instead of waiting for ackWait.
+        if (!nc.isClosed()) {
+          yield* Effect.timeoutOption(Effect.promise(() => sub.drain().catch(() => undefined)), "2 seconds")
+        } else sub.unsubscribe()
+        const idle = Effect.callback<void>((resume) => {
+          if (running <= 0) return resume(Effect.void)
+          idleWaiter = () => resume(Effect.void)
+        })
+        if (running > 0 && Duration.toMillis(config.drainTimeout) > 0) {
+          yield* Effect.timeoutOption(idle, config.drainTimeout)
+        }
+        // Interrupted handlers settle as hand-backs through their observers.
+        for (const fiber of background.values()) fiber.interruptUnsafe()
+        if (running > 0) yield* Effect.timeoutOption(idle, "2 seconds")
+        if (!nc.isClosed()) yield* Effect.promise(() => nc.flush().catch(() => undefined))
+      })
+    )
+
+    pull()
+    return { draining: () => stopping }
+  })

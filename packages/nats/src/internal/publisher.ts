@@ -1,0 +1,530 @@
+/**
+ * The JetStream publish engine. Every event goes out as a plain core-NATS publish whose reply subject is a token under
+ * one private inbox wildcard subscription per connection; JetStream sends the PubAck there. Pending publishes live in
+ * one table keyed by that token, one periodic sweep enforces every deadline, and each PubAck is parsed once. nats.js's
+ * `js.publish` instead builds a request per message (an inbox entry, a promise, a timer, error objects for traces and
+ * for cancelling that timer), which is most of its cost per message (issue 6, bench/README.md).
+ *
+ * Guarantees: at most `maxPending` publishes await their PubAck at once and further publishers wait for a slot, in
+ * call order (backpressure, not unbounded buffering); every publish ends within its deadline; a publish succeeds only
+ * with a PubAck from the server. When the connection drops, the PubAcks still outstanding can no longer arrive (the
+ * reply subscription lived on the lost connection), so those publishes fail at once, retriably; publishes made while
+ * disconnected are held and sent after the reconnect if their deadline allows — nats.js would buffer them but
+ * discards that buffer at each reconnect attempt. When the connection closes, everything pending fails `Closed`.
+ */
+import type { Headers, PublishAck, PublishError } from "@cqbus/core"
+import type { ApiError } from "@nats-io/jetstream"
+import {
+  createInbox,
+  InvalidArgumentError,
+  type Match,
+  type Msg,
+  type MsgHdrs,
+  MsgHdrsImpl,
+  type NatsConnection,
+  type Status
+} from "@nats-io/nats-core"
+import { Effect, type Scope } from "effect"
+import { deniedPublishSubject, publishFailure, toPublishError } from "./errors.ts"
+
+/**
+ * How the engine behaves.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublisherOptions {
+  /** How long a publish may take until its PubAck, waiting for a slot or a connection included, in milliseconds. */
+  readonly timeout: number
+  /** How many publishes may await their PubAck at once. */
+  readonly maxPending: number
+}
+
+/**
+ * The engine of one connection.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Publisher {
+  /** Publishes `body` on `topic` with `headers` and `Nats-Msg-Id: msgId`; succeeds with the PubAck. */
+  readonly publish: (
+    topic: string,
+    body: Uint8Array,
+    headers: Headers,
+    msgId: string
+  ) => Effect.Effect<PublishAck, PublishError>
+}
+
+/** The PubAck JetStream sends: a stored message, or an API error. */
+interface PubAckJson {
+  readonly stream?: unknown
+  readonly seq?: unknown
+  readonly duplicate?: unknown
+  readonly error?: ApiError
+}
+
+type Resume = (effect: Effect.Effect<PublishAck, PublishError>) => void
+
+/** One publish, from the call until its result. */
+class Entry {
+  /** The reply token once sent; `-1` while waiting for a slot or a connection. */
+  token = -1
+  done = false
+  readonly topic: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  readonly msgId: string
+  readonly deadline: number
+  readonly resume: Resume
+  constructor(topic: string, body: Uint8Array, headers: Headers, msgId: string, deadline: number, resume: Resume) {
+    this.topic = topic
+    this.body = body
+    this.headers = headers
+    this.msgId = msgId
+    this.deadline = deadline
+    this.resume = resume
+  }
+}
+
+const DECODER = new TextDecoder()
+const ENCODER = new TextEncoder()
+
+/** The reply token at the end of an inbox subject (decimal digits from `from`); `-1` for anything else. */
+const tokenOf = (subject: string, from: number): number => {
+  const length = subject.length
+  if (from >= length || length - from > 9) return -1
+  let token = 0
+  for (let i = from; i < length; i++) {
+    const c = subject.charCodeAt(i)
+    if (c < 48 || c > 57) return -1
+    token = token * 10 + (c - 48)
+  }
+  return token
+}
+
+/**
+ * A header block encoded in one pass, for `nc.publish`, whose only use of its `headers` option is `encode()`. Building
+ * a nats.js `MsgHdrs` instead (`append` per header: a name check that builds an array, a search of all names, a
+ * regular expression per value, a `Map` and an array per name) was about a tenth of the client's time per publish.
+ * Anything else a caller asks of it is answered by a `MsgHdrs` decoded from the block on first use.
+ */
+class EncodedHeaders implements MsgHdrs {
+  #block: Uint8Array | undefined
+  #view: MsgHdrsImpl | undefined
+  constructor(block: Uint8Array) {
+    this.#block = block
+  }
+  #read(): MsgHdrsImpl {
+    return this.#view ??= MsgHdrsImpl.decode(this.#block!)
+  }
+  #write(): MsgHdrsImpl {
+    const view = this.#read()
+    this.#block = undefined
+    return view
+  }
+  encode(): Uint8Array {
+    return this.#block ??= this.#read().encode()
+  }
+  [Symbol.iterator](): IterableIterator<[string, Array<string>]> {
+    return this.#read()[Symbol.iterator]()
+  }
+  get hasError(): boolean {
+    return this.#read().hasError
+  }
+  get status(): string {
+    return this.#read().status
+  }
+  get code(): number {
+    return this.#read().code
+  }
+  get description(): string {
+    return this.#read().description
+  }
+  get(k: string, match?: Match): string {
+    return this.#read().get(k, match as "exact" | undefined)
+  }
+  last(k: string, match?: Match): string {
+    return this.#read().last(k, match as "exact" | undefined)
+  }
+  has(k: string, match?: Match): boolean {
+    return this.#read().has(k, match)
+  }
+  keys(): Array<string> {
+    return this.#read().keys()
+  }
+  values(k: string, match?: Match): Array<string> {
+    return this.#read().values(k, match)
+  }
+  set(k: string, v: string, match?: Match): void {
+    this.#write().set(k, v, match)
+  }
+  append(k: string, v: string, match?: Match): void {
+    this.#write().append(k, v, match)
+  }
+  delete(k: string, match?: Match): void {
+    this.#write().delete(k, match)
+  }
+}
+
+/** Header names already checked; the envelope's names repeat on every publish. Bounded: caller-chosen names vary. */
+const validNames = new Set<string>()
+
+/** The checks nats.js's `append` makes, with its errors: printable ASCII names without `:`, values without CR/LF. */
+const checkName = (name: string): void => {
+  if (validNames.has(name)) return
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i)
+    if (c === 58 || c < 33 || c > 126) {
+      throw new InvalidArgumentError(`'header' ${JSON.stringify(name[i])} is not a valid character in a header name`)
+    }
+  }
+  if (validNames.size < 1024) validNames.add(name)
+}
+
+const headerValue = (value: string): string => {
+  if (value.indexOf("\r") >= 0 || value.indexOf("\n") >= 0) {
+    throw new InvalidArgumentError("'header' values cannot contain \\r or \\n")
+  }
+  return value.trim()
+}
+
+/**
+ * UTF-8 bytes of `text`, carved out of a shared slab: a `new Uint8Array` of a few hundred bytes (what
+ * `TextEncoder.encode` returns) gets a backing store of its own outside the JavaScript heap, slow to allocate and to
+ * collect; a view of a slab does not. nats.js copies the block into its outgoing buffer at the next flush, and a slab
+ * region is never written twice, so a slab lives only as long as some of its blocks are still referenced.
+ */
+const SLAB = 64 * 1024
+let slab = new Uint8Array(SLAB)
+let slabUsed = 0
+const encodeText = (text: string): Uint8Array => {
+  const most = text.length * 3
+  if (most > SLAB / 8) return ENCODER.encode(text)
+  if (slabUsed + most > SLAB) {
+    slab = new Uint8Array(SLAB)
+    slabUsed = 0
+  }
+  const { written } = ENCODER.encodeInto(text, slab.subarray(slabUsed))
+  const bytes = slab.subarray(slabUsed, slabUsed + written)
+  slabUsed += written
+  return bytes
+}
+
+/**
+ * The headers of one event, byte for byte what nats.js's `MsgHdrs` encodes (names checked, values checked and
+ * trimmed as its `append` does): the envelope's headers, then `Nats-Msg-Id`, in the order `js.publish` sent them
+ * (docs/wire-format.md, pinned by test/nats.interop.test.ts).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
+  let block = "NATS/1.0\r\n"
+  for (const name in headers) {
+    checkName(name)
+    block += `${name}: ${headerValue(headers[name]!)}\r\n`
+  }
+  return new EncodedHeaders(encodeText(`${block}Nats-Msg-Id: ${headerValue(msgId)}\r\n\r\n`))
+}
+
+/** The result a reply on the inbox stands for. */
+const toResult = (topic: string, msg: Msg): Effect.Effect<PublishAck, PublishError> => {
+  const data = msg.data
+  if (data.length === 0) {
+    // A status message instead of a PubAck: 503 "no responders" means no stream captures the subject.
+    const status = msg.headers
+    return Effect.fail(
+      status?.code === 503
+        ? publishFailure.noResponders(topic)
+        : publishFailure.invalid(topic, status === undefined ? "an empty reply" : `status ${status.status}`)
+    )
+  }
+  const text = DECODER.decode(data)
+  const stored = readPubAck(text)
+  if (stored !== undefined) {
+    return Effect.succeed({ topic, stream: stored.stream, sequence: stored.seq, duplicate: stored.duplicate })
+  }
+  let ack: PubAckJson
+  try {
+    ack = JSON.parse(text) as PubAckJson
+  } catch (cause) {
+    return Effect.fail(toPublishError(cause, topic))
+  }
+  if (ack.error !== undefined) return Effect.fail(publishFailure.api(ack.error, topic))
+  if (typeof ack.stream !== "string" || ack.stream === "" || typeof ack.seq !== "number") {
+    return Effect.fail(publishFailure.invalid(topic, text.slice(0, 200)))
+  }
+  return Effect.succeed({ topic, stream: ack.stream, sequence: ack.seq, duplicate: ack.duplicate === true })
+}
+
+/** The stream name of the previous PubAck: nearly every PubAck names the same stream, so its string is reused. */
+let lastStream = ""
+
+/** Skips spaces from `i`. */
+const skipSpaces = (text: string, i: number): number => {
+  while (text.charCodeAt(i) === 32) i++
+  return i
+}
+
+/**
+ * A PubAck of a stored message in the shape nats-server writes (`{"stream":"NAME", "seq": N}`, maybe with
+ * `"domain"` and `"duplicate": true`), read without `JSON.parse` (which costs more than the rest of the reply's
+ * handling). `undefined` for anything else — an error, escapes, another layout — which `JSON.parse` then reads.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const readPubAck = (
+  text: string
+): { readonly stream: string; readonly seq: number; readonly duplicate: boolean } | undefined => {
+  if (text.charCodeAt(0) !== 123 || text.indexOf('"error"') >= 0) return undefined
+  const key = text.indexOf('"stream":')
+  if (key < 0) return undefined
+  const start = skipSpaces(text, key + 9) + 1
+  if (text.charCodeAt(start - 1) !== 34) return undefined
+  const end = text.indexOf('"', start)
+  if (end <= start || text.lastIndexOf("\\", end) >= start) return undefined
+  const stream = end - start === lastStream.length && text.startsWith(lastStream, start)
+    ? lastStream
+    : (lastStream = text.slice(start, end))
+  const seqKey = text.indexOf('"seq":')
+  if (seqKey < 0) return undefined
+  let i = skipSpaces(text, seqKey + 6)
+  const first = i
+  let seq = 0
+  for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) seq = seq * 10 + (c - 48)
+  if (i === first || i - first > 15) return undefined
+  const dupKey = text.indexOf('"duplicate":')
+  const duplicate = dupKey >= 0 && text.startsWith("true", skipSpaces(text, dupKey + 12))
+  return { stream, seq, duplicate }
+}
+
+/**
+ * Starts the engine on a connection: subscribes its inbox, watches the connection's status, and sweeps deadlines.
+ * When the scope closes, publishes still waiting for a slot fail `Closed`, those already sent get their PubAck or
+ * time out, and the inbox is unsubscribed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effect<Publisher, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const clock = yield* Effect.clockWith(Effect.succeed)
+    const maxPending = Math.max(1, Math.floor(options.maxPending))
+    // An account restricted to a custom inbox prefix sets it on the connection (`inboxPrefix`), which nats.js keeps
+    // in its options only.
+    const inboxPrefix = (nc as { readonly options?: { readonly inboxPrefix?: string } }).options?.inboxPrefix
+    const prefix = `${createInbox(inboxPrefix)}.`
+
+    /** Sent, awaiting the PubAck, by reply token; insertion order is send order. */
+    const inFlight = new Map<number, Entry>()
+    /** Not sent yet (window full or disconnected), in call order from `head`; settled entries are skipped. */
+    let waiting: Array<Entry | undefined> = []
+    let head = 0
+    let counter = 0
+    let connected = !nc.isClosed()
+    /** Set once publishing has ended for good: every publish fails with it. */
+    let ended: ((topic: string) => PublishError) | undefined
+    let onIdle: (() => void) | undefined
+
+    const settle = (entry: Entry, effect: Effect.Effect<PublishAck, PublishError>): void => {
+      if (entry.done) return
+      entry.done = true
+      entry.resume(effect)
+    }
+
+    /** Removes a sent entry from the table; wakes a closing engine when the table is empty. */
+    const remove = (entry: Entry): void => {
+      inFlight.delete(entry.token)
+      if (inFlight.size === 0) onIdle?.()
+    }
+
+    // One options object for every publish: nats.js reads it synchronously and keeps nothing of it.
+    const sendOptions: { reply: string; headers?: MsgHdrs } = { reply: "" }
+    const send = (entry: Entry): void => {
+      // A small integer: a cheap map key, and its digits are the reply subject's last token. It wraps long before
+      // it could leave the small-integer range; an entry lives at most one publish timeout.
+      const token = counter
+      counter = counter === 999_999_999 ? 0 : counter + 1
+      try {
+        sendOptions.reply = prefix + token
+        sendOptions.headers = encodeHeaders(entry.headers, entry.msgId)
+        // Throws for a closed or draining connection and for a message over the server's max_payload.
+        nc.publish(entry.topic, entry.body, sendOptions)
+      } catch (cause) {
+        return settle(entry, Effect.fail(toPublishError(cause, entry.topic)))
+      }
+      entry.token = token
+      inFlight.set(token, entry)
+    }
+
+    /** Sends waiting publishes while there is a slot and a connection. */
+    const pump = (): void => {
+      while (head < waiting.length && inFlight.size < maxPending && connected) {
+        const entry = waiting[head]!
+        waiting[head++] = undefined
+        if (!entry.done) send(entry)
+      }
+      if (head === waiting.length) {
+        waiting = []
+        head = 0
+      } else if (head >= 1024 && head * 2 >= waiting.length) {
+        waiting = waiting.slice(head)
+        head = 0
+      }
+    }
+
+    const submit = (entry: Entry): void => {
+      if (ended !== undefined) return settle(entry, Effect.fail(ended(entry.topic)))
+      // Behind publishes already waiting, so slots go out in call order.
+      if (connected && head === waiting.length && inFlight.size < maxPending) send(entry)
+      else waiting.push(entry)
+    }
+
+    /** An interrupted publish: one still waiting is skipped by `pump`; one sent meanwhile frees its slot. */
+    const cancel = (entry: Entry): void => {
+      if (entry.done) return
+      entry.done = true
+      if (entry.token >= 0) {
+        remove(entry)
+        pump()
+      }
+    }
+
+    const failInFlight = (error: (entry: Entry) => PublishError): void => {
+      for (const entry of inFlight.values()) settle(entry, Effect.fail(error(entry)))
+      inFlight.clear()
+      onIdle?.()
+    }
+
+    const failWaiting = (error: (entry: Entry) => PublishError): void => {
+      for (let i = head; i < waiting.length; i++) {
+        const entry = waiting[i]
+        if (entry !== undefined) settle(entry, Effect.fail(error(entry)))
+      }
+      waiting = []
+      head = 0
+    }
+
+    /** Publishing has ended (connection closed, engine closed): fail everything pending and all that comes. */
+    const end = (error: (topic: string) => PublishError): void => {
+      ended ??= error
+      failWaiting((entry) => error(entry.topic))
+      failInFlight((entry) => error(entry.topic))
+    }
+
+    const sweep = (): void => {
+      const now = clock.currentTimeMillisUnsafe()
+      for (const entry of inFlight.values()) {
+        if (entry.deadline <= now) {
+          settle(entry, Effect.fail(publishFailure.timeout(entry.topic)))
+          remove(entry)
+        }
+      }
+      let expired = false
+      for (let i = head; i < waiting.length; i++) {
+        const entry = waiting[i]
+        if (entry !== undefined && !entry.done && entry.deadline <= now) {
+          settle(entry, Effect.fail(publishFailure.notSent(entry.topic, connected)))
+          expired = true
+        }
+      }
+      // Drop what expired or was interrupted, so a long outage with publishers retrying does not pile them up.
+      if (expired) {
+        waiting = waiting.slice(head).filter((entry) => entry !== undefined && !entry.done)
+        head = 0
+      }
+      pump()
+    }
+
+    const onReply = (error: Error | null, msg: Msg): void => {
+      if (error !== null) {
+        // The inbox subscription itself failed (the account may not subscribe to it): no PubAck can arrive.
+        return end((topic) => toPublishError(error, topic))
+      }
+      const entry = inFlight.get(tokenOf(msg.subject, prefix.length))
+      // No entry: the PubAck came after the deadline, or the publish was interrupted.
+      if (entry === undefined) return
+      remove(entry)
+      settle(entry, toResult(entry.topic, msg))
+      pump()
+    }
+
+    const onStatus = (status: Status): void => {
+      switch (status.type) {
+        case "disconnect":
+          connected = false
+          failInFlight((entry) => publishFailure.lost(entry.topic))
+          break
+        case "reconnect":
+          connected = true
+          pump()
+          break
+        case "error": {
+          // The server refuses a publish asynchronously (`-ERR Permissions Violation for Publish to ...`): it belongs
+          // to the oldest outstanding publish on that subject, as nats.js assumes for its own requests.
+          const subject = deniedPublishSubject(status.error)
+          if (subject === undefined) break
+          for (const entry of inFlight.values()) {
+            if (entry.topic === subject) {
+              settle(entry, Effect.fail(toPublishError(status.error, subject)))
+              remove(entry)
+              break
+            }
+          }
+          break
+        }
+        case "close":
+          end(publishFailure.closed)
+          break
+      }
+    }
+
+    const subscription = nc.subscribe(`${prefix}*`, { callback: onReply })
+
+    // The deadline sweep; a deadline is met to within one interval.
+    const interval = Math.min(1_000, Math.max(10, Math.floor(options.timeout / 10)))
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), Effect.sync(sweep))))
+
+    const statuses = nc.status()
+    yield* Effect.forkScoped(Effect.promise(async () => {
+      for await (const status of statuses) onStatus(status)
+    }))
+    void nc.closed().then(() => end(publishFailure.closed))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        // Nothing new comes in; what was sent gets its PubAck, or fails by its deadline through the sweep.
+        failWaiting((entry) => publishFailure.closed(entry.topic))
+        ended ??= publishFailure.closed
+        if (inFlight.size > 0) {
+          yield* Effect.callback<void>((resume) => {
+            onIdle = () => resume(Effect.void)
+            if (inFlight.size === 0) onIdle()
+          })
+        }
+        // `stop` ends the status iterator (nats.js `QueuedIterator`), so an injected connection keeps no listener.
+        ;(statuses as { readonly stop?: () => void }).stop?.()
+        if (!nc.isClosed()) subscription.unsubscribe()
+      })
+    )
+
+    const publish = (
+      topic: string,
+      body: Uint8Array,
+      headers: Headers,
+      msgId: string
+    ): Effect.Effect<PublishAck, PublishError> =>
+      // A one-argument register: Effect then creates no AbortSignal per publish.
+      Effect.callback<PublishAck, PublishError>((resume) => {
+        const entry = new Entry(topic, body, headers, msgId, clock.currentTimeMillisUnsafe() + options.timeout, resume)
+        submit(entry)
+        // An interrupted publish that is still waiting must not be sent later. One already sent keeps its slot until
+        // its PubAck or deadline, as it is still in flight on the wire; skipping the canceller then saves two
+        // allocations per publish.
+        return entry.done || entry.token >= 0 ? undefined : Effect.sync(() => cancel(entry))
+      })
+
+    return { publish }
+  })
