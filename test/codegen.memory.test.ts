@@ -20,31 +20,15 @@ import {
   serveControlService
 } from "@cqbus/testkit/control"
 import { PriceUpdatedEvent, PriceUpdatedTopic, type PriceUpdated } from "@cqbus/testkit/events"
-import { Cause, Duration, Effect, Exit, Fiber, Layer, Logger } from "effect"
+import { Cause, Duration, Effect, Fiber, Layer, Logger } from "effect"
 import { TestClock } from "effect/testing"
 import assert from "node:assert/strict"
 import { test } from "node:test"
+import { controlHandlers, failureOf } from "./support/control.ts"
 
 const layer = Layer.mergeAll(EventBus.layerMemory({ source: "codegen-test" }), RequestReply.layerMemory())
 
-const handlers = (instance: string): ControlServiceHandlers => ({
-  getStatus: (request, info) =>
-    Effect.succeed({
-      instance,
-      consumers: [{ name: `${request.prefix}orders`, paused: info.headers["x-operator"] === "ops", handled: 3n }]
-    }),
-  pauseConsumer: (request) =>
-    request.name === "missing"
-      ? Effect.fail(new RpcError({ code: "404", message: `no consumer ${request.name}` }))
-      : Effect.succeed({ changed: true })
-})
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  assert.ok(Exit.isFailure(exit), "the call fails")
-  const found = Cause.findErrorOption(exit.cause)
-  assert.ok(found._tag === "Some", `a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return found.value
-}
+const handlers = (instance: string) => controlHandlers(instance, 3n)
 
 test("codegen memory: the generated PriceUpdatedEvent publishes and subscribes on its generated topic, ordered by asset_id", () =>
   runScoped(layer, Effect.gen(function*() {
@@ -97,13 +81,18 @@ test("codegen memory: a call with no server running fails at once with NoRespond
 
 test("codegen memory: a server slower than the call's timeout gives RequestTimeout (on the Effect clock)", () =>
   runScoped(layer, Effect.gen(function*() {
+    let reached = false
     yield* serveControlService({
       ...handlers("slow"),
-      getStatus: () => Effect.as(Effect.sleep("10 seconds"), { instance: "slow" })
+      getStatus: () => Effect.as(Effect.andThen(Effect.sync(() => (reached = true)), Effect.sleep("10 seconds")), { instance: "slow" })
     })
     const control = yield* makeControlServiceClient()
     const fiber = yield* Effect.forkChild(Effect.exit(control.getStatus({}, { timeout: "2 seconds" })))
-    for (let i = 0; i < 5; i++) yield* Effect.yieldNow // let the request reach the server and start its timer
+    // Until the request has reached the server (its timeout timer started before it was sent).
+    for (let i = 0; !reached; i++) {
+      assert.ok(i < 10_000, "the request reaches the server")
+      yield* Effect.yieldNow
+    }
     yield* TestClock.adjust("1999 millis")
     assert.equal(fiber.pollUnsafe(), undefined, "still waiting before the timeout")
     yield* TestClock.adjust("2 millis")

@@ -53,11 +53,14 @@ test("http-service: POST /assets is indexed behind the plugin stack; /health pas
     const scrape = async () => (await app.request("/metrics")).text()
     const consumed = (text: string, outcome: string) =>
       sampleValue(text, "messaging_client_consumed_messages_total", { messaging_consumer_group_name: "indexer", outcome })
-    await eventually(async () => (consumed(await scrape(), "retry") ?? 0) >= 3, "a-3's three deliveries are counted")
+    await eventually(async () => (consumed(await scrape(), "dead_letter") ?? 0) >= 1, "a-3's last delivery is counted")
     const text = await scrape()
     assert.equal(consumed(text, "ack"), 2)
-    assert.equal(sampleValue(text, "messaging_client_consumed_messages_total", { error_type: "HandlerDefect" }), 3,
-      "recovery turned the defect into a typed HandlerDefect")
+    assert.equal(consumed(text, "retry"), 2, "a-3's first two deliveries are redelivered")
+    assert.equal(consumed(text, "dead_letter"), 1, "its third, the last maxDeliver allows, is dead-lettered")
+    const defects = (outcome: string) =>
+      sampleValue(text, "messaging_client_consumed_messages_total", { error_type: "HandlerDefect", outcome })
+    assert.deepEqual([defects("retry"), defects("dead_letter")], [2, 1], "recovery turned the defect into a typed HandlerDefect")
     assert.equal(sampleValue(text, "messaging_client_sent_messages_total", { outcome: "ok" }), 3)
     assert.equal(sampleValue(text, "messaging_consumer_pending_messages", { messaging_consumer_group_name: "indexer" }), 0)
     assert.match(text, /^# TYPE messaging_consumer_ack_pending_messages gauge$/m)

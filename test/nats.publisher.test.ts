@@ -39,7 +39,7 @@ const storedIds = (nc: NatsConnection, stream: string) =>
     return ids
   })
 
-test("nats publisher: the header block is byte for byte what nats.js encodes, in every encoding path", () => {
+test("nats publisher: the header block is byte for byte what nats.js encodes, for ASCII, non-ASCII, padded and empty values", () => {
   const reference = (headers: Record<string, string>, msgId: string): Uint8Array => {
     const h = natsHeaders()
     for (const name in headers) h.append(name, headers[name]!)
@@ -56,7 +56,7 @@ test("nats publisher: the header block is byte for byte what nats.js encodes, in
     "ce-partitionkey": "asset-1"
   }
   const cases: ReadonlyArray<readonly [string, Record<string, string>, string]> = [
-    ["ASCII (the fast path)", envelope, "evt-1"],
+    ["ASCII", envelope, "evt-1"],
     ["a non-ASCII value", { ...envelope, "ce-partitionkey": "Zürich-€" }, "evt-2"],
     ["a value with surrounding whitespace (trimmed)", { ...envelope, "x-note": "  padded\t" }, "evt-3"],
     ["an empty value", { ...envelope, "x-empty": "" }, "evt-4"],
@@ -151,7 +151,7 @@ test("nats publisher: an event id seen inside the dedupe window is flagged dupli
     assert.equal((yield* storedIds(nc, transport.stream)).size, 50, "one stored message per event id")
   })))
 
-test("nats publisher: too large, outside every stream, wrong last sequence and a denied subject fail typed without disturbing their neighbours in the window", { timeout: 30_000 }, () =>
+test("nats publisher: too large, outside every stream, wrong last sequence, a denied subject and a bad header fail typed without disturbing their neighbours in the window", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {
     const maxPayload = 16 * 1024
     const nats = yield* server({
@@ -183,7 +183,9 @@ test("nats publisher: too large, outside every stream, wrong last sequence and a
       b.publishRaw(topic, new Uint8Array([9]), { headers: { "Nats-Expected-Last-Sequence": "999" } }), // JetStream 10071
       good(4),
       b.publishRaw("cqc.events.v1.forbidden", new Uint8Array([1])), // -ERR Permissions Violation
-      good(5)
+      good(5),
+      b.publishRaw(topic, new Uint8Array([1]), { headers: { "x-note": "two\r\nlines" } }), // refused before it is sent
+      good(6)
     ]
     const results = yield* Effect.all(cases.map((c) => Effect.result(c)), { concurrency: "unbounded" })
     const failure = (i: number) => {
@@ -196,14 +198,15 @@ test("nats publisher: too large, outside every stream, wrong last sequence and a
       [3, "TooLarge"],
       [5, "NoStream"],
       [7, "WrongLastSequence"],
-      [9, "PermissionDenied"]
+      [9, "PermissionDenied"],
+      [11, "Encode"]
     ]
     for (const [i, reason] of expected) {
       const error = failure(i)
       assert.equal(error.reason, reason, `case ${i}: ${error.message}`)
       assert.equal(error.retriable, false, `case ${i} is not retriable`)
     }
-    const goods = [0, 2, 4, 6, 8, 10].map((i) => {
+    const goods = [0, 2, 4, 6, 8, 10, 12].map((i) => {
       const r = results[i]!
       assert.ok(Result.isSuccess(r), `neighbour ${i} was acknowledged: ${Result.isFailure(r) ? String(r.failure) : ""}`)
       return r.success
@@ -395,4 +398,13 @@ test("nats publisher: a closed bus rejects publishes; a connection closed under 
     assert.ok(later instanceof PublishError)
     assert.equal(later.reason, "Closed", later.message)
     assert.equal(later.retriable, false)
+
+    // A bus built on a connection that is closed already (no management call with "skip") fails Closed, at once.
+    const { bus: onClosed } = yield* bus({ connection: nc, source: "publisher", provisioning: "skip", publishTimeout: "20 seconds" })
+    const started = Date.now()
+    const refused = yield* Effect.flip(onClosed.publish(AssetCreatedEvent, { assetId: "never" }))
+    assert.ok(refused instanceof PublishError)
+    assert.equal(refused.reason, "Closed", refused.message)
+    assert.equal(refused.retriable, false)
+    assert.ok(Date.now() - started < 2_000, "at once, not at the deadline")
   })))

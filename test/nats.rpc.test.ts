@@ -17,9 +17,10 @@ import {
 } from "@cqbus/testkit/control"
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
-import { Cause, Context, Effect, Exit, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
+import { controlHandlers, failureOf } from "./support/control.ts"
 import { inScope, run, server } from "./support/nats.ts"
 
 /** A plain nats.js connection, closed with the test's scope. */
@@ -33,24 +34,7 @@ const plain = (url: string) =>
 const port = (url: string) =>
   Effect.map(plain(url), (nc) => Context.make(RequestReply, NatsRequestReply.make(nc)))
 
-const handlers = (instance: string): ControlServiceHandlers => ({
-  getStatus: (request, info) =>
-    Effect.succeed({
-      instance,
-      consumers: [{ name: `${request.prefix}orders`, paused: info.headers["x-operator"] === "ops", handled: 7n }]
-    }),
-  pauseConsumer: (request) =>
-    request.name === "missing"
-      ? Effect.fail(new RpcError({ code: "404", message: `no consumer ${request.name}` }))
-      : Effect.succeed({ changed: true })
-})
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  assert.ok(Exit.isFailure(exit), "the call fails")
-  const found = Cause.findErrorOption(exit.cause)
-  assert.ok(found._tag === "Some", `a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return found.value
-}
+const handlers = (instance: string) => controlHandlers(instance, 7n)
 
 test("nats rpc: a generated client and server talk over NATS with typed request, response, headers and RpcError", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {

@@ -25,6 +25,11 @@ export interface Delivery {
   readonly eventId: string
   /** 1 for the first delivery, counting redeliveries and in-place retries. */
   readonly attempt: number
+  /**
+   * The subscription's `maxDeliver`: a failure when `attempt >= maxDeliver` dead-letters the message instead of
+   * redelivering it (so middleware such as metrics can tell the two apart).
+   */
+  readonly maxDeliver: number
   /** Every header (names lower-case, except NATS's own `Nats-*`). */
   readonly headers: Headers
   /**

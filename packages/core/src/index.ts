@@ -86,6 +86,7 @@ export {
   type ServiceDef,
   type UnaryMethodName
 } from "./RequestReply.ts"
+export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"
 export {
   checkTopic,
   compilePattern,

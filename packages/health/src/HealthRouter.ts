@@ -9,11 +9,10 @@
  *
  * @module
  */
-import { errorMessage, EventBus, Transport } from "@cqbus/core"
+import { errorMessage, EventBus, redactDeep, Transport } from "@cqbus/core"
 import { Cause, Context, Duration, Effect, Exit, Option, type Redacted, Result } from "effect"
 import { Hono } from "hono"
 import { Heartbeat } from "./Heartbeat.ts"
-import { makeRedactor, redactDeep } from "./internal/redact.ts"
 
 /**
  * A health status: `pass` (healthy), `warn` (healthy, with a concern), `fail` (unhealthy: the endpoint answers 503).
@@ -318,7 +317,7 @@ const heartbeatCheck = (ready: boolean): NamedCheck<never> => ({
 export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono => {
   const run = runnerOf(options.runtime)
   const timeout = Duration.fromInputUnsafe(options.timeout ?? "2 seconds")
-  const redact = makeRedactor(options.secrets ?? [])
+  const secrets = options.secrets ?? []
   const heartbeat = options.heartbeat ?? "full"
   const checks: ReadonlyArray<NamedCheck<R | EventBus | Transport>> = [
     busCheck,
@@ -367,7 +366,7 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
     )
 
   const respond = (body: HealthResponse): Response =>
-    new Response(JSON.stringify(redactDeep(body, redact)), {
+    new Response(JSON.stringify(redactDeep(body, secrets)), {
       status: body.status === "fail" ? 503 : 200,
       headers: { "content-type": HEALTH_CONTENT_TYPE, "cache-control": "no-store" }
     })

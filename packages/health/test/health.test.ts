@@ -288,7 +288,7 @@ test("health: connection state from the capability; no secret of an error, URL o
         assert.ok(!response.text.includes(secret), `${secret} leaked: ${response.text}`)
       }
     }
-    assert.match(full.body.checks["vault:responseTime"]![0]!.output!, /token=\*\*\*.*Authorization: \*\*\*.*seed \*\*\*.*key \*\*\*/)
+    assert.match(full.body.checks["vault:responseTime"]![0]!.output!, /token=\*\*\*.*Authorization: Bearer \*\*\*.*seed \*\*\*.*key \*\*\*/)
   }, layer)
 })
 

@@ -179,29 +179,23 @@ const describePayload = (event: unknown): unknown => {
 const millisSince = (startNanos: bigint, endNanos: bigint): number => Number((endNanos - startNanos) / 1000n) / 1000
 
 /**
- * Logs `message` at `level` with the annotations `annotations()` builds, unless the level is `"None"` or below the
- * fiber's minimum log level: then nothing is built (the payload in particular is not serialized).
- *
- * With `scope` — the annotation record a delivery installed for its whole handler run — the line's annotations are
- * added to that record instead of installing another one. Each install copies the fiber's context, and a second one
- * per delivery cost more than the rest of the plugin; `scope` is only used once the handler has finished (a fiber the
- * handler left running that logs afterwards would see the line's keys too).
+ * Logs `message` at `level` with the annotations `annotations` writes into a fresh record, unless the level is
+ * `"None"` or below the fiber's minimum log level: then nothing is built (the payload in particular is not serialized).
+ * The record the delivery installed for its handler run is never written to: loggers may keep the annotations of
+ * earlier lines (batching exporters do), and fibers the handler forked share that record.
  */
 const emit = (
   level: LoggingLevel,
   message: string,
   annotations: (into: Annotations) => Annotations,
-  cause?: Cause.Cause<unknown>,
-  scope?: Annotations
+  cause?: Cause.Cause<unknown>
 ): Effect.Effect<void> =>
   level === "None"
     ? Effect.void
     : Effect.withFiber((fiber) => {
       if (LogLevel.isGreaterThan(fiber.getRef(References.MinimumLogLevel), level)) return Effect.void
       const log = cause === undefined ? Effect.logWithLevel(level)(message) : Effect.logWithLevel(level)(message, cause)
-      if (scope === undefined) return Effect.annotateLogs(log, annotations({}))
-      annotations(scope)
-      return log
+      return Effect.annotateLogs(log, annotations({}))
     })
 
 /**
@@ -264,8 +258,6 @@ export const logging = (options: LoggingOptions = {}): Middleware => {
 /** The plugin's lines for one delivery: their annotations are built once, and only when a line is written. */
 class DeliveryLines {
   #payload: unknown
-  /** The annotations of the whole handler run (the delivery's, over the caller's), installed by `enter`. */
-  #scope: Annotations | undefined
   readonly #event: unknown
   readonly #delivery: Delivery
   readonly #started: bigint
@@ -285,13 +277,12 @@ class DeliveryLines {
     this.#describe = describe
   }
 
-  /** The annotation record for the handler run: a fresh object this delivery owns, so `finish` may add to it. */
+  /** The annotation record for the handler run: the delivery's annotations over the caller's. */
   enter(current: Readonly<Record<string, unknown>>): Annotations {
-    this.#scope = deliveryAnnotations(this.#delivery, { ...current })
-    return this.#scope
+    return deliveryAnnotations(this.#delivery, { ...current })
   }
 
-  /** Writes the plugin's own annotations of one line into `into` (a fresh record, or the handler run's). */
+  /** Writes the plugin's own annotations of one line into `into`. */
   annotations(outcome: string, into: Annotations): Annotations {
     const delivery = this.#delivery
     if (delivery.key !== undefined) into["cqbus.key"] = delivery.key
@@ -324,23 +315,22 @@ class DeliveryLines {
 
   /** The line for the handler's result. */
   finish(levels: Required<LoggingLevels>, exit: Exit.Exit<void, unknown>, endNanos: bigint): Effect.Effect<void> {
-    const scope = this.#scope
     if (Exit.isSuccess(exit)) {
-      return emit(levels.success, "delivery handled", (into) => this.#done("handled", endNanos, into), undefined, scope)
+      return emit(levels.success, "delivery handled", (into) => this.#done("handled", endNanos, into))
     }
     const failure = Cause.findError(exit.cause)
     if (Result.isSuccess(failure)) {
       const error = failure.success
       return errorTag(error) === "Reject"
-        ? emit(levels.reject, "delivery rejected", (into) => this.#done("rejected", endNanos, into, error), undefined, scope)
-        : emit(levels.failure, "delivery failed", (into) => this.#done("failed", endNanos, into, error), undefined, scope)
+        ? emit(levels.reject, "delivery rejected", (into) => this.#done("rejected", endNanos, into, error))
+        : emit(levels.failure, "delivery failed", (into) => this.#done("failed", endNanos, into, error))
     }
     const defect = Cause.findDefect(exit.cause)
     if (Result.isSuccess(defect)) {
       const died = defect.success
-      return emit(levels.defect, "delivery defect", (into) => this.#done("defect", endNanos, into, died), exit.cause, scope)
+      return emit(levels.defect, "delivery defect", (into) => this.#done("defect", endNanos, into, died), exit.cause)
     }
-    return emit(levels.interrupt, "delivery interrupted", (into) => this.#done("interrupted", endNanos, into), undefined, scope)
+    return emit(levels.interrupt, "delivery interrupted", (into) => this.#done("interrupted", endNanos, into))
   }
 }
 

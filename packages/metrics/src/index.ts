@@ -121,14 +121,21 @@ const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(en
  * Reads what happened to a handler run: success acks; `Reject` dead-letters; any other failure, a defect
  * (`error_type` `"Defect"`) or an interruption (`"Interrupted"`: the message is handed back) is redelivered.
  */
-const deliveryOutcome = (exit: Exit.Exit<void, unknown>): { outcome: DeliveryOutcome; errorType?: string } => {
+const deliveryOutcome = (
+  exit: Exit.Exit<void, unknown>,
+  delivery: Delivery
+): { outcome: DeliveryOutcome; errorType?: string } => {
   if (Exit.isSuccess(exit)) return { outcome: "ack" }
+  // The bus dead-letters any failure on the last allowed attempt (internal/process.ts `decide`).
+  const last = delivery.attempt >= delivery.maxDeliver
   const failure = Cause.findError(exit.cause)
   if (Result.isSuccess(failure)) {
     const tag = errorTag(failure.success)
-    return { outcome: tag === "Reject" ? "dead_letter" : "retry", errorType: tag }
+    return { outcome: tag === "Reject" || last ? "dead_letter" : "retry", errorType: tag }
   }
-  return { outcome: "retry", errorType: Result.isSuccess(Cause.findDefect(exit.cause)) ? "Defect" : "Interrupted" }
+  const defect = Result.isSuccess(Cause.findDefect(exit.cause))
+  // An interruption from outside (a drain) hands the message back whatever the attempt; count it as a retry.
+  return { outcome: defect && last ? "dead_letter" : "retry", errorType: defect ? "Defect" : "Interrupted" }
 }
 
 /**
@@ -137,11 +144,12 @@ const deliveryOutcome = (exit: Exit.Exit<void, unknown>): { outcome: DeliveryOut
  * measured on Effect's `Clock`), with the attributes `messaging_destination_name` (the topic), `messaging_operation`
  * (`"process"`), `messaging_consumer_group_name` (for a group subscription), `outcome` and, on failure, `error_type`.
  *
- * `outcome` is `"ack"` on success, `"dead_letter"` when the handler fails with `Reject`, and `"retry"` for every
- * other failure (`error_type` = its `_tag`, via `errorTag`), for a defect (`error_type` `"Defect"`) and for an
- * interruption such as a drain (`error_type` `"Interrupted"`; the message is handed back). A middleware cannot know
- * the subscription's `maxDeliver`, so a failure on the last allowed attempt, which the backend dead-letters, is
- * still counted as `"retry"`. The failure passes through unchanged. Put it outermost, so it measures the retried,
+ * `outcome` is `"ack"` on success, `"dead_letter"` when the handler fails with `Reject` or fails (or dies) on its
+ * last allowed attempt (`delivery.attempt >= delivery.maxDeliver`), and `"retry"` for every other failure
+ * (`error_type` = its `_tag`, via `errorTag`), for a defect (`error_type` `"Defect"`) and for an interruption such as a
+ * drain (`error_type` `"Interrupted"`; the message is handed back). Bodies that cannot be decoded are dead-lettered
+ * before any handler runs, so no middleware sees them: count those from the dead letters. The failure passes through
+ * unchanged. Put it outermost, so it measures the retried,
  * recovered handler once per delivery: `pipe(handler, recovery(), retry(), metrics())`.
  *
  * @example
@@ -162,7 +170,7 @@ export const metrics = (options: MetricsOptions = {}): Middleware => {
   )
   const extra = options.attributes ?? {}
   const record = (delivery: Delivery, seconds: number, exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
-    const { errorType, outcome } = deliveryOutcome(exit)
+    const { errorType, outcome } = deliveryOutcome(exit, delivery)
     const key = `${delivery.topic}\u0000${delivery.group ?? ""}\u0000${outcome}\u0000${errorType ?? ""}`
     return observe(series(key, () => {
       const attributes: Record<string, string> = {

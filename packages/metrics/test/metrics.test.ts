@@ -126,6 +126,24 @@ test("metrics: Reject is dead_letter, other failures and defects are retry, each
   assert.equal(histogramOf(snapshots, "messaging_process_duration_seconds", { error_type: "Busy" }).count, 2)
 })
 
+test("metrics: a failure or defect on the last allowed attempt (attempt = maxDeliver) is dead_letter, as the bus treats it", async () => {
+  class Busy extends Error {
+    readonly _tag = "Busy"
+  }
+  const snapshots = await run(Effect.gen(function*() {
+    const busy = metrics()((_: string) => Effect.fail(new Busy("try again")))
+    const died = metrics()((_: string) => Effect.die(new Error("boom")))
+    yield* Effect.exit(busy("x", delivery({ attempt: 4, maxDeliver: 5 })))
+    yield* Effect.exit(busy("x", delivery({ attempt: 5, maxDeliver: 5 })))
+    yield* Effect.exit(died("x", delivery({ attempt: 3, maxDeliver: 3 })))
+    return yield* Metric.snapshot
+  }))
+  const id = "messaging_client_consumed_messages_total"
+  assert.equal(counterValue(snapshots, id, { outcome: "retry", error_type: "Busy" }), 1, "attempt 4 of 5 is retried")
+  assert.equal(counterValue(snapshots, id, { outcome: "dead_letter", error_type: "Busy" }), 1, "attempt 5 of 5 is not")
+  assert.equal(counterValue(snapshots, id, { outcome: "dead_letter", error_type: "Defect" }), 1)
+})
+
 test("metricsPublish: ok and error outcomes with the PublishError reason, durations on the Effect clock", async () => {
   const slow: PublishMiddleware = (next) => (message) => Effect.andThen(Effect.sleep("30 millis"), next(message))
   const snapshots = await runBus(

@@ -75,7 +75,10 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly provisioning?: ProvisioningStrategy
   /** The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless `provisioning` is `"skip"`). */
   readonly deadLetters?: { readonly stream?: string; readonly subjectPrefix?: string; readonly maxAge?: Duration.Input }
-  /** How long a publish waits for its PubAck (default 5 s). */
+  /**
+   * How long a publish waits for its PubAck (default 5 s), any wait for a free slot (`maxPendingPublishes`) or for a
+   * reconnect included; then it fails `Timeout` or `NotConnected`, both retriable.
+   */
   readonly publishTimeout?: Duration.Input
   /**
    * How many publishes may await their PubAck at once on this bus's connection (default 4096); further publishes

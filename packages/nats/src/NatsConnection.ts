@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ConnectionState as CoreConnectionState } from "@cqbus/core"
+import { type ConnectionState as CoreConnectionState, redactSecrets } from "@cqbus/core"
 import {
   type Authenticator,
   credsAuthenticator,
@@ -83,9 +83,8 @@ const authenticators = async (
   return list
 }
 
-/** Strips anything that looks like a credential out of an error text before it is stored or shown. */
-export const redact = (text: string): string =>
-  text.replace(/(\/\/)[^@/\s]+@/g, "$1***@").replace(/\b(SU|SA|SO)[A-Z2-7]{40,}\b/g, "$1***")
+/** Strips anything that looks like a credential out of an error text before it is stored or shown (core's rules). */
+export const redact: (text: string) => string = redactSecrets
 
 const describeServers = (servers: string | ReadonlyArray<string>): string =>
   redact(typeof servers === "string" ? servers : servers.join(","))

@@ -147,7 +147,7 @@ export const make = (
         : publisher.publish(message.topic, message.body, message.headers, message.eventId)
 
     const deadLetter = (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>, group: string | undefined) =>
-      Effect.tryPromise(() => {
+      Effect.suspend(() => {
         const h = natsHeaders()
         const original = delivery.natsHeaders
         if (original !== undefined) {
@@ -161,12 +161,14 @@ export const make = (
         h.set(DeadLetterHeaders.sequence, String(delivery.sequence))
         if (group !== undefined) h.set(DeadLetterHeaders.group, group)
         h.set(DeadLetterHeaders.time, new Date().toISOString())
-        return js.publish(`${resolved.deadLetterPrefix}.${delivery.subject}`, delivery.body, {
-          headers: h,
-          // One record per message and group, even when a retried dead-lettering publishes twice.
-          msgID: `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`,
-          timeout: resolved.publishTimeout
-        })
+        // Through the publish engine, as events are; the id gives one record per message and group, even when a
+        // retried dead-lettering publishes twice.
+        return publisher.publishMsgHdrs(
+          `${resolved.deadLetterPrefix}.${delivery.subject}`,
+          delivery.body,
+          h,
+          `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`
+        )
       })
 
     /** Stores a dead letter, then terminates the message; one that cannot be stored is naked instead, never lost. */

@@ -17,21 +17,9 @@ import {
 } from "@cqbus/core"
 import { errors, type NatsConnection, type RequestOptions } from "@nats-io/nats-core"
 import { Duration, Effect, FiberSet, Layer } from "effect"
+import { causes, message } from "./internal/errors.ts"
 import { fromMsgHdrs, toMsgHdrs } from "./internal/headers.ts"
 import { NatsTransport } from "./NatsTransport.ts"
-
-const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
-
-/** Follows `cause` links: nats.js wraps no-responders (and other failures) in `RequestError`. */
-const causes = (cause: unknown): ReadonlyArray<unknown> => {
-  const chain: Array<unknown> = []
-  let current = cause
-  while (current !== undefined && chain.length < 5) {
-    chain.push(current)
-    current = current instanceof Error ? current.cause : undefined
-  }
-  return chain
-}
 
 const isEmpty = (headers: Headers): boolean => {
   for (const _ in headers) return false
@@ -103,7 +91,12 @@ export const make = (nc: NatsConnection): RequestReplyShape => {
             nc.subscribe(subject, {
               ...(options.queue === undefined ? {} : { queue: options.queue }),
               callback: (error, msg) => {
-                if (error !== null) return
+                if (error !== null) {
+                  // The server refused the subscription after the fact (a permissions violation): requests will
+                  // meet "no responders", so say why where an operator looks.
+                  run(Effect.logError(`cqbus: the request-reply server on ${subject} was refused by NATS`, error))
+                  return
+                }
                 run(Effect.flatMap(
                   handle({ subject: msg.subject, body: msg.data, headers: fromMsgHdrs(msg.headers) }),
                   (reply) =>

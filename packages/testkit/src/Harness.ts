@@ -80,7 +80,8 @@ export const letTimePass = (millis: number, time: TimeMode = "virtual"): Effect.
 
 /**
  * A `Delivery` for calling a handler or a middleware directly in a unit test, without a bus: topic
- * `cqc.events.v1.test`, event id `e-1`, attempt 1, no headers, no group; `overrides` replaces any of them.
+ * `cqc.events.v1.test`, event id `e-1`, attempt 1 of `maxDeliver` 5, no headers, no group; `overrides` replaces any
+ * of them.
  *
  * @since 0.1.0
  * @category running
@@ -92,6 +93,7 @@ export const testDelivery = (overrides: Partial<Delivery> = {}): Delivery => {
     subject: overrides.topic ?? "cqc.events.v1.test",
     eventId: "e-1",
     attempt: 1,
+    maxDeliver: 5,
     headers,
     header: (name) => headers[name],
     publishedAt: undefined,

@@ -75,7 +75,8 @@ class LazyDelivery implements Delivery {
     message: IncomingMessage,
     readonly group: string | undefined,
     readonly key: string | undefined,
-    readonly attempt: number
+    readonly attempt: number,
+    readonly maxDeliver: number
   ) {
     this.#message = message
     this.sequence = message.sequence
@@ -110,16 +111,12 @@ class LazyDelivery implements Delivery {
   }
 }
 
-const makeDelivery = (
-  message: IncomingMessage,
-  group: string | undefined,
-  key: string | undefined,
-  attempt: number
-): Delivery => new LazyDelivery(message, group, key, attempt)
 
 /** Builds the `process` function of a subscription. */
 export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
   const { backoff, group, handler, keyOf, maxDeliver } = config
+  const makeDelivery = (message: IncomingMessage, key: string | undefined, attempt: number): Delivery =>
+    new LazyDelivery(message, group, key, attempt, maxDeliver)
   const keyFor = (event: A, message: IncomingMessage): string | undefined =>
     keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
 
@@ -152,7 +149,7 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
       if (stop !== undefined) return Effect.succeed(stop)
       const decoded = config.decode(message, config.topic)
       if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
-      const delivery = makeDelivery(message, group, keyFor(decoded, message), message.deliveryCount)
+      const delivery = makeDelivery(message, keyFor(decoded, message), message.deliveryCount)
       return runOnce(decoded, delivery)
     }
   }
@@ -169,7 +166,7 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
     attempt: number,
     withPermit: <X>(effect: Effect.Effect<X>) => Effect.Effect<X>
   ): Effect.Effect<Outcome> =>
-    Effect.flatMap(withPermit(runOnce(event, makeDelivery(message, group, key, attempt))), (outcome) =>
+    Effect.flatMap(withPermit(runOnce(event, makeDelivery(message, key, attempt))), (outcome) =>
       outcome._tag === "Nak"
         ? Effect.andThen(
           Effect.sleep(outcome.delay),

@@ -18,10 +18,11 @@ export const ApiCodes = {
   SubjectsOverlap: 10065
 } as const
 
-const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+/** The message of a foreign error (or the text of anything thrown). */
+export const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
 /** Follows `cause` links: nats.js wraps timeouts and no-responders in `RequestError`. */
-const causes = (cause: unknown): ReadonlyArray<unknown> => {
+export const causes = (cause: unknown): ReadonlyArray<unknown> => {
   const chain: Array<unknown> = []
   let current = cause
   while (current !== undefined && chain.length < 5) {
@@ -45,6 +46,10 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
     if (error instanceof errors.ConnectionError) return { reason: "NotConnected", retriable: true }
     if (error instanceof errors.InvalidArgumentError && /payload/i.test(error.message)) {
       return { reason: "TooLarge", retriable: false }
+    }
+    // A header name or value nats.js (or the publish engine, with its checks) refuses: sending again cannot help.
+    if (error instanceof errors.InvalidArgumentError && /header/i.test(error.message)) {
+      return { reason: "Encode", retriable: false }
     }
     if (error instanceof JetStreamApiError) {
       switch (error.code) {

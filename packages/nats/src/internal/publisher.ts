@@ -54,6 +54,16 @@ export interface Publisher {
     headers: Headers,
     msgId: string
   ) => Effect.Effect<PublishAck, PublishError>
+  /**
+   * The same with headers already in nats.js's form, for messages that carry another message's headers as they came
+   * (a dead letter keeps repeated names and their spelling); `Nats-Msg-Id` is set on them.
+   */
+  readonly publishMsgHdrs: (
+    topic: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+    msgId: string
+  ) => Effect.Effect<PublishAck, PublishError>
 }
 
 /** The PubAck JetStream sends: a stored message, or an API error. */
@@ -74,13 +84,24 @@ class Entry {
   readonly topic: string
   readonly body: Uint8Array
   readonly headers: Headers
+  /** Headers in nats.js's form, sent instead of `headers` when given. */
+  readonly msgHdrs: MsgHdrs | undefined
   readonly msgId: string
   readonly deadline: number
   readonly resume: Resume
-  constructor(topic: string, body: Uint8Array, headers: Headers, msgId: string, deadline: number, resume: Resume) {
+  constructor(
+    topic: string,
+    body: Uint8Array,
+    headers: Headers,
+    msgHdrs: MsgHdrs | undefined,
+    msgId: string,
+    deadline: number,
+    resume: Resume
+  ) {
     this.topic = topic
     this.body = body
     this.headers = headers
+    this.msgHdrs = msgHdrs
     this.msgId = msgId
     this.deadline = deadline
     this.resume = resume
@@ -228,6 +249,14 @@ export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
   return new EncodedHeaders(encodeText(`${block}Nats-Msg-Id: ${headerValue(msgId)}\r\n\r\n`))
 }
 
+const NO_HEADERS: Headers = Object.freeze({})
+
+/** nats.js headers with the event id as `Nats-Msg-Id`, as `js.publish`'s `msgID` option set it. */
+const withMsgId = (headers: MsgHdrs, msgId: string): MsgHdrs => {
+  headers.set("Nats-Msg-Id", msgId)
+  return headers
+}
+
 /** The result a reply on the inbox stands for. */
 const toResult = (topic: string, msg: Msg): Effect.Effect<PublishAck, PublishError> => {
   const data = msg.data
@@ -349,7 +378,9 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       counter = counter === 999_999_999 ? 0 : counter + 1
       try {
         sendOptions.reply = prefix + token
-        sendOptions.headers = encodeHeaders(entry.headers, entry.msgId)
+        sendOptions.headers = entry.msgHdrs === undefined
+          ? encodeHeaders(entry.headers, entry.msgId)
+          : withMsgId(entry.msgHdrs, entry.msgId)
         // Throws for a closed or draining connection and for a message over the server's max_payload.
         nc.publish(entry.topic, entry.body, sendOptions)
       } catch (cause) {
@@ -481,17 +512,19 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       }
     }
 
-    const subscription = nc.subscribe(`${prefix}*`, { callback: onReply })
+    // On a connection closed already, every publish fails `Closed` (nats.js refuses to subscribe on it).
+    if (nc.isClosed()) end(publishFailure.closed)
+    const subscription = nc.isClosed() ? undefined : nc.subscribe(`${prefix}*`, { callback: onReply })
 
     // The deadline sweep; a deadline is met to within one interval.
     const interval = Math.min(1_000, Math.max(10, Math.floor(options.timeout / 10)))
     yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), Effect.sync(sweep))))
 
+    // nats.js pushes a "close" status to every listener before it closes, so the loop also sees the end.
     const statuses = nc.status()
     yield* Effect.forkScoped(Effect.promise(async () => {
       for await (const status of statuses) onStatus(status)
     }))
-    void nc.closed().then(() => end(publishFailure.closed))
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -506,19 +539,21 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
         }
         // `stop` ends the status iterator (nats.js `QueuedIterator`), so an injected connection keeps no listener.
         ;(statuses as { readonly stop?: () => void }).stop?.()
-        if (!nc.isClosed()) subscription.unsubscribe()
+        if (!nc.isClosed()) subscription?.unsubscribe()
       })
     )
 
-    const publish = (
+    const start = (
       topic: string,
       body: Uint8Array,
       headers: Headers,
+      msgHdrs: MsgHdrs | undefined,
       msgId: string
     ): Effect.Effect<PublishAck, PublishError> =>
       // A one-argument register: Effect then creates no AbortSignal per publish.
       Effect.callback<PublishAck, PublishError>((resume) => {
-        const entry = new Entry(topic, body, headers, msgId, clock.currentTimeMillisUnsafe() + options.timeout, resume)
+        const deadline = clock.currentTimeMillisUnsafe() + options.timeout
+        const entry = new Entry(topic, body, headers, msgHdrs, msgId, deadline, resume)
         submit(entry)
         // An interrupted publish that is still waiting must not be sent later. One already sent keeps its slot until
         // its PubAck or deadline, as it is still in flight on the wire; skipping the canceller then saves two
@@ -526,5 +561,8 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
         return entry.done || entry.token >= 0 ? undefined : Effect.sync(() => cancel(entry))
       })
 
-    return { publish }
+    return {
+      publish: (topic, body, headers, msgId) => start(topic, body, headers, undefined, msgId),
+      publishMsgHdrs: (topic, body, headers, msgId) => start(topic, body, NO_HEADERS, headers, msgId)
+    }
   })
