@@ -179,6 +179,17 @@ const describePayload = (event: unknown): unknown => {
 const millisSince = (startNanos: bigint, endNanos: bigint): number => Number((endNanos - startNanos) / 1000n) / 1000
 
 /**
+ * A copy of an annotation record that further keys can be added to cheaply. Not `{ ...record }` (nor
+ * `Effect.annotateLogs`, which spreads too): V8 gives a spread copy a map that every added key then rebuilds, about
+ * 2 µs for four keys here, against 0.1 µs for this loop. It runs once or twice per delivery.
+ */
+const copyOf = (record: Readonly<Record<string, unknown>>): Annotations => {
+  const copy: Annotations = {}
+  for (const key in record) copy[key] = record[key]
+  return copy
+}
+
+/**
  * Logs `message` at `level` with the annotations `annotations` writes into a fresh record, unless the level is
  * `"None"` or below the fiber's minimum log level: then nothing is built (the payload in particular is not serialized).
  * The record the delivery installed for its handler run is never written to: loggers may keep the annotations of
@@ -195,7 +206,7 @@ const emit = (
     : Effect.withFiber((fiber) => {
       if (LogLevel.isGreaterThan(fiber.getRef(References.MinimumLogLevel), level)) return Effect.void
       const log = cause === undefined ? Effect.logWithLevel(level)(message) : Effect.logWithLevel(level)(message, cause)
-      return Effect.annotateLogs(log, annotations({}))
+      return Effect.updateService(log, References.CurrentLogAnnotations, (current) => annotations(copyOf(current)))
     })
 
 /**
@@ -279,7 +290,7 @@ class DeliveryLines {
 
   /** The annotation record for the handler run: the delivery's annotations over the caller's. */
   enter(current: Readonly<Record<string, unknown>>): Annotations {
-    return deliveryAnnotations(this.#delivery, { ...current })
+    return deliveryAnnotations(this.#delivery, copyOf(current))
   }
 
   /** Writes the plugin's own annotations of one line into `into`. */
