@@ -111,6 +111,18 @@ test("memory draining: true while a subscription drains (and on its consumer), f
       yield* Fiber.join(closing)
       assert.equal(yield* transport.draining!, false, "the drain is over")
 
+      // An ephemeral subscription draining (often short-lived) is shown on its consumer, not as the transport's drain.
+      const short = yield* Scope.make()
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { drainTimeout: "5 seconds" }).pipe(Scope.provide(short))
+      yield* bus.publish(AssetCreatedEvent, { assetId: "y" })
+      yield* letTimePass(20)
+      const closingShort = yield* Effect.forkChild(Scope.close(short, Exit.void))
+      yield* letTimePass(1_000)
+      assert.deepEqual((yield* transport.consumers!).map((c) => [c.group, c.draining]), [[undefined, true]])
+      assert.equal(yield* transport.draining!, false, "an ephemeral subscription's drain is not the service's")
+      yield* letTimePass(4_500)
+      yield* Fiber.join(closingShort)
+
       const own = yield* Scope.make()
       const { transport: second } = yield* makeMemoryTransport().pipe(Scope.provide(own))
       assert.equal(yield* second.draining!, false)

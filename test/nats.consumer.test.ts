@@ -59,7 +59,7 @@ test("nats consumer: a handler running past ackWait and the deliveries buffered 
     assert.deepEqual(Object.fromEntries(attempts), { s1: [1], s2: [1], s3: [1] }, "each handled once, at attempt 1")
   })))
 
-test("nats consumer: `draining` turns true while a subscription drains and the consumer leaves the list after", { timeout: 60_000 }, () =>
+test("nats consumer: `draining` turns true while a group subscription drains and the consumer leaves the list after", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()
     const { bus: b, transport } = yield* bus({ servers: nats.url, source: "consumer" })
@@ -78,4 +78,22 @@ test("nats consumer: `draining` turns true while a subscription drains and the c
     assert.deepEqual(listed, [true], "the consumer is listed as draining")
     assert.equal(yield* transport.draining!, false, "no longer draining once closed")
     assert.deepEqual(yield* transport.consumers!, [], "a closed subscription is no longer listed")
+  })))
+
+test("nats consumer: an ephemeral subscription draining shows on its consumer but is not the transport's drain", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b, transport } = yield* bus({ servers: nats.url, source: "consumer" })
+    let started = 0
+    const sub = yield* inScope(b.subscribe(AssetCreatedEvent, () =>
+      Effect.andThen(Effect.sync(() => void started++), Effect.never), { drainTimeout: "800 millis" }))
+    yield* b.publish(AssetCreatedEvent, { assetId: "e1" })
+    yield* waitFor(() => started === 1, "the handler runs")
+    const closing = yield* Effect.forkChild(sub.close)
+    yield* Effect.sleep("300 millis")
+    const listed = (yield* transport.consumers!).map((c) => [c.group, c.draining])
+    const during = yield* transport.draining!
+    yield* Fiber.join(closing)
+    assert.deepEqual(listed, [[undefined, true]], "its consumer is listed as draining")
+    assert.equal(during, false, "a short-lived subscription closing does not fail readiness")
   })))

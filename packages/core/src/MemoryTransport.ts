@@ -10,7 +10,8 @@
  * Capabilities: `deadLetters`; `consumers` lists every group (or ephemeral subscription) with a live member, with
  * `pending` = retained messages not yet delivered to it, `ackPending` = deliveries running (awaiting their outcome)
  * and `redelivered` = messages waiting to be delivered again (handed back, or failed and waiting for their backoff);
- * `draining` is `true` once the transport is closed or while any subscription drains. There is no `connection`.
+ * `draining` is `true` once the transport is closed or while a group (durable) subscription drains. There is no
+ * `connection`.
  *
  * @module
  */
@@ -523,7 +524,7 @@ export const make = (
       ),
       draining: Effect.sync(() => {
         if (closed) return true
-        for (const c of consumers.values()) if (isDraining(c)) return true
+        for (const c of consumers.values()) if (c.durable && isDraining(c)) return true
         return false
       })
     }

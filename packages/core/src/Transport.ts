@@ -249,8 +249,10 @@ export interface TransportShape {
   /** The live consumers and their backlog (capability). Fails when the backend cannot be asked right now. */
   readonly consumers?: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
   /**
-   * `true` once the transport is shutting down or any of its subscriptions is draining (capability): a readiness
-   * check should fail then, so traffic moves elsewhere while in-flight work finishes.
+   * `true` once the transport is closed or while a group (durable) subscription drains (capability): a readiness check
+   * should fail then, so traffic moves elsewhere while in-flight work finishes. Group subscriptions live as long as the
+   * service, so one draining means the service is going away; an ephemeral subscription closing (often short-lived, per
+   * request) does not count, though `consumers` shows it draining.
    */
   readonly draining?: Effect.Effect<boolean>
 }

@@ -222,7 +222,7 @@ const connectionCheck: NamedCheck<Transport> = {
   })
 }
 
-/** Fails while the transport shuts down or a subscription drains, so traffic moves elsewhere first. */
+/** Fails while the transport shuts down or a group subscription drains, so traffic moves elsewhere first. */
 const drainingCheck: NamedCheck<Transport> = {
   name: "bus:draining",
   ready: true,

@@ -352,7 +352,9 @@ export const make = (
           )
       })
     )
-    const draining: TransportShape["draining"] = Effect.sync(() => closed || [...live].some((entry) => entry.draining()))
+    const draining: TransportShape["draining"] = Effect.sync(() =>
+      closed || [...live].some((entry) => entry.group !== undefined && entry.draining())
+    )
 
     const transport: TransportShape = {
       name: "nats",
