@@ -97,3 +97,33 @@ test("nats consumer: an ephemeral subscription draining shows on its consumer bu
     assert.deepEqual(listed, [[undefined, true]], "its consumer is listed as draining")
     assert.equal(during, false, "a short-lived subscription closing does not fail readiness")
   })))
+
+test("nats consumer: a full read-ahead buffer is worked off once the slots free up, each event handled once", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b } = yield* bus({ servers: nats.url, source: "consumer" })
+    // 500 handler slots blocked on a gate, 500 more deliveries read ahead behind them: when the gate opens, each slot
+    // that frees starts a buffered delivery whose handler now finishes at once, inside the previous settle.
+    const slots = 500
+    const results = yield* b.publishAll(AssetCreatedEvent, Array.from({ length: slots * 2 }, (_, i) => ({ assetId: `q${i}` })))
+    assert.equal(results.filter((r) => r._tag === "Success").length, slots * 2)
+    const gate = yield* Deferred.make<void>()
+    let open = false
+    const handled = new Set<string>()
+    let runs = 0
+    let startedBeforeOpen = 0
+    yield* b.subscribe(AssetCreatedEvent, (event) =>
+      (open ? Effect.void : Effect.andThen(Effect.sync(() => void startedBeforeOpen++), Deferred.await(gate))).pipe(
+        Effect.andThen(Effect.sync(() => {
+          runs++
+          handled.add(event.assetId)
+        }))
+      ), { group: "deep", concurrency: slots })
+    yield* Effect.sleep("1500 millis") // every slot taken and the read-ahead delivered
+    open = true
+    yield* Deferred.succeed(gate, undefined)
+    assert.equal(startedBeforeOpen, slots, "only `concurrency` handlers ran while all were blocked")
+    yield* waitFor(() => handled.size >= slots * 2, "every event is handled", 30_000, () => `${handled.size} of ${slots * 2}`)
+    yield* Effect.sleep("200 millis")
+    assert.equal(runs, slots * 2, "each event was handled once")
+  })))
