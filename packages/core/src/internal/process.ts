@@ -111,7 +111,6 @@ class LazyDelivery implements Delivery {
   }
 }
 
-
 /** Builds the `process` function of a subscription. */
 export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
   const { backoff, group, handler, keyOf, maxDeliver } = config
