@@ -690,7 +690,16 @@ export const prometheusHandler = (options: PrometheusHandlerOptions = {}): (requ
         : lag.pipe(Effect.provideService(Transport, transport.value), Effect.ignore))
   const render = Effect.andThen(readLag, prometheus(options.include === undefined ? {} : { include: options.include }))
   return async (request) => {
-    const text = await run(render, { signal: request.signal })
+    let text: string
+    try {
+      text = await run(render, { signal: request.signal })
+    } catch (cause) {
+      // A disposed runtime (the service is shutting down) or an interrupted scrape: say so instead of a bare 500.
+      return new Response(`metrics unavailable: ${cause instanceof Error ? cause.message : String(cause)}\n`, {
+        status: 503,
+        headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" }
+      })
+    }
     return new Response(text, { headers: { "content-type": PROMETHEUS_CONTENT_TYPE, "cache-control": "no-store" } })
   }
 }

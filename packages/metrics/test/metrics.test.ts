@@ -600,6 +600,10 @@ test("prometheusHandler: reads the lag through the runtime on each scrape and an
   } finally {
     await runtime.dispose()
   }
+  // After the runtime is gone (a service shutting down), a scrape is answered 503 with a reason, not a bare 500.
+  const late = await prometheusHandler({ runtime })(new Request("http://localhost/metrics"))
+  assert.equal(late.status, 503)
+  assert.match(await late.text(), /^metrics unavailable: /)
 })
 
 test("consumerLagPolling: the layer reads the lag every interval (TestClock)", async () => {
