@@ -2,7 +2,10 @@
 // can take (so blocked handlers never leave a pile of delivered messages ageing towards ackWait), keeps running and
 // buffered deliveries alive past ackWait, and reports its backlog and drain state through the `Transport`
 // capabilities that health checks and metrics read. Each test owns its server.
-import { AssetCreatedEvent } from "@cqbus/testkit/events"
+import { Backoff, defineEvent, Reject } from "@cqbus/core"
+import { AssetCreatedEvent, AssetCreatedSchema } from "@cqbus/testkit/events"
+import { jetstreamManager } from "@nats-io/jetstream"
+import { connect } from "@nats-io/transport-node"
 import { Deferred, Effect, Fiber } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
@@ -126,4 +129,119 @@ test("nats consumer: a full read-ahead buffer is worked off once the slots free 
     yield* waitFor(() => handled.size >= slots * 2, "every event is handled", 30_000, () => `${handled.size} of ${slots * 2}`)
     yield* Effect.sleep("200 millis")
     assert.equal(runs, slots * 2, "each event was handled once")
+  })))
+
+/** The group's consumer info, asked on a connection of its own. */
+const consumerInfo = (url: string, stream: string, name: string) =>
+  Effect.promise(async () => {
+    const nc = await connect({ servers: url })
+    try {
+      return await (await jetstreamManager(nc)).consumers.info(stream, name)
+    } finally {
+      await nc.close()
+    }
+  })
+
+test("nats consumer: a dead-lettered message is terminated for good (nats-server 2.9 ignores `+TERM <reason>`)", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b, nats: transport } = yield* bus({ servers: nats.url, source: "consumer" })
+    let runs = 0
+    yield* b.subscribe(AssetCreatedEvent, () =>
+      Effect.andThen(Effect.sync(() => void runs++), Effect.fail(new Reject({ reason: "not for us" }))), {
+      group: "rejecting",
+      ackWait: "1 second"
+    })
+    yield* b.publish(AssetCreatedEvent, { assetId: "r1" })
+    yield* waitFor(() => runs === 1, "the handler ran")
+    yield* Effect.sleep("2500 millis") // two ackWaits: an unterminated message would have come back by now
+    assert.equal(runs, 1, "the rejected message is not delivered again")
+    const info = yield* consumerInfo(nats.url, transport.stream, "rejecting")
+    assert.equal(info.num_ack_pending, 0, "nothing waits for an ack")
+  })))
+
+test("nats consumer: a key function that throws is a defect of that delivery, and the other events keep flowing", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b, transport } = yield* bus({ servers: nats.url, source: "consumer" })
+    const Keyed = defineEvent(AssetCreatedSchema, {
+      key: (event) => {
+        if (event.assetId.startsWith("bad")) throw new Error("no key for this one")
+        return event.assetId
+      }
+    })
+    const handled: Array<string> = []
+    yield* b.subscribe(Keyed, (event) => Effect.sync(() => void handled.push(event.assetId)), {
+      group: "keyed",
+      concurrency: 2,
+      maxDeliver: 2,
+      backoff: Backoff.constant("50 millis")
+    })
+    // The bad ones get their key from the publisher (the key function would throw there too).
+    for (const assetId of ["bad-1", "bad-2", "g1", "g2", "g3", "g4", "g5"]) {
+      yield* b.publish(Keyed, { assetId }, assetId.startsWith("bad") ? { key: assetId } : {})
+    }
+    yield* waitFor(() => handled.length === 5, "the good events are handled", 15_000, () => handled.join(","))
+    let dead: Array<ReadonlyArray<unknown>> = []
+    for (let i = 0; i < 100 && dead.length < 2; i++) {
+      dead = (yield* transport.deadLetters!).map((l) => [l.errorTag, l.deliveryCount])
+      if (dead.length < 2) yield* Effect.sleep("100 millis")
+    }
+    assert.deepEqual(dead, [["Defect", 2], ["Defect", 2]], "both bad events were dead-lettered after maxDeliver")
+  })))
+
+test("nats consumer: a consumer recreated while a message waits for its redelivery delay still delivers it", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b, nats: transport } = yield* bus({ servers: nats.url, source: "consumer" })
+    const attempts: Array<number> = []
+    yield* b.subscribe(AssetCreatedEvent, (_, delivery) =>
+      Effect.andThen(
+        Effect.sync(() => void attempts.push(delivery.attempt)),
+        delivery.attempt === 1 ? Effect.fail("not yet") : Effect.void
+      ), { group: "backoff", backoff: Backoff.constant("3 seconds") })
+    yield* b.publish(AssetCreatedEvent, { assetId: "n1" })
+    yield* waitFor(() => attempts.length === 1, "the first delivery failed")
+    yield* Effect.sleep("300 millis") // the nak is on the server
+    yield* Effect.promise(async () => {
+      const nc = await connect({ servers: nats.url })
+      await (await jetstreamManager(nc)).consumers.delete(transport.stream, "backoff")
+      await nc.close()
+    })
+    yield* waitFor(() => attempts.length >= 2, "the message comes again from the recreated consumer", 15_000)
+    assert.equal(attempts[0], 1)
+  })))
+
+test("nats consumer: a group created elsewhere with max_batch is pulled within it, without a storm of refused pulls", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b, nats: transport } = yield* bus({ servers: nats.url, source: "consumer" })
+    // What a Go service sharing the group might have created.
+    yield* Effect.promise(async () => {
+      const nc = await connect({ servers: nats.url })
+      await (await jetstreamManager(nc)).consumers.add(transport.stream, {
+        durable_name: "limited",
+        ack_policy: "explicit" as never,
+        filter_subject: AssetCreatedEvent.topic,
+        max_batch: 10
+      })
+      await nc.close()
+    })
+    const total = 200
+    yield* Effect.forEach(Array.from({ length: total }, (_, i) => i), (i) =>
+      b.publish(AssetCreatedEvent, { assetId: `l${i}` }), { concurrency: 32, discard: true })
+    // Count the pull requests this consumer makes.
+    let pulls = 0
+    const spy = yield* Effect.promise(() => connect({ servers: nats.url }))
+    spy.subscribe(`$JS.API.CONSUMER.MSG.NEXT.${transport.stream}.limited`, { callback: () => void pulls++ })
+    yield* Effect.promise(() => spy.flush())
+    const handled = new Set<string>()
+    yield* b.subscribe(AssetCreatedEvent, (event) => Effect.sync(() => void handled.add(event.assetId)), {
+      group: "limited",
+      concurrency: 64
+    })
+    yield* waitFor(() => handled.size === total, "every event is handled", 20_000, () => `${handled.size} of ${total}`)
+    yield* Effect.sleep("500 millis")
+    yield* Effect.promise(() => spy.close())
+    assert.ok(pulls <= total, `${pulls} pull requests for ${total} events in batches of at most 10`)
   })))

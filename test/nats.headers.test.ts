@@ -67,3 +67,13 @@ test("nats headers: a Buffer (what nats.js hands over on Node and Bun) is read i
   assert.equal(h.get("ce-type"), "T")
   assert.deepEqual(h.headers, { "ce-id": "é-1", "ce-type": "T" })
 })
+
+test("nats headers: a body that starts like a header line is not read as one (Buffer and Uint8Array)", () => {
+  const text = "NATS/1.0\r\nce-type: T\r\n\r\n"
+  const body = "ce-id: from-the-body\r\n"
+  const h = new HeaderBlock(Buffer.from(text + body, "utf8"), Buffer.byteLength(text, "utf8"))
+  assert.equal(h.get("ce-id"), undefined)
+  assert.equal(h.get("ce-type"), "T")
+  const plain = new TextEncoder().encode(text + body)
+  assert.equal(new HeaderBlock(plain, new TextEncoder().encode(text).length).get("ce-id"), undefined)
+})

@@ -178,7 +178,9 @@ export const make = (
       group: string | undefined
     ): Effect.Effect<void> =>
       deadLetter(delivery, outcome, group).pipe(
-        Effect.andThen(Effect.sync(() => respond(delivery.reply, `+TERM ${oneLine(outcome.reason).slice(0, 200)}`))),
+        // A bare `+TERM`: nats-server 2.9 ignores `+TERM <reason>` (2.10+ accepts it), and the message then came back
+        // after every ackWait, forever; the reason is in the dead-letter record anyway.
+        Effect.andThen(Effect.sync(() => respond(delivery.reply, "+TERM"))),
         Effect.catchCause((cause) =>
           Effect.andThen(
             Effect.logWarning(
@@ -218,9 +220,10 @@ export const make = (
           max_ack_pending: Math.max(1000, options.maxInFlight * 4),
           ...(group === undefined ? { name, inactive_threshold: nanos(60_000) } : { durable_name: name })
         }
+        /** The consumer's config on the server, created from `start` when it does not exist. */
         const ensure = (start: Partial<ConsumerConfig>) =>
           Effect.tryPromise({
-            try: async () => {
+            try: async (): Promise<ConsumerConfig> => {
               try {
                 const info = await jsm.consumers.info(stream, name)
                 if (info.config.filter_subject !== topic) {
@@ -231,14 +234,15 @@ export const make = (
                     message: `group ${name} already consumes ${info.config.filter_subject} on ${stream}; one group cannot also consume ${topic}`
                   })
                 }
+                return info.config
               } catch (cause) {
                 if (!isNotFound(cause, ApiCodes.ConsumerNotFound)) throw cause
-                await jsm.consumers.add(stream, { ...base, ...start })
+                return (await jsm.consumers.add(stream, { ...base, ...start })).config
               }
             },
             catch: (cause) => cause instanceof SubscribeError ? cause : toSubscribeError(cause, topic, group)
           })
-        yield* ensure(deliverPolicyConfig(options.deliverPolicy))
+        const existing = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
         let draining = () => false
         const entry: LiveConsumer = { topic, group, name, draining: () => draining() }
         live.add(entry)
@@ -272,7 +276,15 @@ export const make = (
             ),
           missing: Effect.promise(() =>
             jsm.consumers.info(stream, name).then(() => false, (cause) => isNotFound(cause, ApiCodes.ConsumerNotFound))
-          )
+          ),
+          ackFloor: Effect.promise(() =>
+            jsm.consumers.info(stream, name).then((info) => info.ack_floor.stream_seq, () => undefined)
+          ),
+          // A group created elsewhere (a Go service sharing it) may limit pulls; asking for more is refused (409).
+          maxBatch: existing.max_batch !== undefined && existing.max_batch > 0 ? existing.max_batch : undefined,
+          maxExpires: existing.max_expires !== undefined && existing.max_expires > 0
+            ? Math.floor(existing.max_expires / 1_000_000)
+            : undefined
         })
         draining = consumer.draining
       })

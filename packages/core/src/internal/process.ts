@@ -116,8 +116,15 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
   const { backoff, group, handler, keyOf, maxDeliver } = config
   const makeDelivery = (message: IncomingMessage, key: string | undefined, attempt: number): Delivery =>
     new LazyDelivery(message, group, key, attempt, maxDeliver)
-  const keyFor = (event: A, message: IncomingMessage): string | undefined =>
-    keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
+  // The key function is user code run outside any Effect: one that throws is a defect of this delivery (redelivered
+  // with backoff, dead-lettered at maxDeliver), not an exception in the transport's callback.
+  const keyOrFailure = (event: A, message: IncomingMessage): string | undefined | { readonly outcome: Outcome } => {
+    try {
+      return keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
+    } catch (defect) {
+      return { outcome: decide(Exit.die(defect), message.deliveryCount, maxDeliver, backoff) }
+    }
+  }
 
   // One `matchCause` rather than `exit` + `map`, and no named closure per call (tools that keep function names, like
   // tsx running the sources, wrap each one in a `defineProperty`): this runs once per delivery.
@@ -148,8 +155,9 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
       if (stop !== undefined) return Effect.succeed(stop)
       const decoded = config.decode(message, config.topic)
       if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
-      const delivery = makeDelivery(message, keyFor(decoded, message), message.deliveryCount)
-      return runOnce(decoded, delivery)
+      const key = keyOrFailure(decoded, message)
+      if (typeof key === "object") return Effect.succeed(key.outcome)
+      return runOnce(decoded, makeDelivery(message, key, message.deliveryCount))
     }
   }
 
@@ -177,7 +185,8 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
     if (stop !== undefined) return Effect.succeed(stop)
     const decoded = config.decode(message, config.topic)
     if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
-    const key = keyFor(decoded, message)
+    const key = keyOrFailure(decoded, message)
+    if (typeof key === "object") return Effect.succeed(key.outcome)
     return lanes.run(key ?? message.subject, (withPermit) =>
       retryInPlace(decoded, message, key, message.deliveryCount, withPermit))
   }

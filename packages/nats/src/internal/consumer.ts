@@ -142,6 +142,12 @@ export interface PullConsumerConfig {
   readonly recreate: (floor: number | undefined) => Effect.Effect<void, unknown>
   /** `true` when the server no longer has the consumer. */
   readonly missing: Effect.Effect<boolean>
+  /** The consumer's ack floor (stream sequence) as the server reports it; `undefined` when it cannot be read. */
+  readonly ackFloor: Effect.Effect<number | undefined>
+  /** The consumer's `max_batch`, when it has one: no pull asks for more. */
+  readonly maxBatch: number | undefined
+  /** The consumer's `max_expires` in ms, when it has one: no pull waits longer. */
+  readonly maxExpires: number | undefined
 }
 
 /** A running pull consumer. */
@@ -156,7 +162,7 @@ const EXPIRES_MS = 5_000
 const HEARTBEAT_MS = 1_000
 
 interface PullRequest {
-  remaining: number
+  readonly batch: number
   readonly expiresAt: number
 }
 
@@ -173,6 +179,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     const runFork = Effect.runForkWith(context)
     const inbox = createInbox()
     const nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${config.stream}.${config.consumer}`
+    const expires = config.maxExpires !== undefined && config.maxExpires < EXPIRES_MS ? config.maxExpires : EXPIRES_MS
     const capacity = maxInFlight * 2
     // Pull again once a quarter of the capacity is free: big enough batches, small enough gaps.
     const threshold = Math.max(1, Math.floor(capacity / 4))
@@ -185,6 +192,10 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     /** Deliveries whose handler runs in the background, with their fibers (to interrupt at the end of a drain). */
     const background = new Map<Delivery, Fiber.Fiber<Outcome>>()
     let lastSequence = 0
+    /** Stream sequences naked with a delay and not delivered again yet. */
+    const naked = new Set<number>()
+    /** The consumer's ack floor as last read from the server (0 before): what other members may still hold. */
+    let ackFloor = 0
     let stopping = false
     let seen = 0
     let idleWaiter: (() => void) | undefined
@@ -197,30 +208,30 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
 
     const pull = () => {
       if (stopping || nc.isClosed()) return
-      const free = capacity - requested - running - (queue.length - queueHead)
+      let free = capacity - requested - running - (queue.length - queueHead)
       if (free < threshold) return
-      requests.push({ remaining: free, expiresAt: Date.now() + EXPIRES_MS })
+      if (config.maxBatch !== undefined && free > config.maxBatch) free = config.maxBatch
+      requests.push({ batch: free, expiresAt: Date.now() + expires })
       requested += free
       nc.publish(
         nextSubject,
-        ENCODER.encode(`{"batch":${free},"expires":${nanos(EXPIRES_MS)},"idle_heartbeat":${nanos(HEARTBEAT_MS)}}`),
+        ENCODER.encode(`{"batch":${free},"expires":${nanos(expires)},"idle_heartbeat":${nanos(HEARTBEAT_MS)}}`),
         { reply: inbox }
       )
     }
 
-    /** A message of the oldest open request arrived (the server serves waiting requests in order). */
+    // The server spreads the messages of several open requests over them as it likes, so only the total is counted:
+    // one less per message, and the undelivered rest of a request when its end (408/409) says how many.
     const took = () => {
-      const head = requests[0]
-      if (head === undefined) return
-      requested--
-      if (--head.remaining <= 0) requests.shift()
+      if (requested > 0) requested--
     }
 
-    /** An open request ended with `pending` of its messages undelivered. */
-    const ended = (pending: number) => {
-      const index = requests.findIndex((r) => r.remaining === pending)
-      const [request] = requests.splice(index >= 0 ? index : 0, 1)
-      if (request !== undefined) requested -= request.remaining
+    /** An open request ended; `pending` of its messages will not come (all of them when unknown). */
+    const ended = (pending: number | undefined) => {
+      const request = requests.shift()
+      const gone = pending ?? request?.batch ?? 0
+      requested = Math.max(0, requested - gone)
+      if (requests.length === 0) requested = 0
     }
 
     const forgetRequests = () => {
@@ -235,6 +246,8 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
           return release()
         case "Nak":
           respond(delivery, ENCODER.encode(`-NAK {"delay":${nanos(Duration.toMillis(outcome.delay))}}`))
+          // Waiting on the server for its redelivery: a consumer recreated meanwhile must start at or below it.
+          naked.add(delivery.sequence)
           return release()
         case "Handback":
           respond(delivery, NAK)
@@ -252,7 +265,19 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
 
     const start = (delivery: Delivery) => {
       running++
-      const fiber = runFork(config.process(delivery))
+      let effect: Effect.Effect<Outcome>
+      try {
+        effect = config.process(delivery)
+      } catch (defect) {
+        // A bug in the bus or a user function it calls eagerly: hand the message back after the backoff of a
+        // failure instead of leaking the slot.
+        effect = Effect.as(Effect.logError("cqbus: processing a delivery failed before its handler ran", defect), {
+          _tag: "Nak",
+          delay: Duration.seconds(1),
+          error: String(defect)
+        })
+      }
+      const fiber = runFork(effect)
       const exit = fiber.pollUnsafe()
       if (exit !== undefined) return settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
       delivery.since = Date.now()
@@ -289,23 +314,37 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       pull()
     }
 
+    let warnedAt = 0
     const onStatus = (parsed: HeaderSource) => {
       switch (parsed.code) {
         case 100: // idle heartbeat
           return
         case 404: // no messages (no_wait requests only)
         case 408: // the request expired
-        case 409: { // the request ended early: consumer deleted, leadership change, max waiting exceeded, ...
-          const pending = Number(parsed.get("Nats-Pending-Messages") ?? Number.NaN)
-          if (Number.isFinite(pending)) ended(pending)
-          else forgetRequests()
+        case 409: { // the request ended early: consumer deleted, leadership change, a limit of the consumer, ...
+          const header = parsed.get("Nats-Pending-Messages")
+          const pending = header === undefined ? Number.NaN : Number(header)
+          ended(Number.isFinite(pending) ? pending : undefined)
           if (parsed.code === 409 && /consumer deleted/i.test(parsed.description)) {
             forgetRequests()
             runFork(recover)
             return
           }
+          if (parsed.code === 409 && !Number.isFinite(pending)) {
+            // A request the consumer refuses ("Exceeded MaxRequestBatch", "Exceeded MaxWaiting", ...): pulling again
+            // at once would be refused again, in a loop. The next tick (at most a second away) pulls again.
+            const now = Date.now()
+            if (now - warnedAt > 60_000) {
+              warnedAt = now
+              runFork(Effect.logWarning(`cqbus: ${config.stream} > ${config.consumer} refused a pull: 409 ${parsed.description}`))
+            }
+            return
+          }
           return pull()
         }
+        default:
+          // 400 (bad request) or 503 (no responders: JetStream is away): do not loop; the tick pulls again.
+          return ended(undefined)
       }
     }
 
@@ -335,6 +374,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
         parsed
       )
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
+      if (naked.size > 0) naked.delete(delivery.sequence)
       if (stopping) return respond(delivery, NAK)
       if (running < maxInFlight) start(delivery)
       else queue.push(delivery)
@@ -352,16 +392,23 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       }
     })
 
-    /** The oldest stream sequence not settled yet: a recreated consumer starts there, so nothing is skipped. */
+    /**
+     * The oldest stream sequence that may not be settled yet: a recreated consumer starts there, so nothing is
+     * skipped. Below the running and buffered deliveries, the ones naked with a delay, and the last ack floor the server
+     * reported (messages other members of the group may hold); at worst some acked messages come again.
+     */
     const floor = (): number | undefined => {
-      if (lastSequence === 0) return undefined
+      if (lastSequence === 0 && ackFloor === 0) return undefined
       let min = lastSequence + 1
       for (const delivery of background.keys()) if (delivery.sequence < min) min = delivery.sequence
       for (let i = queueHead; i < queue.length; i++) if (queue[i]!.sequence < min) min = queue[i]!.sequence
+      for (const sequence of naked) if (sequence < min) min = sequence
+      if (ackFloor > 0 && ackFloor + 1 < min) min = ackFloor + 1
       return min
     }
 
-    const recover: Effect.Effect<void> = Effect.suspend(() => config.recreate(floor())).pipe(
+    // Not while stopping: an ephemeral consumer is deleted after the drain and must not come back.
+    const recover: Effect.Effect<void> = Effect.suspend(() => stopping ? Effect.void : config.recreate(floor())).pipe(
       Effect.andThen(Effect.sync(() => {
         forgetRequests()
         pull()
@@ -376,13 +423,23 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     let lastSeen = 0
     let silentSince = Date.now()
     let checking = false
+    let ticks = 0
     const tick = Effect.suspend(() => {
-      if (stopping || nc.isClosed()) return Effect.void
+      if (nc.isClosed()) return Effect.void
       const now = Date.now()
+      // Also while draining: a handler still running inside drainTimeout must not be redelivered to another member.
       for (const delivery of background.keys()) if (now - delivery.since >= beat) respond(delivery, WPI)
       for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, WPI)
-      while (requests.length > 0 && requests[0]!.expiresAt + HEARTBEAT_MS * 2 < now) {
-        requested -= requests.shift()!.remaining
+      if (stopping) return Effect.void
+      while (requests.length > 0 && requests[0]!.expiresAt + HEARTBEAT_MS * 2 < now) ended(undefined)
+      // The ack floor, for recreating the consumer without skipping what other members hold, about every 30 s.
+      if (++ticks % Math.max(1, Math.round(30_000 / beat)) === 0 && !checking) {
+        checking = true
+        runFork(Effect.map(config.ackFloor, (floor) => {
+          if (floor !== undefined) ackFloor = floor
+        })).addObserver(() => {
+          checking = false
+        })
       }
       if (seen !== lastSeen || requests.length === 0) {
         lastSeen = seen
@@ -403,8 +460,10 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(beat)), tick)))
 
     // After a reconnect the server may have forgotten our open requests (a restarted server certainly has).
+    const statuses = nc.status()
+    yield* Effect.addFinalizer(() => Effect.sync(() => (statuses as { readonly stop?: () => void }).stop?.()))
     yield* Effect.forkScoped(Effect.promise(async () => {
-      for await (const status of nc.status()) {
+      for await (const status of statuses) {
         if (stopping) return
         if (status.type === "reconnect") await Effect.runPromise(Effect.sync(() => {
           forgetRequests()

@@ -100,8 +100,10 @@ export class HeaderBlock {
     if (this.#record !== undefined) return this.#record[name]
     const data = this.#data
     if (this.#text === undefined && isBufferLike(data) && !name.startsWith("Nats-")) {
-      const at = data.indexOf(patternOf(name), 0)
-      if (at >= 0 && at < this.#length) {
+      const pattern = patternOf(name)
+      const at = data.indexOf(pattern, 0)
+      // Inside the block: the block's own final CRLF followed by a body that starts like a header is not a header.
+      if (at >= 0 && at + pattern.length <= this.#length - 2) {
         let i = at + name.length + 3
         while (data[i] === 32 || data[i] === 9) i++
         let end = data.indexOf(13, i)
