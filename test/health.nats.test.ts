@@ -78,7 +78,10 @@ test("health over NATS: /ready fails (503) within one check interval of a server
     }
     assert.ok(failedAfter !== undefined && failedAfter <= CHECK_INTERVAL,
       `/health/ready still passed ${failedAfter ?? Date.now() - stoppedAt} ms after the stop`)
-    assert.notEqual(failure!.checks["bus:connection"]![0]!.status, "pass", JSON.stringify(failure))
+    // Which check sees it first depends on the runtime: Bun notices a dead socket late, so the connection state may
+    // still say "connected" while the bus check (a round trip) already fails.
+    const seen = ["bus:connection", "bus:responseTime"].map((name) => failure!.checks[name]![0]!.status)
+    assert.ok(seen.includes("fail"), `the connection or the round trip fails: ${JSON.stringify(failure)}`)
     // Still failing a little later: no cached success.
     await sleep(CHECK_INTERVAL / 2)
     assert.equal((await ask("/health/ready")).status, 503)
