@@ -2,12 +2,36 @@
  * Every typed error of `@cqbus/core` lives here, so callers find the whole failure vocabulary of the bus in one place
  * and `Effect.catchTag` covers it. Backends convert their own errors into these once, at their boundary.
  *
- * The classes extend `Data.Error` with an explicit `_tag` field rather than `Data.TaggedError("X")` because JSR
- * rejects class-expression superclasses in a published API (DESIGN §6).
+ * The classes extend `TaggedErrorBase` (a `Data.Error` whose `name` is its `_tag`, so an error prints as
+ * `PublishError: …`) with an explicit `_tag` field rather than `Data.TaggedError("X")` because JSR rejects
+ * class-expression superclasses in a published API (DESIGN §6).
  *
  * @module
  */
 import { Data, Duration } from "effect"
+
+/**
+ * The base of every cqbus error class: a `Data.Error` (yieldable, structural equality) whose `name` is its `_tag`, so
+ * `String(error)`, stack traces and Effect's `Cause.pretty` show `PublishError: cannot publish …` instead of
+ * `Error: cannot publish …`. Subclasses declare `readonly _tag = "X"`; sibling packages (`@cqbus/nats`) extend it too,
+ * so every error of the family prints the same way.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TaggedErrorBase<A extends Record<string, any> = {}> extends Data.Error<A> {
+  /** @since 0.1.0 */
+  declare readonly _tag: string
+}
+// `name` is an accessor on the prototype rather than a field: subclass fields (`_tag`) are set after the base
+// constructor ran, and an own `name` field would shadow it. V8 formats `stack` lazily, so its first line reads the tag.
+Object.defineProperty(TaggedErrorBase.prototype, "name", {
+  get(this: { readonly _tag?: string }) {
+    return this._tag ?? "Error"
+  },
+  configurable: true,
+  enumerable: false
+})
 
 /**
  * What is wrong with a topic, as found by `validateTopic`.
@@ -32,7 +56,7 @@ export type InvalidTopicProblem =
  * @since 0.1.0
  * @category errors
  */
-export class InvalidTopic extends Data.Error<{
+export class InvalidTopic extends TaggedErrorBase<{
   readonly topic: string
   readonly problem: InvalidTopicProblem
   readonly position: number | undefined
@@ -68,7 +92,7 @@ export type PublishErrorReason =
  * @since 0.1.0
  * @category errors
  */
-export class PublishError extends Data.Error<{
+export class PublishError extends TaggedErrorBase<{
   readonly topic: string
   readonly reason: PublishErrorReason
   readonly retriable: boolean
@@ -93,7 +117,7 @@ export type SubscribeErrorReason = "Closed" | "InvalidOptions" | "GroupConflict"
  * @since 0.1.0
  * @category errors
  */
-export class SubscribeError extends Data.Error<{
+export class SubscribeError extends TaggedErrorBase<{
   readonly topic: string
   readonly group: string | undefined
   readonly reason: SubscribeErrorReason
@@ -111,7 +135,7 @@ export class SubscribeError extends Data.Error<{
  * @since 0.1.0
  * @category errors
  */
-export class DecodeError extends Data.Error<{
+export class DecodeError extends TaggedErrorBase<{
   readonly topic: string
   readonly typeName: string
   readonly message: string
@@ -127,7 +151,7 @@ export class DecodeError extends Data.Error<{
  * @since 0.1.0
  * @category errors
  */
-export class HealthError extends Data.Error<{
+export class HealthError extends TaggedErrorBase<{
   readonly component: string
   readonly message: string
   readonly cause?: unknown
@@ -151,7 +175,7 @@ export class HealthError extends Data.Error<{
  * @since 0.1.0
  * @category outcomes
  */
-export class Reject extends Data.Error<{ readonly reason: string }> {
+export class Reject extends TaggedErrorBase<{ readonly reason: string }> {
   /** @since 0.1.0 */
   readonly _tag = "Reject"
   /** @since 0.1.0 */
@@ -167,7 +191,7 @@ export class Reject extends Data.Error<{ readonly reason: string }> {
  * @since 0.1.0
  * @category outcomes
  */
-export class RetryLater extends Data.Error<{ readonly delay: Duration.Input; readonly reason?: string }> {
+export class RetryLater extends TaggedErrorBase<{ readonly delay: Duration.Input; readonly reason?: string }> {
   /** @since 0.1.0 */
   readonly _tag = "RetryLater"
   /** @since 0.1.0 */
@@ -182,7 +206,7 @@ export class RetryLater extends Data.Error<{ readonly delay: Duration.Input; rea
  * @since 0.1.0
  * @category errors
  */
-export class HandlerTimeout extends Data.Error<{ readonly timeout: Duration.Input; readonly topic: string }> {
+export class HandlerTimeout extends TaggedErrorBase<{ readonly timeout: Duration.Input; readonly topic: string }> {
   /** @since 0.1.0 */
   readonly _tag = "HandlerTimeout"
   /** @since 0.1.0 */
@@ -198,7 +222,7 @@ export class HandlerTimeout extends Data.Error<{ readonly timeout: Duration.Inpu
  * @since 0.1.0
  * @category errors
  */
-export class NoResponders extends Data.Error<{ readonly subject: string; readonly message: string }> {
+export class NoResponders extends TaggedErrorBase<{ readonly subject: string; readonly message: string }> {
   /** @since 0.1.0 */
   readonly _tag = "NoResponders"
 }
@@ -210,7 +234,7 @@ export class NoResponders extends Data.Error<{ readonly subject: string; readonl
  * @since 0.1.0
  * @category errors
  */
-export class RequestTimeout extends Data.Error<{
+export class RequestTimeout extends TaggedErrorBase<{
   readonly subject: string
   readonly timeout: Duration.Input
   readonly message: string
@@ -236,7 +260,7 @@ export class RequestTimeout extends Data.Error<{
  * @since 0.1.0
  * @category errors
  */
-export class RpcError extends Data.Error<{ readonly code: string; readonly message: string }> {
+export class RpcError extends TaggedErrorBase<{ readonly code: string; readonly message: string }> {
   /** @since 0.1.0 */
   readonly _tag = "RpcError"
 }
@@ -256,7 +280,7 @@ export type RequestFailedReason = "Encode" | "Decode" | "Closed" | "PermissionDe
  * @since 0.1.0
  * @category errors
  */
-export class RequestFailed extends Data.Error<{
+export class RequestFailed extends TaggedErrorBase<{
   readonly subject: string
   readonly reason: RequestFailedReason
   readonly message: string
@@ -272,7 +296,7 @@ export class RequestFailed extends Data.Error<{
  * @since 0.1.0
  * @category errors
  */
-export class ServeError extends Data.Error<{
+export class ServeError extends TaggedErrorBase<{
   readonly subject: string
   readonly reason: "Closed" | "InvalidSubject" | "PermissionDenied" | "Transport"
   readonly message: string

@@ -32,7 +32,8 @@ export {
   RpcError,
   ServeError,
   SubscribeError,
-  type SubscribeErrorReason
+  type SubscribeErrorReason,
+  TaggedErrorBase
 } from "./Errors.ts"
 export {
   EventBus,
