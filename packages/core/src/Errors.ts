@@ -8,30 +8,33 @@
  *
  * @module
  */
-import { Data, Duration } from "effect"
+import { type Cause, Data, Duration, type Types } from "effect"
 
 /**
- * The base of every cqbus error class: a `Data.Error` (yieldable, structural equality) whose `name` is its `_tag`, so
+ * The base of every cqbus error class: `Data.Error` (yieldable, structural equality) whose `name` is its `_tag`, so
  * `String(error)`, stack traces and Effect's `Cause.pretty` show `PublishError: cannot publish …` instead of
  * `Error: cannot publish …`. Subclasses declare `readonly _tag = "X"`; sibling packages (`@cqbus/nats`) extend it too,
- * so every error of the family prints the same way.
+ * so every error of the family prints the same way. Typed like `Data.Error` (a constructor value, not a class
+ * declaration) so subclasses keep their fields' types.
  *
  * @since 0.1.0
  * @category errors
  */
-export class TaggedErrorBase<A extends Record<string, any> = {}> extends Data.Error<A> {
-  /** @since 0.1.0 */
-  declare readonly _tag: string
-}
-// `name` is an accessor on the prototype rather than a field: subclass fields (`_tag`) are set after the base
-// constructor ran, and an own `name` field would shadow it. V8 formats `stack` lazily, so its first line reads the tag.
-Object.defineProperty(TaggedErrorBase.prototype, "name", {
-  get(this: { readonly _tag?: string }) {
-    return this._tag ?? "Error"
-  },
-  configurable: true,
-  enumerable: false
-})
+export const TaggedErrorBase: new<A extends Record<string, any> = {}>(
+  args: Types.VoidIfEmpty<{ readonly [P in keyof A]: A[P] }>
+) => Cause.YieldableError & Readonly<A> = (() => {
+  class Base extends Data.Error<{}> {}
+  // `name` is an accessor on the prototype rather than a field: subclass fields (`_tag`) are set after the base
+  // constructor ran, and an own `name` field would shadow it. V8 formats `stack` lazily, so its first line reads the tag.
+  Object.defineProperty(Base.prototype, "name", {
+    get(this: { readonly _tag?: string }) {
+      return this._tag ?? "Error"
+    },
+    configurable: true,
+    enumerable: false
+  })
+  return Base as never
+})()
 
 /**
  * What is wrong with a topic, as found by `validateTopic`.

@@ -6,7 +6,8 @@
  */
 import type { EventBusConfig } from "@cqbus/core"
 import type { NatsConnection } from "@nats-io/nats-core"
-import { Duration, type Redacted } from "effect"
+import { Duration, type Redacted, type Schedule } from "effect"
+import type { NatsError } from "./NatsError.ts"
 
 /**
  * The stream that stores the events. Field names follow the options users of JetStream know; unset fields keep the
@@ -65,6 +66,13 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly credsFile?: string
   /** TLS: `true` requires TLS with the system CAs; an object passes files. */
   readonly tls?: boolean | { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string }
+  /**
+   * The first connection. By default start-up fails at once (`NatsError` with reason `Connect`) when no server
+   * answers; with `retry` it tries again on that schedule (each failure logs a warning) and fails only once the
+   * schedule is done, e.g. `Schedule.spaced("2 seconds").pipe(Schedule.upTo({ times: 30 }))`. Only unreachable servers
+   * are retried; unreadable credentials fail at once. Once connected, `reconnect` applies.
+   */
+  readonly connect?: { readonly retry?: Schedule.Schedule<unknown, NatsError> }
   /** Reconnect policy (default: forever, 250 ms apart with jitter). */
   readonly reconnect?: {
     readonly maxAttempts?: number

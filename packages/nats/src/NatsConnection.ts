@@ -3,21 +3,25 @@
  * created here with `@nats-io/transport-node` from servers and credentials. Its state (connected, disconnected,
  * reconnecting, closed; reconnect count; last error) is tracked so plugins and health checks can watch it.
  *
+ * `NatsConnection.layer(config)` provides the connection alone, without JetStream: enough for request-reply
+ * (`NatsRequestReply.layer`) against any server, JetStream enabled or not.
+ *
  * @module
  */
 import { type ConnectionState as CoreConnectionState, redactSecrets } from "@cqbus/core"
 import {
   type Authenticator,
   credsAuthenticator,
-  type NatsConnection,
+  type NatsConnection as NatsClient,
   nkeyAuthenticator,
   tokenAuthenticator,
   usernamePasswordAuthenticator
 } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
-import { Duration, Effect, Redacted, type Scope, SubscriptionRef } from "effect"
+import { Context, Duration, Effect, Layer, Redacted, type Scope, SubscriptionRef } from "effect"
 import { readFile } from "node:fs/promises"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
+import { NatsError } from "./NatsError.ts"
 
 /**
  * The state of the connection as the client sees it (the core `ConnectionState`, re-exported for NATS users).
@@ -34,7 +38,7 @@ export type ConnectionState = CoreConnectionState
  * @category models
  */
 export interface ManagedConnection {
-  readonly nc: NatsConnection
+  readonly nc: NatsClient
   readonly state: SubscriptionRef.SubscriptionRef<ConnectionState>
   /** Whether this bus opened the connection (and so closes it). */
   readonly owned: boolean
@@ -90,7 +94,59 @@ const describeServers = (servers: string | ReadonlyArray<string>): string =>
   redact(typeof servers === "string" ? servers : servers.join(","))
 
 /**
- * Opens (or adopts) the connection for a scope; an owned connection is drained when the scope closes.
+ * The text of a connect failure, said once: nats.js wraps the socket's error (`connection refused` around
+ * `connect ECONNREFUSED 127.0.0.1:4222`), and the inner text is added only when it says something the outer does not.
+ */
+const connectFailure = (cause: unknown): string => {
+  const outer = cause instanceof Error ? cause.message : String(cause)
+  const inner = cause instanceof Error && cause.cause instanceof Error ? cause.cause.message : undefined
+  return redact(inner === undefined || outer.includes(inner) ? outer : `${outer} (${inner})`)
+}
+
+/** One attempt to open a connection. */
+const open = (config: NatsEventBusConfig, servers: string | ReadonlyArray<string>): Effect.Effect<NatsClient, NatsError> =>
+  Effect.gen(function*() {
+    const fromUrl = splitUrlCredentials(typeof servers === "string" ? [servers] : servers)
+    const auth = yield* Effect.tryPromise({
+      try: () => authenticators(config, fromUrl),
+      catch: (cause) =>
+        new NatsError({
+          reason: "Config",
+          message: `cannot read the NATS credentials${config.credsFile === undefined ? "" : ` file ${config.credsFile}`}: ${
+            connectFailure(cause)
+          }`
+        })
+    })
+    return yield* Effect.tryPromise({
+      try: () => {
+        const tls = config.tls === undefined || config.tls === false
+          ? undefined
+          : config.tls === true
+          ? {}
+          : { ...config.tls }
+        return connect({
+          servers: fromUrl.servers,
+          name: config.name ?? config.source ?? "cqbus",
+          maxReconnectAttempts: config.reconnect?.maxAttempts ?? -1,
+          // nats.js otherwise builds two Error objects (with stack traces) per request, PubAck waits included: about
+          // half of the client's CPU per publish. cqbus reports its own typed errors, so the traces add nothing.
+          noAsyncTraces: true,
+          reconnectTimeWait: Duration.toMillis(config.reconnect?.wait ?? "250 millis"),
+          reconnectJitter: Duration.toMillis(config.reconnect?.jitter ?? "100 millis"),
+          ...(auth.length > 0 ? { authenticator: [...auth] } : {}),
+          ...(tls === undefined ? {} : { tls })
+        })
+      },
+      // No `cause`: the nats.js error (and its socket error) would print the same text twice more, unredacted.
+      catch: (cause) =>
+        new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${describeServers(servers)}: ${connectFailure(cause)}` })
+    })
+  })
+
+/**
+ * Opens (or adopts) the connection for a scope; an owned connection is drained when the scope closes. The first
+ * connection is retried on `config.connect.retry` when given (fail-fast otherwise); each failed attempt leaves a
+ * warning.
  *
  * @since 0.1.0
  * @category constructors
@@ -98,39 +154,20 @@ const describeServers = (servers: string | ReadonlyArray<string>): string =>
 export const acquire = (
   config: NatsEventBusConfig,
   defaultServers: string | ReadonlyArray<string>
-): Effect.Effect<ManagedConnection, Error, Scope.Scope> =>
+): Effect.Effect<ManagedConnection, NatsError, Scope.Scope> =>
   Effect.gen(function*() {
     const owned = config.connection === undefined
     const servers = config.servers ?? defaultServers
+    const retry = config.connect?.retry
+    const first = retry === undefined ? open(config, servers) : open(config, servers).pipe(
+      Effect.tapError((error) =>
+        error.reason === "Connect" ? Effect.logWarning(`cqbus: ${error.message}; retrying`) : Effect.void
+      ),
+      // Only an unreachable server is worth waiting for; unreadable credentials stay unreadable.
+      Effect.retry({ schedule: retry, while: (error) => error.reason === "Connect" })
+    )
     const nc = config.connection ?? (yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: async () => {
-          const fromUrl = splitUrlCredentials(typeof servers === "string" ? [servers] : servers)
-          const auth = await authenticators(config, fromUrl)
-          const tls = config.tls === undefined || config.tls === false
-            ? undefined
-            : config.tls === true
-            ? {}
-            : { ...config.tls }
-          return connect({
-            servers: fromUrl.servers,
-            name: config.name ?? config.source ?? "cqbus",
-            maxReconnectAttempts: config.reconnect?.maxAttempts ?? -1,
-            // nats.js otherwise builds two Error objects (with stack traces) per request, PubAck waits included: about
-            // half of the client's CPU per publish. cqbus reports its own typed errors, so the traces add nothing.
-            noAsyncTraces: true,
-            reconnectTimeWait: Duration.toMillis(config.reconnect?.wait ?? "250 millis"),
-            reconnectJitter: Duration.toMillis(config.reconnect?.jitter ?? "100 millis"),
-            ...(auth.length > 0 ? { authenticator: [...auth] } : {}),
-            ...(tls === undefined ? {} : { tls })
-          })
-        },
-        catch: (cause) =>
-          new Error(
-            `cannot connect to NATS at ${describeServers(servers)}: ${redact(cause instanceof Error ? cause.message : String(cause))}`,
-            { cause }
-          )
-      }),
+      first,
       (nc) => Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close()))
     ))
     const state = yield* SubscriptionRef.make<ConnectionState>({
@@ -170,3 +207,37 @@ export const acquire = (
     }))
     return { nc, state, owned }
   })
+
+/** Options of the connection alone (`NatsConnection.layer`): the connection part of `NatsEventBusConfig`. */
+type ConnectionConfig = Omit<NatsEventBusConfig, "stream" | "provisioning" | "deadLetters">
+
+// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
+const NatsConnectionKey: Context.ServiceClass<NatsConnection, "@cqbus/nats/NatsConnection", ManagedConnection> =
+  Context.Service<NatsConnection, ManagedConnection>()("@cqbus/nats/NatsConnection")
+
+/**
+ * The NATS connection as a service: the connection, its watched state, and whether this layer owns it.
+ * `NatsEventBus.layer` and `NatsTransport.layer` provide it too; `NatsConnection.layer` provides it alone, for
+ * request-reply without JetStream.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { NatsConnection, NatsRequestReply } from "@cqbus/nats"
+ * const live = NatsRequestReply.layer.pipe(Layer.provideMerge(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class NatsConnection extends NatsConnectionKey {
+  /**
+   * Opens the connection (or adopts `config.connection`) for the layer's lifetime; no JetStream call is made.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static layer(config: ConnectionConfig = {}): Layer.Layer<NatsConnection, NatsError> {
+    return Layer.effect(NatsConnection, acquire(config, "nats://127.0.0.1:4222"))
+  }
+}

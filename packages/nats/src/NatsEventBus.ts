@@ -8,10 +8,13 @@
 import { EventBus, type Transport } from "@cqbus/core"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
+import type { NatsConnection } from "./NatsConnection.ts"
+import type { NatsError } from "./NatsError.ts"
 import { NatsTransport } from "./NatsTransport.ts"
 
 /**
- * The bus over NATS JetStream; also provides `Transport` and `NatsTransport`.
+ * The bus over NATS JetStream; also provides `Transport`, `NatsTransport` and `NatsConnection`. Start-up fails only
+ * with `NatsError` (reason `Connect`, `JetStreamUnavailable`, `Provision` or `Config`).
  *
  * @example
  * ```ts
@@ -28,7 +31,9 @@ import { NatsTransport } from "./NatsTransport.ts"
  * @since 0.1.0
  * @category layers
  */
-export const layer = (config: NatsEventBusConfig = {}): Layer.Layer<EventBus | Transport | NatsTransport, Error> =>
+export const layer = (
+  config: NatsEventBusConfig = {}
+): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError> =>
   EventBus.layer(config).pipe(Layer.provideMerge(NatsTransport.layer(config)))
 
 const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
@@ -45,7 +50,7 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  */
 export const layerConfig = (
   overrides: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport, Error | Config.ConfigError> =>
+): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))

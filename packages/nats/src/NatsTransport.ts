@@ -8,6 +8,7 @@
  */
 import {
   type ConsumeOptions,
+  redactSecrets as redact,
   type ConsumerLag,
   type DeadLetter,
   type Headers,
@@ -27,7 +28,7 @@ import {
   type JetStreamManager,
   jetstreamManager
 } from "@nats-io/jetstream"
-import { headers as natsHeaders, nanos, type NatsConnection, nuid } from "@nats-io/nats-core"
+import { headers as natsHeaders, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
 import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
@@ -36,7 +37,8 @@ import { provisionStream, streamConfig } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import { resolveConfig } from "./NatsConfig.ts"
-import { acquire, type ConnectionState, redact } from "./NatsConnection.ts"
+import { acquire, type ConnectionState, type ManagedConnection, NatsConnection } from "./NatsConnection.ts"
+import { NatsError } from "./NatsError.ts"
 
 /**
  * NATS-specific facts and handles beside the generic `Transport`.
@@ -46,7 +48,7 @@ import { acquire, type ConnectionState, redact } from "./NatsConnection.ts"
  */
 export interface NatsTransportShape {
   /** The underlying connection (for request-reply, KV, or anything cqbus does not wrap). */
-  readonly connection: NatsConnection
+  readonly connection: NatsClient
   /** The stream events are stored in. */
   readonly stream: string
   /** The stream dead letters go to. */
@@ -98,23 +100,35 @@ const deliverPolicyConfig = (policy: ConsumeOptions["deliverPolicy"]): Partial<C
 
 /**
  * Builds the transport over a connection (opened here or injected) and provisions its streams; everything is
- * released when the scope closes.
+ * released when the scope closes. Every start-up failure is a `NatsError` (`Connect`, `JetStreamUnavailable`,
+ * `Provision`, `Config`).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
   config: NatsEventBusConfig = {}
-): Effect.Effect<{ readonly transport: TransportShape; readonly nats: NatsTransportShape }, Error, Scope.Scope> =>
+): Effect.Effect<
+  { readonly transport: TransportShape; readonly nats: NatsTransportShape; readonly connection: ManagedConnection },
+  NatsError,
+  Scope.Scope
+> =>
   Effect.gen(function*() {
     const resolved = resolveConfig(config)
-    const { nc, state } = yield* acquire(config, "nats://127.0.0.1:4222")
+    const managed = yield* acquire(config, "nats://127.0.0.1:4222")
+    const { nc, state } = managed
     const js: JetStreamClient = jetstream(nc)
     const jsm: JetStreamManager = yield* Effect.tryPromise({
       // `jetstreamManager` asks the server for the account info ($JS.API.INFO) unless told not to; "skip" promises no
       // management call at start-up (accounts may not be allowed any), so it must not probe either.
       try: () => jetstreamManager(nc, { checkAPI: resolved.provisioning !== "skip" }),
-      catch: (cause) => new Error(`JetStream is not available: ${cause instanceof Error ? cause.message : String(cause)}`)
+      catch: (cause) =>
+        new NatsError({
+          reason: "JetStreamUnavailable",
+          message: `JetStream is not available on this connection (is the server started with JetStream, and is it enabled for the account?): ${
+            redact(cause instanceof Error ? cause.message : String(cause))
+          }`
+        })
     })
     const stream = resolved.stream.name
     yield* provisionStream(jsm, streamConfig(resolved.stream), resolved.provisioning)
@@ -380,9 +394,10 @@ export const make = (
     }
     return {
       transport,
-      nats: { connection: nc, stream, deadLetterStream: resolved.deadLetterStream, state }
+      nats: { connection: nc, stream, deadLetterStream: resolved.deadLetterStream, state },
+      connection: managed
     }
-  }).pipe(Effect.mapError((error) => new Error(redact(error.message), { cause: error })))
+  })
 
 // An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const NatsTransportKey: Context.ServiceClass<NatsTransport, "@cqbus/nats/NatsTransport", NatsTransportShape> = Context
@@ -397,15 +412,16 @@ const NatsTransportKey: Context.ServiceClass<NatsTransport, "@cqbus/nats/NatsTra
  */
 export class NatsTransport extends NatsTransportKey {
   /**
-   * The transport as `Transport` and `NatsTransport`; connects, provisions, and drains when the scope closes.
+   * The transport as `Transport`, `NatsTransport` and `NatsConnection`; connects, provisions, and drains when the
+   * scope closes. Fails with `NatsError` only.
    *
    * @since 0.1.0
    * @category layers
    */
-  static layer(config: NatsEventBusConfig = {}): Layer.Layer<Transport | NatsTransport, Error> {
+  static layer(config: NatsEventBusConfig = {}): Layer.Layer<Transport | NatsTransport | NatsConnection, NatsError> {
     return Layer.effectContext(
-      Effect.map(make(config), ({ nats, transport }) =>
-        Context.make(Transport, transport).pipe(Context.add(NatsTransport, nats)))
+      Effect.map(make(config), ({ connection, nats, transport }) =>
+        Context.make(Transport, transport).pipe(Context.add(NatsTransport, nats), Context.add(NatsConnection, connection)))
     )
   }
 }

@@ -15,11 +15,11 @@ import {
   requestTimeout,
   ServeError
 } from "@cqbus/core"
-import { errors, type NatsConnection, type RequestOptions } from "@nats-io/nats-core"
+import { errors, type NatsConnection as NatsClient, type RequestOptions } from "@nats-io/nats-core"
 import { Duration, Effect, FiberSet, Layer } from "effect"
 import { causes, message } from "./internal/errors.ts"
 import { fromMsgHdrs, toMsgHdrs } from "./internal/headers.ts"
-import { NatsTransport } from "./NatsTransport.ts"
+import { NatsConnection } from "./NatsConnection.ts"
 
 const isEmpty = (headers: Headers): boolean => {
   for (const _ in headers) return false
@@ -68,7 +68,7 @@ const serveError = (cause: unknown, subject: string): ServeError => {
  * @since 0.1.0
  * @category constructors
  */
-export const make = (nc: NatsConnection): RequestReplyShape => {
+export const make = (nc: NatsClient): RequestReplyShape => {
   const request: RequestReplyShape["request"] = (subject, body, options) =>
     Effect.tryPromise({
       try: () => {
@@ -126,23 +126,25 @@ export const make = (nc: NatsConnection): RequestReplyShape => {
 }
 
 /**
- * `RequestReply` over the connection of the `NatsTransport` in context (from `NatsEventBus.layer` or
- * `NatsTransport.layer`), so request-reply shares the bus's connection.
+ * `RequestReply` over the `NatsConnection` in context: from `NatsEventBus.layer` (request-reply shares the bus's
+ * connection) or, for a request-reply-only client or server, from `NatsConnection.layer`, which needs no JetStream.
  *
  * @example
  * ```ts
  * import { Layer } from "effect"
- * import { NatsEventBus, NatsRequestReply } from "@cqbus/nats"
- * const bus = NatsEventBus.layer({ servers: "nats://127.0.0.1:4222" })
- * const live = NatsRequestReply.layer.pipe(Layer.provideMerge(bus))
+ * import { NatsConnection, NatsEventBus, NatsRequestReply } from "@cqbus/nats"
+ * // beside the bus, on its connection
+ * const withBus = NatsRequestReply.layer.pipe(Layer.provideMerge(NatsEventBus.layer({ servers: "nats://127.0.0.1:4222" })))
+ * // alone: core NATS only, no stream is touched
+ * const alone = NatsRequestReply.layer.pipe(Layer.provideMerge(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
  * ```
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<RequestReply, never, NatsTransport> = Layer.effect(
+export const layer: Layer.Layer<RequestReply, never, NatsConnection> = Layer.effect(
   RequestReply,
-  Effect.map(Effect.service(NatsTransport), (nats) => make(nats.connection))
+  Effect.map(Effect.service(NatsConnection), (connection) => make(connection.nc))
 )
 
 /**
@@ -151,4 +153,4 @@ export const layer: Layer.Layer<RequestReply, never, NatsTransport> = Layer.effe
  * @since 0.1.0
  * @category layers
  */
-export const layerConnection = (nc: NatsConnection): Layer.Layer<RequestReply> => Layer.succeed(RequestReply, make(nc))
+export const layerConnection = (nc: NatsClient): Layer.Layer<RequestReply> => Layer.succeed(RequestReply, make(nc))

@@ -8,5 +8,6 @@
 export * as NatsEventBus from "./NatsEventBus.ts"
 export * as NatsRequestReply from "./RequestReply.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
-export { type ConnectionState, type ManagedConnection } from "./NatsConnection.ts"
+export { type ConnectionState, type ManagedConnection, NatsConnection } from "./NatsConnection.ts"
+export { NatsError, type NatsErrorReason } from "./NatsError.ts"
 export { DeadLetterHeaders, make as makeNatsTransport, NatsTransport, type NatsTransportShape } from "./NatsTransport.ts"

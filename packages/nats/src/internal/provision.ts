@@ -2,11 +2,13 @@
  * Start-up provisioning of the event stream and the dead-letter stream, under the chosen strategy. Validation compares
  * only the fields the options set, so a stream tuned by operators in other respects still validates.
  */
-import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream"
+import { redactSecrets as redact } from "@cqbus/core"
+import { JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
 import { Duration, Effect } from "effect"
 import type { NatsStreamOptions, ProvisioningStrategy } from "../NatsConfig.ts"
-import { ApiCodes, isNotFound } from "./errors.ts"
+import { NatsError } from "../NatsError.ts"
+import { ApiCodes, causes, isNotFound, message } from "./errors.ts"
 
 /** The stream configuration the options ask for (only the fields they set). */
 export const streamConfig = (options: NatsStreamOptions & { readonly name: string; readonly subjects: ReadonlyArray<string> }): Partial<StreamConfig> & { name: string } => {
@@ -37,35 +39,86 @@ export const differences = (have: Partial<StreamConfig>, want: Partial<StreamCon
       `${field}: ${JSON.stringify((have as Record<string, unknown>)[field])} → ${JSON.stringify(value)}`
     )
 
+/** The streams other than `name` whose subjects collide with `subjects`, as `NAME (subjects a, b)`, for an overlap error. */
+const overlapping = async (jsm: JetStreamManager, name: string, subjects: ReadonlyArray<string>): Promise<Array<string>> => {
+  const found = new Map<string, ReadonlyArray<string>>()
+  for (const subject of subjects) {
+    // The server filters by subject itself (the streams whose subjects collide with the one given).
+    for await (const info of jsm.streams.list(subject)) {
+      if (info.config.name !== name) found.set(info.config.name, info.config.subjects ?? [])
+    }
+  }
+  return [...found].map(([other, theirs]) => `${other} (subjects ${theirs.join(", ")})`)
+}
+
+/** A stream management failure as a `NatsError`, by nats.js's error codes; overlaps name the other stream. */
+const provisionError = async (
+  jsm: JetStreamManager,
+  want: Partial<StreamConfig> & { name: string },
+  cause: unknown
+): Promise<NatsError> => {
+  const api = causes(cause).find((e): e is JetStreamApiError => e instanceof JetStreamApiError)
+  const subjects = want.subjects ?? []
+  if (api?.code === ApiCodes.SubjectsOverlap) {
+    const others = await overlapping(jsm, want.name, subjects).catch(() => [])
+    return new NatsError({
+      reason: "Provision",
+      stream: want.name,
+      code: api.code,
+      message: `cannot provision stream ${want.name}: its subjects ${subjects.join(", ")} overlap with ${
+        others.length === 0 ? "an existing stream" : `the existing stream ${others.join(", stream ")}`
+      }; set stream.name to that stream to use it, or stream.subjects to subjects no other stream captures`
+    })
+  }
+  return new NatsError({
+    reason: "Provision",
+    stream: want.name,
+    ...(api === undefined ? {} : { code: api.code }),
+    message: redact(`cannot provision stream ${want.name}: ${message(cause)}`)
+  })
+}
+
 /** Creates, updates or validates one stream according to the strategy. */
 export const provisionStream = (
   jsm: JetStreamManager,
   want: Partial<StreamConfig> & { name: string },
   strategy: ProvisioningStrategy
-): Effect.Effect<void, Error> =>
+): Effect.Effect<void, NatsError> =>
   Effect.tryPromise({
     try: async () => {
       if (strategy === "skip") return
-      let have: StreamConfig | undefined
       try {
-        have = (await jsm.streams.info(want.name)).config
+        let have: StreamConfig | undefined
+        try {
+          have = (await jsm.streams.info(want.name)).config
+        } catch (cause) {
+          if (!isNotFound(cause, ApiCodes.StreamNotFound)) throw cause
+        }
+        if (have === undefined) {
+          if (strategy === "validateOnly") {
+            return new NatsError({
+              reason: "Provision",
+              stream: want.name,
+              message: `stream ${want.name} does not exist (provisioning: validateOnly)`
+            })
+          }
+          await jsm.streams.add(want)
+          return
+        }
+        const diff = differences(have, want)
+        if (diff.length === 0 || strategy === "createOnly") return
+        if (strategy === "validateOnly") {
+          return new NatsError({
+            reason: "Provision",
+            stream: want.name,
+            message: `stream ${want.name} differs from the configuration (provisioning: validateOnly): ${diff.join("; ")}`
+          })
+        }
+        await jsm.streams.update(want.name, { ...have, ...want })
       } catch (cause) {
-        if (!isNotFound(cause, ApiCodes.StreamNotFound)) throw cause
+        return await provisionError(jsm, want, cause)
       }
-      if (have === undefined) {
-        if (strategy === "validateOnly") throw new Error(`stream ${want.name} does not exist (provisioning: validateOnly)`)
-        await jsm.streams.add(want)
-        return
-      }
-      const diff = differences(have, want)
-      if (diff.length === 0 || strategy === "createOnly") return
-      if (strategy === "validateOnly") {
-        throw new Error(`stream ${want.name} differs from the configuration (provisioning: validateOnly): ${diff.join("; ")}`)
-      }
-      await jsm.streams.update(want.name, { ...have, ...want })
     },
-    catch: (cause) =>
-      cause instanceof Error && cause.message.startsWith("stream ")
-        ? cause
-        : new Error(`cannot provision stream ${want.name}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
-  })
+    // Only a defect of the code above lands here; every management failure was turned into a `NatsError` already.
+    catch: (cause) => new NatsError({ reason: "Provision", stream: want.name, message: redact(message(cause)) })
+  }).pipe(Effect.flatMap((error) => error === undefined ? Effect.void : Effect.fail(error)))

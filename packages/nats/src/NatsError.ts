@@ -1,0 +1,52 @@
+/**
+ * The one error of the NATS backend's start-up: connecting, reaching JetStream, provisioning streams and reading the
+ * configuration all fail with `NatsError`, told apart by its `reason`, so an application handles them with one
+ * `Effect.catchTag("NatsError", ...)`. Messages never carry credentials (core's redaction rules).
+ *
+ * @module
+ */
+import { TaggedErrorBase } from "@cqbus/core"
+
+/**
+ * Why the NATS backend could not start:
+ * - `Connect`: no connection to any of the servers (refused, unreachable, TLS or authentication failure);
+ * - `JetStreamUnavailable`: connected, but JetStream does not answer (not enabled on the server or the account);
+ * - `Provision`: a stream could not be created, updated or validated (subjects overlap with another stream, a
+ *   `validateOnly` difference, a missing stream, a permission error);
+ * - `Config`: the configuration itself is unusable (a credentials file that cannot be read, ...).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type NatsErrorReason = "Connect" | "JetStreamUnavailable" | "Provision" | "Config"
+
+/**
+ * The NATS backend could not start. `stream` names the stream a `Provision` failure concerns; `code` is the
+ * JetStream API error code (`err_code`) when the server gave one.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { EventBus } from "@cqbus/core"
+ * import { NatsEventBus } from "@cqbus/nats"
+ * const program = Effect.gen(function*() {
+ *   const bus = yield* EventBus
+ *   yield* bus.check
+ * }).pipe(
+ *   Effect.provide(NatsEventBus.layer({ servers: "nats://127.0.0.1:4222" })),
+ *   Effect.catchTag("NatsError", (error) => Effect.logError(`NATS ${error.reason}: ${error.message}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NatsError extends TaggedErrorBase<{
+  readonly reason: NatsErrorReason
+  readonly message: string
+  readonly stream?: string
+  readonly code?: number
+}> {
+  /** @since 0.1.0 */
+  readonly _tag = "NatsError"
+}
