@@ -75,6 +75,12 @@ export interface SubscribeOptions {
   readonly ackWait?: Duration.Input
   /** How long closing the subscription waits for running handlers before handing their messages back (default 10 s). */
   readonly drainTimeout?: Duration.Input
+  /**
+   * Marks an infrastructure subscription (the health heartbeat's): the bus-wide `middleware` (logging, metrics, ...)
+   * is not applied to it, and transports leave it out of their `consumers` capability (backlog checks), so its
+   * deliveries neither flood logs and counters nor show up as an anonymous consumer. Default `false`.
+   */
+  readonly internal?: boolean
 }
 
 /**
@@ -273,7 +279,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           return yield* new SubscribeError({ topic, group, reason: "InvalidOptions", message: problem })
         }
         const context = yield* Effect.context<R>()
-        const wrapped = wrap(handler)
+        // Infrastructure subscriptions run their handler bare: bus-wide middleware is for the application's events.
+        const wrapped = options.internal === true ? handler : wrap(handler)
         const process = makeProcess<A, unknown>({
           topic,
           group,
@@ -298,7 +305,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           deliverPolicy: options.deliverPolicy ?? (group === undefined ? "new" : "all"),
           maxInFlight: ordering === "key" ? Math.max(concurrency, maxBuffered) : concurrency,
           ackWait: Duration.fromInputUnsafe(options.ackWait ?? shared.ackWait ?? DEFAULTS.ackWait),
-          drainTimeout: Duration.fromInputUnsafe(options.drainTimeout ?? shared.drainTimeout ?? DEFAULTS.drainTimeout)
+          drainTimeout: Duration.fromInputUnsafe(options.drainTimeout ?? shared.drainTimeout ?? DEFAULTS.drainTimeout),
+          ...(options.internal === true ? { internal: true } : {})
         }, process)
         return { topic, group }
       })

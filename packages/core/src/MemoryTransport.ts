@@ -137,6 +137,8 @@ interface Consumer {
   readonly attempts: Map<number, number>
   inFlight: number
   readonly members: Set<Member>
+  /** An infrastructure subscription (`ConsumeOptions.internal`): not listed by `consumers`. */
+  readonly internal: boolean
 }
 
 /** Binary search: the index of the first entry with `seq >= sequence`. */
@@ -400,7 +402,8 @@ export const make = (
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
-            members: new Set()
+            members: new Set(),
+            internal: options.internal === true
           }
           consumers.set(name, consumer)
         }
@@ -508,7 +511,7 @@ export const make = (
           expire(clock.currentTimeMillisUnsafe())
           const lags: Array<ConsumerLag> = []
           for (const c of consumers.values()) {
-            if (c.members.size === 0) continue
+            if (c.members.size === 0 || c.internal) continue
             lags.push({
               topic: c.topic,
               group: c.durable ? c.name : undefined,

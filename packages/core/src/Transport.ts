@@ -149,6 +149,11 @@ export interface ConsumeOptions {
   readonly ackWait: Duration.Duration
   /** How long closing the scope waits for running `process` effects before handing their messages back. */
   readonly drainTimeout: Duration.Duration
+  /**
+   * An infrastructure subscription (`SubscribeOptions.internal`, e.g. the health heartbeat): leave it out of the
+   * `consumers` capability. Absent means `false`.
+   */
+  readonly internal?: boolean
 }
 
 /**

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { EventBus, type InvalidTopic, newEventId, type SubscribeError, topicName } from "@cqbus/core"
+import { EventBus, type InvalidTopic, newEventId, type SubscribeError } from "@cqbus/core"
 import { Context, Deferred, Effect, Exit, Layer } from "effect"
 
 /**
@@ -17,9 +17,10 @@ import { Context, Deferred, Effect, Exit, Layer } from "effect"
  */
 export interface HeartbeatOptions {
   /**
-   * The topic probes travel on (default `cqc.events.v1.health_probe`). On NATS it must lie inside a provisioned
-   * stream's subjects (the default stream takes `cqc.events.v1.>`). Wildcard subscribers of that stream see the
-   * probes too: an empty body with a `ce-id` starting with `health-probe-`.
+   * The topic probes travel on (default `cqbus.health.v1.probe`: outside the CQC events namespace, so consumers of
+   * `cqc.events.v1.>` never see probes; the NATS backend captures `cqbus.health.>` in a small stream of its own,
+   * whatever the events stream's subjects are). A topic of your own must lie inside a stream's subjects on NATS.
+   * A probe is an empty body with a `ce-id` starting with `health-probe-`.
    */
   readonly topic?: string
 }
@@ -36,8 +37,11 @@ export interface HeartbeatShape {
   readonly probe: Effect.Effect<number, unknown>
 }
 
-/** The default heartbeat topic: inside the CQC event stream, so every backend that stores CQC events accepts it. */
-const DEFAULT_TOPIC = topicName("health_probe")
+/**
+ * The default heartbeat topic: outside `cqc.events.v1.>` (a custom events stream need not capture it, and Go consumers
+ * of the events never see it); the NATS backend stores it in its own health stream.
+ */
+const DEFAULT_TOPIC = "cqbus.health.v1.probe"
 
 /** Probe ids start with this, so other consumers of the topic can tell probes apart. */
 const PROBE_PREFIX = "health-probe-"
@@ -85,12 +89,13 @@ const make = (options: HeartbeatOptions) =>
     const topic = options.topic ?? DEFAULT_TOPIC
     const waiting = new Map<string, Deferred.Deferred<void>>()
     // Ephemeral: a probe is only worth something to the process that sent it, and nothing should pile up for a
-    // process that is gone. One delivery attempt: a probe that fails to be handled is simply late.
+    // process that is gone. One delivery attempt: a probe that fails to be handled is simply late. Internal: the
+    // bus-wide middleware (logging, metrics) does not see probes, and the consumer is no backlog entry.
     yield* bus.subscribeRaw(topic, (_, delivery) =>
       Effect.sync(() => {
         const done = waiting.get(delivery.eventId)
         if (done !== undefined) Deferred.doneUnsafe(done, Exit.void)
-      }), { concurrency: 4, maxDeliver: 1 })
+      }), { concurrency: 4, maxDeliver: 1, internal: true })
     const probe: Effect.Effect<number, unknown> = Effect.suspend(() => {
       const id = `${PROBE_PREFIX}${newEventId()}`
       return Effect.gen(function*() {

@@ -200,7 +200,7 @@ test("health: the heartbeat publishes a probe and reports its round trip; a prob
     const full = await get(appOf({ runtime }), "/health")
     const beat = full.body.checks["heartbeat:responseTime"]![0]!
     assert.equal(beat.status, "pass")
-    assert.equal(beat.componentId, "cqc.events.v1.health_probe")
+    assert.equal(beat.componentId, "cqbus.health.v1.probe")
     assert.equal(beat.observedUnit, "ms")
     assert.ok(typeof beat.observedValue === "number" && beat.observedValue >= 0)
     const stored = await runtime.runPromise(Effect.flatMap(Effect.service(MemoryTransport), (m) => m.messages()))
@@ -216,7 +216,7 @@ test("health: the heartbeat publishes a probe and reports its round trip; a prob
   // A bus whose publishes are acknowledged but never delivered: `check` passes, the heartbeat does not.
   const swallow = EventBus.layerMemory({
     publishMiddleware: [(next) => (message) =>
-      message.topic.endsWith("health_probe")
+      message.topic === "cqbus.health.v1.probe"
         ? Effect.succeed({ topic: message.topic, stream: "memory", sequence: 0, duplicate: false })
         : next(message)]
   })

@@ -84,6 +84,13 @@ export interface NatsEventBusConfig extends EventBusConfig {
   /** The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless `provisioning` is `"skip"`). */
   readonly deadLetters?: { readonly stream?: string; readonly subjectPrefix?: string; readonly maxAge?: Duration.Input }
   /**
+   * The small stream that captures the health heartbeat's probes (`@cqbus/health`'s default topic
+   * `cqbus.health.v1.probe`), apart from the events so the heartbeat works whatever `stream.subjects` is and consumers
+   * of the events never see probes. Default `CQBUS_HEALTH` on `cqbus.health.>`, memory storage, kept one minute;
+   * created if missing under `createOrUpdate` and `createOnly`, left alone under `validateOnly` and `skip`.
+   */
+  readonly health?: { readonly stream?: string; readonly subjectPrefix?: string }
+  /**
    * How long a publish waits for its PubAck (default 5 s), any wait for a free slot (`maxPendingPublishes`) or for a
    * reconnect included; then it fails `Timeout` or `NotConnected`, both retriable.
    */
@@ -103,6 +110,8 @@ export interface ResolvedConfig {
   readonly deadLetterStream: string
   readonly deadLetterPrefix: string
   readonly deadLetterMaxAge: Duration.Input | undefined
+  readonly healthStream: string
+  readonly healthPrefix: string
   readonly provisioning: ProvisioningStrategy
   readonly publishTimeout: number
   readonly maxPendingPublishes: number
@@ -115,6 +124,8 @@ export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
   deadLetterStream: config.deadLetters?.stream ?? "CQC_DLQ",
   deadLetterPrefix: config.deadLetters?.subjectPrefix ?? "cqbus.dlq",
   deadLetterMaxAge: config.deadLetters?.maxAge,
+  healthStream: config.health?.stream ?? "CQBUS_HEALTH",
+  healthPrefix: config.health?.subjectPrefix ?? "cqbus.health",
   provisioning: config.provisioning ?? "createOrUpdate",
   publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
   maxPendingPublishes: Math.max(1, Math.floor(config.maxPendingPublishes ?? 4096)),

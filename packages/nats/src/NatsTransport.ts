@@ -143,6 +143,24 @@ export const make = (
         resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
       )
     }
+    if (resolved.provisioning === "createOrUpdate" || resolved.provisioning === "createOnly") {
+      // Probes are worth something for seconds: memory storage, a short age and a small cap keep them cheap.
+      yield* provisionStream(
+        jsm,
+        streamConfig({
+          name: resolved.healthStream,
+          subjects: [`${resolved.healthPrefix}.>`],
+          storage: "memory",
+          maxAge: "1 minute",
+          maxMessages: 10_000,
+          discard: "old"
+        }),
+        "createOnly"
+      )
+    }
+    /** The stream a subscription's consumer lives on: the health stream for the heartbeat's subjects, else the events'. */
+    const streamOf = (topic: string): string =>
+      topic === resolved.healthPrefix || topic.startsWith(`${resolved.healthPrefix}.`) ? resolved.healthStream : stream
     // Created before the `closed` flag's finalizer, so on close the flag is set first and the engine then waits only
     // for publishes already sent.
     const publisher = yield* makePublisher(nc, {
@@ -215,6 +233,7 @@ export const make = (
     const consume: TransportShape["consume"] = (options, process) =>
       Effect.gen(function*() {
         const { group, topic } = options
+        const stream = streamOf(topic)
         if (closed || nc.isClosed()) {
           return yield* new SubscribeError({
             topic,
@@ -254,12 +273,13 @@ export const make = (
                 return (await jsm.consumers.add(stream, { ...base, ...start })).config
               }
             },
-            catch: (cause) => cause instanceof SubscribeError ? cause : toSubscribeError(cause, topic, group)
+            catch: (cause) => cause instanceof SubscribeError ? cause : toSubscribeError(cause, topic, group, stream)
           })
         const existing = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
         let draining = () => false
         const entry: LiveConsumer = { topic, group, name, draining: () => draining() }
-        live.add(entry)
+        // An infrastructure subscription (the heartbeat) is no backlog anyone should watch.
+        if (options.internal !== true) live.add(entry)
         // Registered before the consumer, so it runs after the consumer's drain: an ephemeral consumer is deleted only
         // once its deliveries are settled.
         yield* Effect.addFinalizer(() =>

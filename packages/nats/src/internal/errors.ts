@@ -15,7 +15,8 @@ export const ApiCodes = {
   StreamFull: 10077,
   WrongLastSequence: 10071,
   StreamNameInUse: 10058,
-  SubjectsOverlap: 10065
+  SubjectsOverlap: 10065,
+  ConsumerFilterNotSubset: 10093
 } as const
 
 /** The message of a foreign error (or the text of anything thrown). */
@@ -71,7 +72,8 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
 const explain: Record<PublishErrorReason, string> = {
   Closed: "the connection is closed",
   Encode: "the message could not be encoded",
-  NoStream: "no JetStream stream captures this subject (or JetStream is not answering)",
+  NoStream:
+    "no JetStream stream captures this subject (or JetStream is not answering); add it to the bus's stream.subjects, or publish on a topic inside them",
   TooLarge: "the message is larger than the server or stream allows",
   StreamFull: "the stream is full and discards new messages",
   WrongLastSequence: "the stream's last sequence is not the expected one",
@@ -131,9 +133,25 @@ export const publishFailure = {
 export const deniedPublishSubject = (error: unknown): string | undefined =>
   error instanceof errors.PermissionViolationError && error.operation === "publish" ? error.subject : undefined
 
-/** A consumer set-up failure as a typed `SubscribeError`. */
-export const toSubscribeError = (cause: unknown, topic: string, group: string | undefined): SubscribeError => {
+/** A consumer set-up failure as a typed `SubscribeError`; `stream` is the stream the consumer was to live on. */
+export const toSubscribeError = (
+  cause: unknown,
+  topic: string,
+  group: string | undefined,
+  stream?: string
+): SubscribeError => {
   const closed = causes(cause).some((e) => e instanceof errors.ClosedConnectionError)
+  if (isNotFound(cause, ApiCodes.ConsumerFilterNotSubset)) {
+    return new SubscribeError({
+      topic,
+      group,
+      reason: "InvalidOptions",
+      message: `cannot subscribe to ${topic}: it is outside the subjects of ${
+        stream === undefined ? "the bus's stream" : `stream ${stream}`
+      }; add a subject that captures it to the bus's stream.subjects, or subscribe to a topic inside them`,
+      cause
+    })
+  }
   return new SubscribeError({
     topic,
     group,
