@@ -78,6 +78,7 @@ export class InvalidTopic extends TaggedErrorBase<{
 export type PublishErrorReason =
   | "Closed"
   | "Encode"
+  | "MissingKey"
   | "NoStream"
   | "TooLarge"
   | "StreamFull"
@@ -88,7 +89,8 @@ export type PublishErrorReason =
   | "Unknown"
 
 /**
- * A message could not be published. Nothing was stored unless `reason` is `Timeout`, or `NotConnected` because the
+ * A message could not be published (`MissingKey`: the event's ordering key is empty, see `defineEvent`'s
+ * `allowEmptyKey`). Nothing was stored unless `reason` is `Timeout`, or `NotConnected` because the
  * connection was lost while the acknowledgement was on its way: then the outcome is unknown (publishing again with the
  * same event id is safe: the backend drops the duplicate).
  *

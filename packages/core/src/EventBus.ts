@@ -242,6 +242,20 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           checked.add(event)
         }
         const key = options?.key ?? event.key?.(full)
+        if (key === "" && event.key !== undefined) {
+          // An unset proto3 string is "": every such event would share one key and be serialized behind each other.
+          if (event.allowEmptyKey === true) return send(event.topic, body, event.type, undefined, options)
+          return Effect.fail(
+            new PublishError({
+              topic: event.topic,
+              reason: "MissingKey",
+              retriable: false,
+              message: `cannot publish ${event.type} to ${event.topic}: its ordering key ${
+                event.keyField === undefined ? "" : `(field ${event.keyField}) `
+              }is empty; set it, or define the event with allowEmptyKey: true to publish such events without a key`
+            })
+          )
+        }
         return send(event.topic, body, event.type, key, options)
       })
 

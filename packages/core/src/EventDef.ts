@@ -22,6 +22,10 @@ export interface EventDef<S extends DescMessage = DescMessage> {
   readonly topic: string
   /** The ordering key (aggregate id) of an event, when the event has one. */
   readonly key: ((event: MessageShape<S>) => string) | undefined
+  /** The message field the key is read from, when it is one (for error messages). */
+  readonly keyField?: string
+  /** Publish an event whose key is empty without a key instead of failing `MissingKey` (default `false`). */
+  readonly allowEmptyKey?: boolean
 }
 
 /**
@@ -48,6 +52,12 @@ export interface DefineEventOptions<S extends DescMessage> {
    * `ordering: "key"`, events with the same key are handled one at a time, in order.
    */
   readonly key?: StringFieldOf<S> | ((event: MessageShape<S>) => string)
+  /**
+   * An empty key (proto3's default for an unset string field) fails the publish with `PublishError` reason
+   * `MissingKey`, because every such event would share one key `""`. `true` publishes it without a key instead
+   * (no ordering promise for it). Default `false`.
+   */
+  readonly allowEmptyKey?: boolean
 }
 
 /**
@@ -74,6 +84,8 @@ export const defineEvent = <S extends DescMessage>(schema: S, options: DefineEve
     schema,
     type: schema.typeName,
     topic,
+    ...(typeof key === "string" ? { keyField: key } : {}),
+    ...(options.allowEmptyKey === true ? { allowEmptyKey: true } : {}),
     key: key === undefined
       ? undefined
       : typeof key === "function"
