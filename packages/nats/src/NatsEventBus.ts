@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { EventBus, type Transport } from "@cqbus/core"
+import { EventBus, redactSecrets, type Transport } from "@cqbus/core"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import type { NatsConnection } from "./NatsConnection.ts"
-import type { NatsError } from "./NatsError.ts"
+import { NatsError } from "./NatsError.ts"
 import { NatsTransport } from "./NatsTransport.ts"
 
 /**
@@ -43,14 +43,15 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  * The bus over NATS JetStream, configured from the environment: `NATS_URL` (comma-separated servers, default
  * `nats://127.0.0.1:4222`), `NATS_USER` + `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY_SEED`, `NATS_CREDS` (a creds
  * file), `NATS_STREAM` (default `CQC_EVENTS`), `CQBUS_SERVICE_NAME` (the CloudEvents source and client name).
- * Secrets are read as `Redacted` and never logged. `overrides` wins over the environment.
+ * Secrets are read as `Redacted` and never logged. `overrides` wins over the environment. An unreadable setting fails
+ * with `NatsError` reason `Config`, like every other start-up failure.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = (
   overrides: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError | Config.ConfigError> =>
+): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError> =>
   Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))
@@ -73,5 +74,10 @@ export const layerConfig = (
         stream: { ...(stream === undefined ? {} : { name: stream }), ...overrides.stream }
       }
       return layer(config)
-    })
+    }).pipe(Effect.mapError((error) =>
+      new NatsError({
+        reason: "Config",
+        message: redactSecrets(`cannot read the NATS configuration from the environment: ${error.message}`)
+      })
+    ))
   )
