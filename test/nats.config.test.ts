@@ -65,7 +65,7 @@ test("nats config: the stream is created with the configured subjects, limits, d
     assert.deepEqual(dlq.config.subjects, ["prov.dlq.>"])
     assert.equal(dlq.config.max_age, nanos(7 * 24 * 60 * 60 * 1000))
     const names = yield* Effect.promise(() => jsm.streams.names().next())
-    assert.deepEqual([...names].sort(), ["PROV_DLQ", "PROV_EVENTS"], "no other stream (no default CQC_EVENTS)")
+    assert.deepEqual([...names].sort(), ["CQBUS_HEALTH", "PROV_DLQ", "PROV_EVENTS"], "no other stream (no default CQC_EVENTS)")
   })))
 
 test("nats config: createOrUpdate (the default) brings an existing stream to the options", { timeout: 30_000 }, () =>
