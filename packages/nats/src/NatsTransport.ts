@@ -8,13 +8,13 @@
  */
 import {
   type ConsumeOptions,
-  redactSecrets as redact,
   type ConsumerLag,
   type DeadLetter,
   type Headers,
   HealthError,
   type Outcome,
   PublishError,
+  redactSecrets as redact,
   SubscribeError,
   Transport,
   type TransportShape
