@@ -7,6 +7,9 @@
  *
  * Time comes from Effect's `Clock`, so redelivery delays, `maxAge` and the dedupe window follow a `TestClock`.
  *
+ * Members of a group share its work: each message goes to the member with the most room in its in-flight budget (ties
+ * in turn), and a member whose budget is used up gets nothing until one of its deliveries settles.
+ *
  * Capabilities: `deadLetters`; `consumers` lists every group (or ephemeral subscription) with a live member, with
  * `pending` = retained messages not yet delivered to it, `ackPending` = deliveries running (awaiting their outcome)
  * and `redelivered` = messages waiting to be delivered again (handed back, or failed and waiting for their backoff);
@@ -119,7 +122,12 @@ interface TopicStats {
 
 interface Member {
   readonly wake: Latch.Latch
+  /** The most deliveries it holds at once (its subscription's `maxInFlight`). */
+  readonly capacity: number
+  /** Deliveries assigned to it and not settled yet: queued or running. */
   inFlight: number
+  /** Deliveries assigned to it that its loop has not started yet. */
+  readonly queue: Array<Entry>
   stopping: boolean
 }
 
@@ -136,7 +144,9 @@ interface Consumer {
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
   inFlight: number
-  readonly members: Set<Member>
+  /** The live members, in the order they joined; `turn` is where the next tie is broken. */
+  readonly members: Array<Member>
+  turn: number
 }
 
 /** Binary search: the index of the first entry with `seq >= sequence`. */
@@ -291,14 +301,10 @@ export const make = (
           seenOrder.push({ id: message.eventId, time: now })
         }
         for (const consumer of consumers.values()) {
-          if (consumer.matches(topic)) wakeAll(consumer)
+          if (consumer.matches(topic)) dispatch(consumer, now)
         }
         return Effect.succeed<PublishAck>({ topic, stream, sequence, duplicate: false })
       })
-
-    const wakeAll = (consumer: Consumer): void => {
-      for (const member of consumer.members) member.wake.openUnsafe()
-    }
 
     /** The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. */
     const take = (consumer: Consumer, now: number): Entry | undefined => {
@@ -329,6 +335,59 @@ export const make = (
       return entry
     }
 
+    /**
+     * Hands out the consumer's next deliveries, one at a time, each to the member with the smallest share of its budget
+     * in use (ties go round the members in turn), until nothing is left to deliver or every member is full or stopping.
+     * Deciding here, and not in each member's own pull loop, is what makes members share: a loop that took whatever
+     * was there would take everything whenever its handlers finish before another member's loop gets to run (issue 10).
+     */
+    const dispatch = (consumer: Consumer, now: number): void => {
+      const members = consumer.members
+      for (;;) {
+        let chosen: Member | undefined
+        let at = 0
+        for (let i = 0; i < members.length; i++) {
+          const index = (consumer.turn + i) % members.length
+          const member = members[index]!
+          if (member.stopping || member.inFlight >= member.capacity) continue
+          // inFlight / capacity compared without division; a strict `<` keeps the first in turn among equals.
+          if (chosen === undefined || member.inFlight * chosen.capacity < chosen.inFlight * member.capacity) {
+            chosen = member
+            at = index
+          }
+        }
+        if (chosen === undefined) return
+        const entry = take(consumer, now)
+        if (entry === undefined) return
+        chosen.inFlight++
+        chosen.queue.push(entry)
+        chosen.wake.openUnsafe()
+        consumer.turn = (at + 1) % members.length
+      }
+    }
+
+    /**
+     * Takes back what a stopping member was assigned but never started, as if it had not been delivered (the delivery
+     * count is restored), so another member gets it at once and before newer messages.
+     */
+    const unassign = (consumer: Consumer, member: Member): void => {
+      for (const entry of member.queue) {
+        member.inFlight--
+        consumer.inFlight--
+        const count = (consumer.attempts.get(entry.sequence) ?? 1) - 1
+        if (count > 0) consumer.attempts.set(entry.sequence, count)
+        else consumer.attempts.delete(entry.sequence)
+        requeue(consumer, entry)
+      }
+      member.queue.length = 0
+    }
+
+    /** Puts a message back among the waiting deliveries in sequence order, so a group resumes in publish order. */
+    const requeue = (consumer: Consumer, entry: Entry): void => {
+      const at = consumer.ready.findIndex((waiting) => waiting.sequence > entry.sequence)
+      consumer.ready.splice(at === -1 ? consumer.ready.length : at, 0, entry)
+    }
+
     const nextDue = (consumer: Consumer): number => {
       let due = Infinity
       for (const item of consumer.delayed) due = Math.min(due, item.due)
@@ -343,13 +402,12 @@ export const make = (
           return
         case "Nak":
           consumer.delayed.push({ entry, due: now + Duration.toMillis(outcome.delay) })
-          break
-        case "Handback": {
-          // Back in sequence order among the other waiting deliveries, so a drained group resumes in publish order.
-          const at = consumer.ready.findIndex((waiting) => waiting.sequence > entry.sequence)
-          consumer.ready.splice(at === -1 ? consumer.ready.length : at, 0, entry)
-          break
-        }
+          // Every member with room sets its timer to the new due time, so whichever is free then delivers it.
+          for (const member of consumer.members) member.wake.openUnsafe()
+          return
+        case "Handback":
+          requeue(consumer, entry)
+          return
         case "DeadLetter":
           deadLetters.push({
             subject: entry.topic,
@@ -365,7 +423,6 @@ export const make = (
           consumer.attempts.delete(entry.sequence)
           return
       }
-      wakeAll(consumer)
     }
 
     const startPosition = (policy: ConsumeOptions["deliverPolicy"]): number => {
@@ -400,13 +457,20 @@ export const make = (
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
-            members: new Set()
+            members: [],
+            turn: 0
           }
           consumers.set(name, consumer)
         }
         const self = consumer
-        const member: Member = { wake: Latch.makeUnsafe(false), inFlight: 0, stopping: false }
-        self.members.add(member)
+        const member: Member = {
+          wake: Latch.makeUnsafe(false),
+          capacity: options.maxInFlight,
+          inFlight: 0,
+          queue: [],
+          stopping: false
+        }
+        self.members.push(member)
         const fibers = yield* FiberSet.make<unknown, never>()
         const clock = yield* Effect.clockWith(Effect.succeed)
 
@@ -424,34 +488,33 @@ export const make = (
             process(deliver(entry)).pipe(
               Effect.onExit((exit) =>
                 Effect.sync(() => {
+                  const now = clock.currentTimeMillisUnsafe()
                   member.inFlight--
-                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group,
-                    clock.currentTimeMillisUnsafe())
+                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group, now)
+                  dispatch(self, now)
+                  // Its loop looks again at the next due redelivery, now that it has room for it.
                   member.wake.openUnsafe()
                 })
               )
             )
           )
 
-        // The pull loop: take what the in-flight budget allows, then sleep until a publish, a settled delivery or the
-        // next due redelivery wakes it. It only stops at the top of an iteration, so no taken message is left behind.
+        // The member's loop: hand out what is due (to whichever members have room), start what this member was
+        // assigned, then sleep until an assignment, a settled delivery or the next due redelivery wakes it. What is
+        // assigned and not started when it stops goes back to the group (see the finalizer), so nothing is left behind.
         const loop = Effect.gen(function*() {
           while (!member.stopping && !closed) {
             member.wake.closeUnsafe()
             const now = clock.currentTimeMillisUnsafe()
-            let took = false
-            while (!member.stopping && member.inFlight < options.maxInFlight) {
-              const entry = take(self, now)
-              if (entry === undefined) break
-              member.inFlight++
-              took = true
-              yield* run(entry)
-            }
-            if (took) {
+            dispatch(self, now)
+            if (member.queue.length > 0) {
+              // At most what is queued now, then a yield: handlers that settle at once refill the queue, and a long
+              // backlog must not keep the other fibers (and a closing scope) waiting.
+              for (let n = member.queue.length; n > 0 && !member.stopping; n--) yield* run(member.queue.shift()!)
               yield* Effect.yieldNow
               continue
             }
-            const due = member.inFlight < options.maxInFlight ? nextDue(self) : Infinity
+            const due = member.inFlight < member.capacity ? nextDue(self) : Infinity
             const wait = member.wake.await
             yield* due === Infinity
               ? Effect.interruptible(wait)
@@ -467,13 +530,18 @@ export const make = (
             member.stopping = true
             member.wake.openUnsafe()
             yield* Fiber.await(loopFiber)
+            unassign(self, member)
+            dispatch(self, clock.currentTimeMillisUnsafe())
             if (member.inFlight > 0 && Duration.toMillis(options.drainTimeout) > 0) {
               yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
             }
             yield* FiberSet.clear(fibers)
-            self.members.delete(member)
-            if (self.members.size === 0 && !self.durable) consumers.delete(self.name)
-            else wakeAll(self)
+            const at = self.members.indexOf(member)
+            self.members.splice(at, 1)
+            if (self.turn > at) self.turn--
+            if (self.turn >= self.members.length) self.turn = 0
+            if (self.members.length === 0 && !self.durable) consumers.delete(self.name)
+            else dispatch(self, clock.currentTimeMillisUnsafe())
           })
         )
       })
@@ -508,7 +576,7 @@ export const make = (
           expire(clock.currentTimeMillisUnsafe())
           const lags: Array<ConsumerLag> = []
           for (const c of consumers.values()) {
-            if (c.members.size === 0) continue
+            if (c.members.length === 0) continue
             lags.push({
               topic: c.topic,
               group: c.durable ? c.name : undefined,
@@ -552,7 +620,7 @@ export const make = (
           name: c.name,
           topic: c.topic,
           durable: c.durable,
-          members: c.members.size,
+          members: c.members.length,
           inFlight: c.inFlight,
           waiting: c.ready.length + c.delayed.length,
           pending: pendingOf(c)
