@@ -301,14 +301,18 @@ export const make = (
           seenOrder.push({ id: message.eventId, time: now })
         }
         for (const consumer of consumers.values()) {
-          if (consumer.matches(topic)) dispatch(consumer, now)
+          if (consumer.matches(topic)) dispatch(consumer, undefined)
         }
         return Effect.succeed<PublishAck>({ topic, stream, sequence, duplicate: false })
       })
 
-    /** The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. */
-    const take = (consumer: Consumer, now: number): Entry | undefined => {
-      if (consumer.delayed.length > 0) {
+    /**
+     * The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. Without `now` (a
+     * publish, whose fiber may run on another clock than the consumer's) it leaves due redeliveries to the members'
+     * timers and takes what is already waiting or new.
+     */
+    const take = (consumer: Consumer, now: number | undefined): Entry | undefined => {
+      if (now !== undefined && consumer.delayed.length > 0) {
         for (let i = 0; i < consumer.delayed.length;) {
           const item = consumer.delayed[i]!
           if (item.due <= now) {
@@ -319,7 +323,7 @@ export const make = (
       }
       let entry = consumer.ready.shift()
       if (entry === undefined) {
-        expire(now)
+        if (now !== undefined) expire(now)
         for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
           const candidate = log[i]!
           if (!candidate.deleted && consumer.matches(candidate.topic)) {
@@ -341,11 +345,12 @@ export const make = (
      * Deciding here, and not in each member's own pull loop, is what makes members share: a loop that took whatever
      * was there would take everything whenever its handlers finish before another member's loop gets to run (issue 10).
      */
-    const dispatch = (consumer: Consumer, now: number): void => {
+    const dispatch = (consumer: Consumer, now: number | undefined): void => {
       const members = consumer.members
       for (;;) {
         let chosen: Member | undefined
         let at = 0
+        // Read afresh each time: waking a member runs its loop at once, and that may change the members.
         for (let i = 0; i < members.length; i++) {
           const index = (consumer.turn + i) % members.length
           const member = members[index]!
@@ -361,8 +366,9 @@ export const make = (
         if (entry === undefined) return
         chosen.inFlight++
         chosen.queue.push(entry)
+        consumer.turn = at + 1
+        // Opening the latch may resume the member's loop right here (Effect can run a resumed fiber synchronously).
         chosen.wake.openUnsafe()
-        consumer.turn = (at + 1) % members.length
       }
     }
 
@@ -402,8 +408,9 @@ export const make = (
           return
         case "Nak":
           consumer.delayed.push({ entry, due: now + Duration.toMillis(outcome.delay) })
-          // Every member with room sets its timer to the new due time, so whichever is free then delivers it.
-          for (const member of consumer.members) member.wake.openUnsafe()
+          // Every member with room sets its timer to the new due time, so whichever is free then delivers it. A copy:
+          // a woken loop runs at once and may end a member.
+          for (const member of consumer.members.slice()) member.wake.openUnsafe()
           return
         case "Handback":
           requeue(consumer, entry)
@@ -510,7 +517,11 @@ export const make = (
             if (member.queue.length > 0) {
               // At most what is queued now, then a yield: handlers that settle at once refill the queue, and a long
               // backlog must not keep the other fibers (and a closing scope) waiting.
-              for (let n = member.queue.length; n > 0 && !member.stopping; n--) yield* run(member.queue.shift()!)
+              for (let n = member.queue.length; n > 0 && !member.stopping; n--) {
+                const entry = member.queue.shift()
+                if (entry === undefined) break
+                yield* run(entry)
+              }
               yield* Effect.yieldNow
               continue
             }
@@ -539,7 +550,6 @@ export const make = (
             const at = self.members.indexOf(member)
             self.members.splice(at, 1)
             if (self.turn > at) self.turn--
-            if (self.turn >= self.members.length) self.turn = 0
             if (self.members.length === 0 && !self.durable) consumers.delete(self.name)
             else dispatch(self, clock.currentTimeMillisUnsafe())
           })
