@@ -9,7 +9,6 @@
  * `max_ack_pending` and `filter_subject`; `deliver_policy` (with its start sequence or time) is refused (API error
  * 10012). A group's topic is its identity, so a different `filter_subject` is refused too, under every strategy.
  */
-import type { SubscribeError as SubscribeErrorType } from "@cqbus/core"
 import { SubscribeError } from "@cqbus/core"
 import { type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
 import { Duration, Effect } from "effect"
@@ -139,7 +138,7 @@ const where = (request: ConsumerRequest) =>
   `${request.group === undefined ? "consumer" : "group"} ${request.name} on stream ${request.stream}`
 
 /** A difference nats-server cannot update: refused under every strategy, with what the user can do. */
-const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: ReadonlyArray<string>): SubscribeErrorType => {
+const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: ReadonlyArray<string>): SubscribeError => {
   const { group, topic } = request
   if (have.filter_subject !== request.want.filter_subject) {
     return new SubscribeError({
@@ -175,7 +174,7 @@ const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: Read
 export const ensureConsumer = (
   jsm: JetStreamManager,
   request: ConsumerRequest
-): Effect.Effect<GroupSettings, SubscribeErrorType> =>
+): Effect.Effect<GroupSettings, SubscribeError> =>
   Effect.tryPromise({
     try: async (): Promise<{ readonly settings: GroupSettings; readonly warning?: string }> => {
       const { name, stream, strategy, want } = request
