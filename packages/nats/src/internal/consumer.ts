@@ -129,17 +129,28 @@ export interface PullConsumerConfig {
   readonly consumer: string
   /** Handlers running at once; the consumer also reads ahead this many. */
   readonly maxInFlight: number
-  /** The consumer's ackWait in ms: keep-alives for running handlers go out at a third of it. */
+  /**
+   * The consumer's ackWait in ms as the server reports it (not as the subscription asked: an existing group may differ):
+   * keep-alives for running handlers go out at a third of it.
+   */
   readonly ackWait: number
+  /**
+   * The server's `max_deliver`, when finite: the server never delivers a message again after that many deliveries, so
+   * the last one that would be naked or handed back is dead-lettered instead of silently dropped.
+   */
+  readonly maxDeliver: number | undefined
   readonly drainTimeout: Duration.Duration
   readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
   /** Stores a dead letter and terminates the message (or naks it when the record cannot be stored). */
   readonly deadLetter: (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>) => Effect.Effect<void>
   /**
    * Makes sure the consumer exists, creating it from `floor` (the oldest unsettled stream sequence) when the server
-   * lost it. `undefined` when nothing was delivered yet: create it as first configured.
+   * lost it. `undefined` when nothing was delivered yet: create it as first configured. Returns the settings now in
+   * force, which the keep-alives and dead letters follow from then on.
    */
-  readonly recreate: (floor: number | undefined) => Effect.Effect<void, unknown>
+  readonly recreate: (
+    floor: number | undefined
+  ) => Effect.Effect<{ readonly ackWait: number; readonly maxDeliver: number | undefined }, unknown>
   /** `true` when the server no longer has the consumer. */
   readonly missing: Effect.Effect<boolean>
   /** The consumer's ack floor (stream sequence) as the server reports it; `undefined` when it cannot be read. */
@@ -239,7 +250,22 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       requested = 0
     }
 
+    let serverMaxDeliver = config.maxDeliver
     const settle = (delivery: Delivery, outcome: Outcome): void => {
+      if (
+        serverMaxDeliver !== undefined && delivery.deliveryCount >= serverMaxDeliver &&
+        (outcome._tag === "Nak" || outcome._tag === "Handback")
+      ) {
+        // The server would not deliver it again (its `max_deliver`, on a group left as it is with provisioning
+        // "skip"): store it as a dead letter rather than lose it silently.
+        outcome = {
+          _tag: "DeadLetter",
+          reason: `delivered ${delivery.deliveryCount} times, the consumer's max_deliver on the server; last outcome ` +
+            (outcome._tag === "Nak" ? `error ${outcome.error}` : "handed back"),
+          errorTag: "MaxDeliverExceeded",
+          attempts: delivery.deliveryCount
+        }
+      }
       switch (outcome._tag) {
         case "Ack":
           respond(delivery, ACK)
@@ -408,7 +434,12 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     }
 
     // Not while stopping: an ephemeral consumer is deleted after the drain and must not come back.
-    const recover: Effect.Effect<void> = Effect.suspend(() => stopping ? Effect.void : config.recreate(floor())).pipe(
+    const recover: Effect.Effect<void> = Effect.suspend(() =>
+      stopping ? Effect.void : Effect.map(config.recreate(floor()), (settings) => {
+        beat = beatOf(settings.ackWait)
+        serverMaxDeliver = settings.maxDeliver
+      })
+    ).pipe(
       Effect.andThen(Effect.sync(() => {
         forgetRequests()
         pull()
@@ -419,7 +450,8 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     // Keep-alives for handlers that run in the background and for buffered deliveries, renewal of lost requests, and
     // the check for a silent server: with a request open the server sends a heartbeat every second, so nothing for
     // three seconds means the request (or the consumer) is gone.
-    const beat = Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(config.ackWait / 3)))
+    const beatOf = (ackWait: number) => Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(ackWait / 3)))
+    let beat = beatOf(config.ackWait)
     let lastSeen = 0
     let silentSince = Date.now()
     let checking = false
@@ -457,7 +489,9 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       })
       return Effect.void
     })
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(beat)), tick)))
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.andThen(Effect.suspend(() => Effect.sleep(Duration.millis(beat))), tick))
+    )
 
     // After a reconnect the server may have forgotten our open requests (a restarted server certainly has).
     const statuses = nc.status()
