@@ -1,7 +1,8 @@
 /**
  * Turns a handler into the `process` function a transport runs for each delivery: build the `Delivery`, decode, run
- * the handler, and map its exit to an `Outcome`. This is the one place where "the handler's result decides delivery"
- * (DESIGN §1.2) is implemented, so every backend behaves the same.
+ * the handler, and map its exit to an `Outcome` through `Verdict.classify`. This is the one place where "the handler's
+ * result decides delivery" (DESIGN §1.2) is implemented, so every backend behaves the same; it also writes the bus's
+ * default warning line for a failed delivery or a dead letter (DESIGN §4), unless a plugin reports that delivery.
  */
 import { Cause, Effect, Exit } from "effect"
 import type { Backoff } from "../Backoff.ts"
