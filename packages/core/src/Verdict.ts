@@ -40,7 +40,7 @@ export type Verdict =
     readonly ending: Exclude<Ending, "success">
     readonly errorTag: string
     readonly error: unknown
-    /** `"<errorTag>: <message>"`. */
+    /** `"<errorTag>: <message>"` (`"<errorTag>"` when the message is empty). */
     readonly reason: string
     /** The delay a `RetryLater` asked for; `undefined`: the subscription's backoff. */
     readonly delay: Duration.Duration | undefined
@@ -50,7 +50,10 @@ export type Verdict =
     readonly ending: Exclude<Ending, "success">
     readonly errorTag: string
     readonly error: unknown
-    /** Why it was dead-lettered: the `Reject`'s message, or `"gave up after N deliveries; last error <tag>: <message>"`. */
+    /**
+     * Why it was dead-lettered: the `Reject`'s message, or
+     * `"gave up after N deliveries; last error <tag>: <message>"`.
+     */
     readonly reason: string
   }
 
@@ -87,7 +90,8 @@ export const classify = (exit: Exit.Exit<unknown, unknown>, attempt: number, max
     error = Result.isSuccess(defect) ? defect.success : new Error("the handler was interrupted")
     tag = Result.isSuccess(defect) ? "Defect" : "Interrupted"
   }
-  const reason = `${tag}: ${errorMessage(error)}`
+  const message = errorMessage(error)
+  const reason = message === "" ? tag : `${tag}: ${message}`
   return attempt >= maxDeliver
     ? {
       kind: "dead_letter",

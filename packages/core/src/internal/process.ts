@@ -185,7 +185,10 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
 
   // The key function is user code run outside any Effect: one that throws is a defect of this delivery (redelivered
   // with backoff, dead-lettered at maxDeliver), not an exception in the transport's callback.
-  const keyOrFailure = (event: A, message: IncomingMessage): string | undefined | { readonly outcome: Effect.Effect<Outcome> } => {
+  const keyOrFailure = (
+    event: A,
+    message: IncomingMessage
+  ): string | undefined | { readonly outcome: Effect.Effect<Outcome> } => {
     try {
       return keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
     } catch (defect) {
