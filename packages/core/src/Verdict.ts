@@ -144,7 +144,8 @@ const REPORTED: unique symbol = Symbol.for("@cqbus/core/Verdict/reported") as ne
  * @category reporting
  */
 export const markReported = (delivery: Delivery): void => {
-  ;(delivery as { [REPORTED]?: boolean })[REPORTED] = true
+  const marked = delivery as { [REPORTED]?: boolean }
+  marked[REPORTED] = true
 }
 
 /**
