@@ -44,7 +44,8 @@ const run = (cwd, command, args, env = {}) => {
       timeout: 300_000
     })
   } catch (error) {
-    fail(`${path.relative(ROOT, cwd) || "."}$ ${command} ${args.join(" ")}\n${error.stdout ?? ""}${error.stderr ?? error.message}`)
+    // The temporary project is left in place for a look.
+    fail(`${cwd}$ ${command} ${args.join(" ")}\n${error.stdout ?? ""}${error.stderr ?? error.message}`)
   }
 }
 
