@@ -27,6 +27,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const DOC = path.join(ROOT, "docs/codegen.md")
 const keep = process.argv.includes("--keep")
 const started = Date.now()
+const log = (message) => console.log(`check-fresh-project [${((Date.now() - started) / 1000).toFixed(0)}s]: ${message}`)
 
 const fail = (message) => {
   console.error(`check-fresh-project: FAILED: ${message}`)
@@ -79,7 +80,7 @@ for (const workspace of ["packages/core", "packages/nats", "packages/protoc-gen-
   const out = run(ROOT, "npm", ["pack", "--workspace", workspace, "--pack-destination", packs, "--json", "--silent"])
   const [{ name, filename, files }] = JSON.parse(out.slice(out.indexOf("[")))
   tarball[name] = path.join(packs, filename)
-  console.log(`check-fresh-project: packed ${name} (${files.length} files)`)
+  log(`packed ${name} (${files.length} files)`)
 }
 
 // ---- the fresh project
@@ -95,6 +96,7 @@ npmInstall([
   `effect@${pinned("effect")}`,
   `@bufbuild/protobuf@${pinned("@bufbuild/protobuf")}`
 ])
+log("installed the runtime packages with --engine-strict")
 npmInstall([
   "--save-dev",
   tarball["protoc-gen-cqbus"],
@@ -102,7 +104,7 @@ npmInstall([
   `@bufbuild/protoc-gen-es@${pinned("@bufbuild/protoc-gen-es")}`,
   `typescript@${pinned("typescript")}`
 ])
-console.log(`check-fresh-project: installed the tarballs into ${project} (node ${process.version}, --engine-strict)`)
+log(`installed the tarballs into ${project} (node ${process.version}, --engine-strict)`)
 
 const write = (file, content) => {
   fs.mkdirSync(path.dirname(path.join(project, file)), { recursive: true })
@@ -199,6 +201,7 @@ for (const variant of variants) {
   write("buf.gen.yaml", variant.bufGen)
   write("src/main.ts", program(variant.extension))
   run(project, path.join(project, "node_modules/.bin/buf"), ["generate"])
+  log(`${variant.name}: generated`)
   for (const file of variant.generated) {
     if (!fs.existsSync(path.join(project, "src/gen", file))) fail(`${variant.name}: buf generate wrote no src/gen/${file}`)
   }
@@ -208,10 +211,10 @@ for (const variant of variants) {
   }
   const output = run(project, process.execPath, ["dist/main.js"]).trim()
   if (output !== expected) fail(`${variant.name}: the program printed\n${output}\ninstead of\n${expected}`)
-  console.log(`check-fresh-project: ${variant.name}: generated, type-checked (${Object.keys(variant.tsconfigs).join(", ")}), ran:`)
+  log(`${variant.name}: generated, type-checked (${Object.keys(variant.tsconfigs).join(", ")}), ran:`)
   console.log(output.replace(/^/gm, "    "))
 }
 
-if (keep) console.log(`check-fresh-project: kept ${tmp}`)
+if (keep) log(`kept ${tmp}`)
 else fs.rmSync(tmp, { recursive: true, force: true })
 console.log(`check-fresh-project: OK (${variants.length} variants, ${((Date.now() - started) / 1000).toFixed(1)}s)`)
