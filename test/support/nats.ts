@@ -8,6 +8,7 @@ import {
   type NatsServerError,
   type NatsServerOptions
 } from "@cqbus/testkit/nats-server"
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 
 export type { TestServer }
@@ -60,6 +61,27 @@ export const waitFor = (
       yield* Effect.sleep("20 millis")
     }
   })
+
+/**
+ * Deletes a consumer as an operator would, retrying where the server itself is racy: nats-server 2.9 can answer a
+ * delete with "unlinkat …: directory not empty" when it is still writing the consumer's store (a pending ack or nak),
+ * with the consumer gone or not. Resolves true once the consumer no longer exists.
+ */
+export const deleteConsumer = async (jsm: JetStreamManager, stream: string, consumer: string): Promise<boolean> => {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await jsm.consumers.delete(stream, consumer)
+    } catch (error) {
+      const gone = await jsm.consumers.info(stream, consumer).then(
+        () => false,
+        (e: unknown) => e instanceof JetStreamApiError && e.code === JetStreamApiCodes.ConsumerNotFound
+      )
+      if (gone) return true
+      if (attempt >= 5) throw error
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt))
+    }
+  }
+}
 
 /** Options for servers started by these tests. */
 export type { NatsServerOptions }

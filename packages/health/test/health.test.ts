@@ -169,7 +169,9 @@ test("health: user checks report observations, failures, defects and timeouts; r
 
     const started = Date.now()
     const full = await get(app, "/health")
-    assert.ok(Date.now() - started < 1_500, "checks run at once, each bounded by its own timeout")
+    // Each check is bounded by its own timeout (the stuck one's output below says 50 ms, not the router's 2 s); the
+    // wall-clock bound is only against a hang, generous for a loaded machine.
+    assert.ok(Date.now() - started < 10_000, "checks run at once, each bounded by its own timeout")
     assert.equal(full.status, 503)
     assert.equal(full.body.checks["ledger:responseTime"]![0]!.output, "ledger said no")
     assert.equal(full.body.checks["crashy:status"]![0]!.output, "defect: boom")
