@@ -210,6 +210,12 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     let stopping = false
     let seen = 0
     let idleWaiter: (() => void) | undefined
+    /** Messages the stream still had for the consumer after the last delivery (its reply subject's last number). */
+    let streamPending = 0
+    /** While the drain waits for its open requests: deliveries are kept in the queue, to be handed back after. */
+    let holding = false
+    /** Called by the drain once the open requests are used up (`requested` reached 0). */
+    let requestsWaiter: (() => void) | undefined
 
     // Through the message's own `respond` (the protocol's publish, as nats.js's `JsMsg.ack()` does) rather than
     // `nc.publish`, which validates the subject with a regular expression on every call.
@@ -235,6 +241,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     // one less per message, and the undelivered rest of a request when its end (408/409) says how many.
     const took = () => {
       if (requested > 0) requested--
+      if (requested === 0 && requestsWaiter !== undefined) requestsWaiter()
     }
 
     /** An open request ended; `pending` of its messages will not come (all of them when unknown). */
@@ -243,6 +250,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       const gone = pending ?? request?.batch ?? 0
       requested = Math.max(0, requested - gone)
       if (requests.length === 0) requested = 0
+      if (requested === 0 && requestsWaiter !== undefined) requestsWaiter()
     }
 
     const forgetRequests = () => {
@@ -401,7 +409,9 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       )
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
       if (naked.size > 0) naked.delete(delivery.sequence)
-      if (stopping) return respond(delivery, NAK)
+      const pendingAt = offset + 6
+      streamPending = numberAt(reply, dots[pendingAt - 1]! + 1, pendingAt < count ? dots[pendingAt]! : reply.length)
+      if (stopping) return holding ? void queue.push(delivery) : respond(delivery, NAK)
       if (running < maxInFlight) start(delivery)
       else queue.push(delivery)
     }
@@ -509,6 +519,27 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         stopping = true
+        // nats-server 2.9 cannot cancel a pull request and fills it from another goroutine: a request sent just before
+        // the close can be answered after the UNSUB below, into an inbox that is gone, and those messages wait for
+        // ackWait. While the stream has messages for us, keep the inbox until the open requests are used up. What
+        // arrives meanwhile is held in the queue (kept alive by the tick), not handed back yet: the server would
+        // redeliver it into the same open requests, each round costing a delivery attempt. An idle consumer's requests
+        // stay open with nothing to send, so it does not wait.
+        if (!nc.isClosed() && requested > 0 && streamPending > 0) {
+          holding = true
+          yield* Effect.timeoutOption(
+            Effect.callback<void>((resume) => {
+              if (requested <= 0) return resume(Effect.void)
+              requestsWaiter = () => {
+                requestsWaiter = undefined
+                resume(Effect.void)
+              }
+            }),
+            "2 seconds"
+          )
+          requestsWaiter = undefined
+          holding = false
+        }
         for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, NAK)
         queue.length = 0
         queueHead = 0
