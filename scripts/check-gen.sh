@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Lints proto/ and regenerates packages/testkit/src/gen, then fails when the
-# result differs from what is committed: the generated code is stale (a .proto
-# changed without `npm run gen`, or protoc-gen-cqbus changed without it) or was
+# Lints proto/ and packages/protoc-gen-cqbus/proto (cqbus's options, shipped
+# in that package) and regenerates packages/testkit/src/gen, then fails when
+# the result differs from what is committed: the generated code is stale (a
+# .proto changed without `npm run gen`, or protoc-gen-cqbus changed without it) or was
 # edited by hand. The generated files (*_pb.ts from protoc-gen-es, *_events.ts
 # and *_rpc.ts from protoc-gen-cqbus) are committed and never edited; fix a
 # failure by running `npm run gen` and committing proto/ together with the
@@ -26,7 +27,7 @@ for bin in buf protoc-gen-es tsx; do
   fi
 done
 
-paths=(packages/testkit/src/gen proto)
+paths=(packages/testkit/src/gen proto packages/protoc-gen-cqbus/proto)
 
 echo "check-gen: buf lint"
 npx --no -- buf lint

@@ -17,6 +17,12 @@
 //                           (env CQBUS_TEST_ALLOW_COUNT_MISMATCH=1)
 //   Binaries can be overridden with CQBUS_NODE20, CQBUS_NODE22, CQBUS_BUN, CQBUS_DENO.
 //
+// nats-server: when a selected file uses it (mentions `nats-server` or `support/nats`) and it is neither on PATH nor
+// in /usr/sbin, /usr/local/bin, /usr/bin, the Debian package is installed first (`apt-get update && apt-get install
+// -y --no-install-recommends nats-server`, as root or through `sudo -n`); without root or sudo the script stops at
+// once and prints that command. The directory it is found in is added to the lanes' PATH. CQBUS_TEST_NATS_INSTALL
+// replaces the install command (shell syntax; to test this logic with a stub).
+//
 // Output: tsc and every lane stream to the terminal, each line prefixed with its lane name; then a summary with
 // one line per lane (`node20: 120 passed, 0 failed, 2 skipped  (12.3s)`) and, as the very last line,
 // `N passed, N failed, N skipped` summed over all lanes ("skipped" includes todo). Children get
@@ -207,6 +213,72 @@ function findTool(name, envVar, rel) {
   const r = spawnSync(bin, ["--version"], { encoding: "utf8", timeout: 20_000 })
   if (r.status !== 0) throw new Error(`${name} not runnable at ${bin}${r.error ? `: ${r.error.message}` : ""}`)
   return { bin, version: r.stdout.trim().split("\n")[0] }
+}
+
+// ---------------------------------------------------------------------------------------------- nats-server
+
+// The NATS tests start their own servers (@cqbus/testkit/nats-server) and need the binary; `npm test` provides it so
+// that a fresh machine needs nothing but `npm ci && npm test` (.ci/run relies on this too).
+const NATS_DIRS = ["/usr/sbin", "/usr/local/bin", "/usr/bin"]
+const NATS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends nats-server"
+
+/** The first executable `nats-server` on PATH or in the usual system directories, or undefined. */
+function findNatsServer() {
+  const dirs = [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), ...NATS_DIRS]
+  for (const dir of dirs) {
+    const bin = path.join(dir, "nats-server")
+    try {
+      fs.accessSync(bin, fs.constants.X_OK)
+      if (fs.statSync(bin).isFile()) return bin
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
+
+/**
+ * Makes sure the selected files can start nats-server: found on PATH or in /usr/sbin, /usr/local/bin (added to PATH
+ * for the lanes), else the Debian package is installed as root or with `sudo -n`; otherwise it stops at once with
+ * the command to run. CQBUS_TEST_NATS_INSTALL replaces the install command (a stub to test this logic).
+ */
+function ensureNatsServer(files) {
+  const needs = files.some((f) => /nats-server|support\/nats/.test(fs.readFileSync(path.join(ROOT, f), "utf8")))
+  if (!needs) return
+  let bin = findNatsServer()
+  if (bin === undefined) {
+    const command = process.env.CQBUS_TEST_NATS_INSTALL || NATS_INSTALL
+    const root = process.getuid?.() === 0
+    const sudo = !root && spawnSync("sudo", ["-n", "true"], { stdio: "ignore", timeout: 20_000 }).status === 0
+    const hasApt = spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0
+    if ((!root && !sudo) || (!hasApt && !process.env.CQBUS_TEST_NATS_INSTALL)) {
+      console.error(
+        `test: the NATS tests need nats-server, which is not on PATH nor in ${NATS_DIRS.join(", ")}; ` +
+          (hasApt ? "install it with:\n  sudo sh -c '" + NATS_INSTALL + "'" : "install nats-server 2.9+ and put it on PATH")
+      )
+      process.exit(1)
+    }
+    const argv = root ? ["sh", "-c", command] : ["sudo", "-n", "sh", "-c", command]
+    process.stdout.write(`test: nats-server not found (PATH, ${NATS_DIRS.join(", ")}); installing it: ${quoteArgs(argv)}\n`)
+    const r = spawnSync(argv[0], argv.slice(1), {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }
+    })
+    bin = findNatsServer()
+    if (r.status !== 0 || bin === undefined) {
+      console.error(`test: installing nats-server failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}` +
+        `${bin === undefined ? ", and no nats-server is found after it" : ""}); run it yourself: sudo sh -c '${NATS_INSTALL}'`)
+      process.exit(1)
+    }
+  }
+  const dir = path.dirname(bin)
+  if (!(process.env.PATH ?? "").split(path.delimiter).includes(dir)) {
+    // Children inherit process.env: the tests look the binary up on PATH.
+    process.env.PATH = [process.env.PATH, dir].filter(Boolean).join(path.delimiter)
+    process.stdout.write(`test: ${dir} added to PATH for the tests\n`)
+  }
+  const v = spawnSync(bin, ["--version"], { encoding: "utf8", timeout: 20_000 })
+  process.stdout.write(`test: using ${bin} (${(v.stdout ?? "").trim() || "version unknown"})\n`)
 }
 
 // ---------------------------------------------------------------------------------------------------- parsing
@@ -601,6 +673,7 @@ async function main() {
       (opts.filters.length > 0 ? files.map((f) => `  ${f}\n`).join("") : "")
   )
 
+  ensureNatsServer(files)
   const tc = opts.typecheck ? await typecheck(opts) : undefined
   const defs = laneDefinitions(opts)
   const lanes = []

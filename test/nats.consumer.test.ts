@@ -9,7 +9,7 @@ import { connect } from "@nats-io/transport-node"
 import { Deferred, Effect, Fiber } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { bus, inScope, run, server, waitFor } from "./support/nats.ts"
+import { bus, deleteConsumer, inScope, run, server, waitFor } from "./support/nats.ts"
 
 test("nats consumer: with every handler blocked it holds at most concurrency × 2 deliveries; the rest stays on the server", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
@@ -205,7 +205,7 @@ test("nats consumer: a consumer recreated while a message waits for its redelive
     yield* Effect.sleep("300 millis") // the nak is on the server
     yield* Effect.promise(async () => {
       const nc = await connect({ servers: nats.url })
-      await (await jetstreamManager(nc)).consumers.delete(transport.stream, "backoff")
+      await deleteConsumer(await jetstreamManager(nc), transport.stream, "backoff")
       await nc.close()
     })
     yield* waitFor(() => attempts.length >= 2, "the message comes again from the recreated consumer", 15_000)

@@ -67,13 +67,17 @@ test("nats rpc: a call with no server running fails fast with a typed NoResponde
     const elapsed = Date.now() - started
     assert.ok(error instanceof NoResponders, `NoResponders, got ${String(error)}`)
     assert.equal(error.subject, "cqc.control.v1.control_service.get_status")
-    assert.ok(elapsed < 2_000, `it fails at once, not after the 20 s timeout (took ${elapsed} ms)`)
+    assert.ok(elapsed < 10_000, `it fails at once, not after the 20 s timeout (took ${elapsed} ms)`)
   })))
 
 test("nats rpc: a server slower than the timeout gives a typed RequestTimeout after the timeout", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()
-    yield* serveControlService({ ...handlers("slow"), getStatus: () => Effect.as(Effect.sleep("3 seconds"), { instance: "slow" }) }, {
+    let handlerStarted = false
+    yield* serveControlService({
+      ...handlers("slow"),
+      getStatus: () => Effect.andThen(Effect.sync(() => void (handlerStarted = true)), Effect.as(Effect.sleep("20 seconds"), { instance: "slow" }))
+    }, {
       drainTimeout: "100 millis"
     }).pipe(Effect.provideContext(yield* port(nats.url)))
     const control = yield* makeControlServiceClient().pipe(Effect.provideContext(yield* port(nats.url)))
@@ -81,7 +85,11 @@ test("nats rpc: a server slower than the timeout gives a typed RequestTimeout af
     const error = failureOf(yield* Effect.exit(control.getStatus({}, { timeout: "300 millis" })))
     const elapsed = Date.now() - started
     assert.ok(error instanceof RequestTimeout, `RequestTimeout, got ${String(error)}`)
-    assert.ok(elapsed >= 250 && elapsed < 2_500, `it waits about the timeout (took ${elapsed} ms)`)
+    // Not a wall-clock lower bound (a loaded machine stretches time both ways): the call's own timeout ended it, and
+    // only after the request had reached the slow handler; the upper bound only says it did not wait for the handler.
+    assert.match(error.message, /timed out after 300ms/)
+    assert.ok(handlerStarted, "the request reached the handler before the client gave up")
+    assert.ok(elapsed < 10_000, `it gives up at its timeout, not when the handler answers (took ${elapsed} ms)`)
   })))
 
 test("nats rpc: servers in one queue group split the requests; a closed server no longer answers", { timeout: 30_000 }, () =>

@@ -6,4 +6,8 @@ import { runQuickstart } from "./quickstart.ts"
 
 const overNats = process.env.NATS_URL !== undefined && process.env.NATS_URL !== ""
 if (overNats) console.log(`(over NATS JetStream at ${process.env.NATS_URL})\n`)
-await runQuickstart((line) => console.log(line), overNats ? NatsEventBus.layerConfig({ source: "quickstart" }) : undefined)
+// The program prints its own line for every retry and rejection, so the bus's default failure warnings are off.
+await runQuickstart(
+  (line) => console.log(line),
+  overNats ? NatsEventBus.layerConfig({ source: "quickstart", logFailures: false }) : undefined
+)

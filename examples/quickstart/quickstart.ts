@@ -169,10 +169,11 @@ export const quickstart = (
   })
 
 /**
- * Runs the quickstart on a bus (default: a fresh in-memory bus); the scope closes (subscriptions drain) before the
+ * Runs the quickstart on a bus (default: a fresh in-memory bus, without the bus's default failure warnings: this
+ * program prints its own line for every retry and rejection); the scope closes (subscriptions drain) before the
  * promise settles.
  */
 export const runQuickstart = (
   log: (line: string) => void,
-  layer: Layer.Layer<EventBus | Transport, Error> = EventBus.layerMemory()
+  layer: Layer.Layer<EventBus | Transport, Error> = EventBus.layerMemory({ logFailures: false })
 ): Promise<QuickstartReport> => Effect.runPromise(quickstart(log).pipe(Effect.scoped, Effect.provide(layer)))

@@ -8,6 +8,7 @@ import {
   type NatsServerError,
   type NatsServerOptions
 } from "@cqbus/testkit/nats-server"
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 
 export type { TestServer }
@@ -60,6 +61,37 @@ export const waitFor = (
       yield* Effect.sleep("20 millis")
     }
   })
+
+/**
+ * Deletes a consumer as an operator would, retrying where the server itself is racy: nats-server 2.9 answers a delete
+ * with "unlinkat …: directory not empty" when files appear in the consumer's store while it removes it, typically
+ * because a live subscription recreates the consumer on the 409 the delete itself sent. The consumer was deleted then;
+ * it is gone, or it is a new one (another creation time). Resolves true once either is seen.
+ */
+export const deleteConsumer = async (jsm: JetStreamManager, stream: string, consumer: string): Promise<boolean> => {
+  const createdOf = (): Promise<string | undefined> =>
+    jsm.consumers.info(stream, consumer).then(
+      (info) => info.created,
+      (e: unknown) => {
+        if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.ConsumerNotFound) return undefined
+        throw e
+      }
+    )
+  const before = await createdOf()
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await jsm.consumers.delete(stream, consumer)
+    } catch (error) {
+      const now = await createdOf().catch(() => before)
+      if (now === undefined || now !== before) {
+        console.log(`deleteConsumer: ${consumer} was deleted (${now === undefined ? "gone" : "recreated"}) though the server answered: ${String(error)}`)
+        return true
+      }
+      if (attempt >= 5) throw error
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt))
+    }
+  }
+}
 
 /** Options for servers started by these tests. */
 export type { NatsServerOptions }

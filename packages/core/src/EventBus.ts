@@ -113,6 +113,13 @@ export interface EventBusConfig {
   readonly middleware?: ReadonlyArray<Middleware<unknown>>
   /** Publish middleware for every publish of this bus; `[a, b]`: `b` runs outermost, `a` next to the transport. */
   readonly publishMiddleware?: ReadonlyArray<PublishMiddleware>
+  /**
+   * Log each failed delivery and each dead letter as one warning line through Effect's `Logger` (default true), with
+   * the topic, group, event id, attempt, `maxDeliver` and the error's tag and message; a dead letter's line says why.
+   * Success logs nothing. A delivery whose outcome a plugin reports (`logging()`, via `Verdict.markReported`) gets no
+   * default line, so the same failure is never logged twice. `false` turns the default lines off.
+   */
+  readonly logFailures?: boolean
 }
 
 /**
@@ -311,7 +318,9 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           maxDeliver,
           backoff: options.backoff ?? shared.backoff ?? DEFAULTS.backoff,
           ordering,
-          concurrency
+          concurrency,
+          // An internal subscription (the heartbeat) has its own failure handling; its probes are no user's failures.
+          logFailures: options.internal !== true && (config.logFailures ?? true)
         })
         yield* transport.consume({
           topic,

@@ -7,6 +7,9 @@
  *
  * Time comes from Effect's `Clock`, so redelivery delays, `maxAge` and the dedupe window follow a `TestClock`.
  *
+ * Members of a group share its work: each message goes to the member with the most room in its in-flight budget (ties
+ * in turn), and a member whose budget is used up gets nothing until one of its deliveries settles.
+ *
  * Capabilities: `deadLetters`; `consumers` lists every group (or ephemeral subscription) with a live member, with
  * `pending` = retained messages not yet delivered to it, `ackPending` = deliveries running (awaiting their outcome)
  * and `redelivered` = messages waiting to be delivered again (handed back, or failed and waiting for their backoff);
@@ -119,7 +122,12 @@ interface TopicStats {
 
 interface Member {
   readonly wake: Latch.Latch
+  /** The most deliveries it holds at once (its subscription's `maxInFlight`). */
+  readonly capacity: number
+  /** Deliveries assigned to it and not settled yet: queued or running. */
   inFlight: number
+  /** Deliveries assigned to it that its loop has not started yet. */
+  readonly queue: Array<Entry>
   stopping: boolean
 }
 
@@ -136,7 +144,9 @@ interface Consumer {
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
   inFlight: number
-  readonly members: Set<Member>
+  /** The live members, in the order they joined; `turn` is where the next tie is broken. */
+  readonly members: Array<Member>
+  turn: number
   /** An infrastructure subscription (`ConsumeOptions.internal`): not listed by `consumers`. */
   readonly internal: boolean
 }
@@ -293,18 +303,18 @@ export const make = (
           seenOrder.push({ id: message.eventId, time: now })
         }
         for (const consumer of consumers.values()) {
-          if (consumer.matches(topic)) wakeAll(consumer)
+          if (consumer.matches(topic)) dispatch(consumer, undefined)
         }
         return Effect.succeed<PublishAck>({ topic, stream, sequence, duplicate: false })
       })
 
-    const wakeAll = (consumer: Consumer): void => {
-      for (const member of consumer.members) member.wake.openUnsafe()
-    }
-
-    /** The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. */
-    const take = (consumer: Consumer, now: number): Entry | undefined => {
-      if (consumer.delayed.length > 0) {
+    /**
+     * The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. Without `now` (a
+     * publish, whose fiber may run on another clock than the consumer's) it leaves due redeliveries to the members'
+     * timers and takes what is already waiting or new.
+     */
+    const take = (consumer: Consumer, now: number | undefined): Entry | undefined => {
+      if (now !== undefined && consumer.delayed.length > 0) {
         for (let i = 0; i < consumer.delayed.length;) {
           const item = consumer.delayed[i]!
           if (item.due <= now) {
@@ -315,7 +325,7 @@ export const make = (
       }
       let entry = consumer.ready.shift()
       if (entry === undefined) {
-        expire(now)
+        if (now !== undefined) expire(now)
         for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
           const candidate = log[i]!
           if (!candidate.deleted && consumer.matches(candidate.topic)) {
@@ -329,6 +339,61 @@ export const make = (
       consumer.attempts.set(entry.sequence, (consumer.attempts.get(entry.sequence) ?? 0) + 1)
       consumer.inFlight++
       return entry
+    }
+
+    /**
+     * Hands out the consumer's next deliveries, one at a time, each to the member with the smallest share of its budget
+     * in use (ties go round the members in turn), until nothing is left to deliver or every member is full or stopping.
+     * Deciding here, and not in each member's own pull loop, is what makes members share: a loop that took whatever
+     * was there would take everything whenever its handlers finish before another member's loop gets to run (issue 10).
+     */
+    const dispatch = (consumer: Consumer, now: number | undefined): void => {
+      const members = consumer.members
+      for (;;) {
+        let chosen: Member | undefined
+        let at = 0
+        // Read afresh each time: waking a member runs its loop at once, and that may change the members.
+        for (let i = 0; i < members.length; i++) {
+          const index = (consumer.turn + i) % members.length
+          const member = members[index]!
+          if (member.stopping || member.inFlight >= member.capacity) continue
+          // inFlight / capacity compared without division; a strict `<` keeps the first in turn among equals.
+          if (chosen === undefined || member.inFlight * chosen.capacity < chosen.inFlight * member.capacity) {
+            chosen = member
+            at = index
+          }
+        }
+        if (chosen === undefined) return
+        const entry = take(consumer, now)
+        if (entry === undefined) return
+        chosen.inFlight++
+        chosen.queue.push(entry)
+        consumer.turn = at + 1
+        // Opening the latch may resume the member's loop right here (Effect can run a resumed fiber synchronously).
+        chosen.wake.openUnsafe()
+      }
+    }
+
+    /**
+     * Takes back what a stopping member was assigned but never started, as if it had not been delivered (the delivery
+     * count is restored), so another member gets it at once and before newer messages.
+     */
+    const unassign = (consumer: Consumer, member: Member): void => {
+      for (const entry of member.queue) {
+        member.inFlight--
+        consumer.inFlight--
+        const count = (consumer.attempts.get(entry.sequence) ?? 1) - 1
+        if (count > 0) consumer.attempts.set(entry.sequence, count)
+        else consumer.attempts.delete(entry.sequence)
+        requeue(consumer, entry)
+      }
+      member.queue.length = 0
+    }
+
+    /** Puts a message back among the waiting deliveries in sequence order, so a group resumes in publish order. */
+    const requeue = (consumer: Consumer, entry: Entry): void => {
+      const at = consumer.ready.findIndex((waiting) => waiting.sequence > entry.sequence)
+      consumer.ready.splice(at === -1 ? consumer.ready.length : at, 0, entry)
     }
 
     const nextDue = (consumer: Consumer): number => {
@@ -345,13 +410,13 @@ export const make = (
           return
         case "Nak":
           consumer.delayed.push({ entry, due: now + Duration.toMillis(outcome.delay) })
-          break
-        case "Handback": {
-          // Back in sequence order among the other waiting deliveries, so a drained group resumes in publish order.
-          const at = consumer.ready.findIndex((waiting) => waiting.sequence > entry.sequence)
-          consumer.ready.splice(at === -1 ? consumer.ready.length : at, 0, entry)
-          break
-        }
+          // Every member with room sets its timer to the new due time, so whichever is free then delivers it. A copy:
+          // a woken loop runs at once and may end a member.
+          for (const member of consumer.members.slice()) member.wake.openUnsafe()
+          return
+        case "Handback":
+          requeue(consumer, entry)
+          return
         case "DeadLetter":
           deadLetters.push({
             subject: entry.topic,
@@ -367,7 +432,6 @@ export const make = (
           consumer.attempts.delete(entry.sequence)
           return
       }
-      wakeAll(consumer)
     }
 
     const startPosition = (policy: ConsumeOptions["deliverPolicy"]): number => {
@@ -402,14 +466,21 @@ export const make = (
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
-            members: new Set(),
+            members: [],
+            turn: 0,
             internal: options.internal === true
           }
           consumers.set(name, consumer)
         }
         const self = consumer
-        const member: Member = { wake: Latch.makeUnsafe(false), inFlight: 0, stopping: false }
-        self.members.add(member)
+        const member: Member = {
+          wake: Latch.makeUnsafe(false),
+          capacity: options.maxInFlight,
+          inFlight: 0,
+          queue: [],
+          stopping: false
+        }
+        self.members.push(member)
         const fibers = yield* FiberSet.make<unknown, never>()
         const clock = yield* Effect.clockWith(Effect.succeed)
 
@@ -427,34 +498,37 @@ export const make = (
             process(deliver(entry)).pipe(
               Effect.onExit((exit) =>
                 Effect.sync(() => {
+                  const now = clock.currentTimeMillisUnsafe()
                   member.inFlight--
-                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group,
-                    clock.currentTimeMillisUnsafe())
+                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group, now)
+                  dispatch(self, now)
+                  // Its loop looks again at the next due redelivery, now that it has room for it.
                   member.wake.openUnsafe()
                 })
               )
             )
           )
 
-        // The pull loop: take what the in-flight budget allows, then sleep until a publish, a settled delivery or the
-        // next due redelivery wakes it. It only stops at the top of an iteration, so no taken message is left behind.
+        // The member's loop: hand out what is due (to whichever members have room), start what this member was
+        // assigned, then sleep until an assignment, a settled delivery or the next due redelivery wakes it. What is
+        // assigned and not started when it stops goes back to the group (see the finalizer), so nothing is left behind.
         const loop = Effect.gen(function*() {
           while (!member.stopping && !closed) {
             member.wake.closeUnsafe()
             const now = clock.currentTimeMillisUnsafe()
-            let took = false
-            while (!member.stopping && member.inFlight < options.maxInFlight) {
-              const entry = take(self, now)
-              if (entry === undefined) break
-              member.inFlight++
-              took = true
-              yield* run(entry)
-            }
-            if (took) {
+            dispatch(self, now)
+            if (member.queue.length > 0) {
+              // At most what is queued now, then a yield: handlers that settle at once refill the queue, and a long
+              // backlog must not keep the other fibers (and a closing scope) waiting.
+              for (let n = member.queue.length; n > 0 && !member.stopping; n--) {
+                const entry = member.queue.shift()
+                if (entry === undefined) break
+                yield* run(entry)
+              }
               yield* Effect.yieldNow
               continue
             }
-            const due = member.inFlight < options.maxInFlight ? nextDue(self) : Infinity
+            const due = member.inFlight < member.capacity ? nextDue(self) : Infinity
             const wait = member.wake.await
             yield* due === Infinity
               ? Effect.interruptible(wait)
@@ -470,13 +544,17 @@ export const make = (
             member.stopping = true
             member.wake.openUnsafe()
             yield* Fiber.await(loopFiber)
+            unassign(self, member)
+            dispatch(self, clock.currentTimeMillisUnsafe())
             if (member.inFlight > 0 && Duration.toMillis(options.drainTimeout) > 0) {
               yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
             }
             yield* FiberSet.clear(fibers)
-            self.members.delete(member)
-            if (self.members.size === 0 && !self.durable) consumers.delete(self.name)
-            else wakeAll(self)
+            const at = self.members.indexOf(member)
+            self.members.splice(at, 1)
+            if (self.turn > at) self.turn--
+            if (self.members.length === 0 && !self.durable) consumers.delete(self.name)
+            else dispatch(self, clock.currentTimeMillisUnsafe())
           })
         )
       })
@@ -511,7 +589,7 @@ export const make = (
           expire(clock.currentTimeMillisUnsafe())
           const lags: Array<ConsumerLag> = []
           for (const c of consumers.values()) {
-            if (c.members.size === 0 || c.internal) continue
+            if (c.members.length === 0 || c.internal) continue
             lags.push({
               topic: c.topic,
               group: c.durable ? c.name : undefined,
@@ -555,7 +633,7 @@ export const make = (
           name: c.name,
           topic: c.topic,
           durable: c.durable,
-          members: c.members.size,
+          members: c.members.length,
           inFlight: c.inFlight,
           waiting: c.ready.length + c.delayed.length,
           pending: pendingOf(c)

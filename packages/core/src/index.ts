@@ -118,3 +118,4 @@ export {
   Transport,
   type TransportShape
 } from "./Transport.ts"
+export * as Verdict from "./Verdict.ts"

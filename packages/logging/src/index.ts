@@ -17,7 +17,8 @@ import {
   type OutgoingMessage,
   type PublishAck,
   type PublishError,
-  type PublishMiddleware
+  type PublishMiddleware,
+  Verdict
 } from "@cqbus/core"
 import { Cause, Effect, Exit, LogLevel, References, Result } from "effect"
 
@@ -31,7 +32,7 @@ export type LoggingLevel = LogLevel.Severity | "None"
 
 /**
  * The level of each outcome of a delivery. Defaults: `start` Debug, `success` Info, `failure` Warn, `reject` Warn,
- * `defect` Error, `interrupt` Info.
+ * `deadLetter` Error, `defect` Error, `interrupt` Info.
  *
  * @since 0.1.0
  * @category models
@@ -43,11 +44,22 @@ export interface LoggingLevels {
   readonly success?: LoggingLevel
   /** `"delivery failed"`: a typed failure other than `Reject`; the message will be redelivered (default Warn). */
   readonly failure?: LoggingLevel
-  /** `"delivery rejected"`: the handler failed with `Reject`; the message will be dead-lettered (default Warn). */
+  /** `"delivery dead-lettered"` for a handler that failed with `Reject` (default Warn). */
   readonly reject?: LoggingLevel
-  /** `"delivery defect"`: the handler died (a thrown exception, `Effect.die`); logged with its cause (default Error). */
+  /**
+   * `"delivery dead-lettered"` for a failure, defect or interruption on the last allowed attempt
+   * (`attempt >= maxDeliver`): the message is moved to the dead letters (default Error).
+   */
+  readonly deadLetter?: LoggingLevel
+  /**
+   * `"delivery defect"`: the handler died (a thrown exception, `Effect.die`) and the message will be redelivered;
+   * logged with its cause (default Error).
+   */
   readonly defect?: LoggingLevel
-  /** `"delivery interrupted"`: the handler was interrupted, e.g. by a drain; the message is handed back (default Info). */
+  /**
+   * `"delivery interrupted"`: the handler was interrupted, e.g. by a drain (the message is handed back) or from inside
+   * (it is redelivered) (default Info).
+   */
   readonly interrupt?: LoggingLevel
 }
 
@@ -113,6 +125,7 @@ const DELIVERY_LEVELS: Required<LoggingLevels> = {
   success: "Info",
   failure: "Warn",
   reject: "Warn",
+  deadLetter: "Error",
   defect: "Error",
   interrupt: "Info"
 }
@@ -227,10 +240,17 @@ const deliveryAnnotations = (delivery: Delivery, into: Annotations): Annotations
 }
 
 /**
- * Logs each delivery: `"delivery start"` before the handler runs, then one line for its result — `"delivery handled"`,
- * `"delivery failed"` (a typed failure, with `error.type` = its `_tag` and `error.message`), `"delivery rejected"`
- * (`Reject`: it will be dead-lettered), `"delivery defect"` (with the cause, so the logger prints the stack) or
- * `"delivery interrupted"` — with `cqbus.outcome` and `cqbus.duration_ms` (measured on Effect's `Clock`).
+ * Logs each delivery: `"delivery start"` before the handler runs, then one line for its result, decided by
+ * `Verdict.of` (the rule the bus and the metrics plugin follow too) — `"delivery handled"`, `"delivery failed"` (a
+ * typed failure, with `error.type` = its `_tag` and `error.message`; the message will be redelivered), `"delivery
+ * defect"` (with the cause, so the logger prints the stack), `"delivery interrupted"`, or `"delivery dead-lettered"`
+ * (`Reject`, or any failure on the last allowed attempt; with `cqbus.dead_letter.reason`) — with `cqbus.outcome`
+ * (`handled`, `failed`, `defect`, `interrupted`, `dead_letter`) and `cqbus.duration_ms` (measured on Effect's
+ * `Clock`).
+ *
+ * The plugin replaces the bus's default warning line for the deliveries it sees (it marks each one with
+ * `Verdict.markReported`), so a failure is logged once whatever the middleware order; lines for messages no handler
+ * ran for (a body that cannot be decoded) still come from the bus.
  *
  * Every line, the handler's own included, is annotated with `messaging.operation.type` (`process`),
  * `messaging.destination.name` (the topic), `messaging.message.id` (the event id), `cqbus.attempt`, and for a group
@@ -255,8 +275,9 @@ export const logging = (options: LoggingOptions = {}): Middleware => {
   const headers = allowedHeaders(options.headers)
   // Runs once per delivery, so no function is defined in here: the state lives in a `DeliveryLines` object (tools
   // that keep function names, like tsx running the sources, wrap every named closure in a `defineProperty` call).
-  return (handler) => (event, delivery) =>
-    Effect.clockWith((clock) => {
+  return (handler) => (event, delivery) => {
+    Verdict.markReported(delivery)
+    return Effect.clockWith((clock) => {
       const lines = new DeliveryLines(event, delivery, clock.monotonicTimeNanosUnsafe(), headers, describe)
       return emit(levels.start, "delivery start", (into) => lines.annotations("start", into)).pipe(
         Effect.andThen(Effect.suspend(() => handler(event, delivery))),
@@ -264,6 +285,7 @@ export const logging = (options: LoggingOptions = {}): Middleware => {
         Effect.updateService(References.CurrentLogAnnotations, (current) => lines.enter(current))
       )
     })
+  }
 }
 
 /** The plugin's lines for one delivery: their annotations are built once, and only when a line is written. */
@@ -313,35 +335,41 @@ class DeliveryLines {
     return into
   }
 
-  #done(outcome: string, endNanos: bigint, into: Annotations, error?: unknown): Annotations {
+  #done(outcome: string, endNanos: bigint, into: Annotations, verdict?: Verdict.Verdict): Annotations {
     this.annotations(outcome, into)
     // One BigInt operation, then float arithmetic: microsecond resolution in milliseconds.
     into["cqbus.duration_ms"] = Math.floor(Number(endNanos - this.#started) / 1000) / 1000
-    if (error !== undefined) {
-      into["error.type"] = errorTag(error)
-      into["error.message"] = errorMessage(error)
+    if (verdict !== undefined && verdict.kind !== "ack") {
+      if (verdict.ending !== "interrupt") {
+        // A defect is named by what was thrown (`TypeError`), more telling in a log than the verdict's `Defect`.
+        into["error.type"] = verdict.ending === "defect" ? errorTag(verdict.error) : verdict.errorTag
+        into["error.message"] = errorMessage(verdict.error)
+      }
+      if (verdict.kind === "dead_letter") into["cqbus.dead_letter.reason"] = verdict.reason
     }
     return into
   }
 
-  /** The line for the handler's result. */
+  /** The line for the handler's result: what `Verdict.of` says the bus does with the message. */
   finish(levels: Required<LoggingLevels>, exit: Exit.Exit<void, unknown>, endNanos: bigint): Effect.Effect<void> {
-    if (Exit.isSuccess(exit)) {
+    const verdict = Verdict.of(exit, this.#delivery)
+    if (verdict.kind === "ack") {
       return emit(levels.success, "delivery handled", (into) => this.#done("handled", endNanos, into))
     }
-    const failure = Cause.findError(exit.cause)
-    if (Result.isSuccess(failure)) {
-      const error = failure.success
-      return errorTag(error) === "Reject"
-        ? emit(levels.reject, "delivery rejected", (into) => this.#done("rejected", endNanos, into, error))
-        : emit(levels.failure, "delivery failed", (into) => this.#done("failed", endNanos, into, error))
+    const cause = verdict.ending === "defect" ? (exit as Exit.Failure<void, unknown>).cause : undefined
+    if (verdict.kind === "dead_letter") {
+      return emit(
+        verdict.errorTag === "Reject" ? levels.reject : levels.deadLetter,
+        "delivery dead-lettered",
+        (into) => this.#done("dead_letter", endNanos, into, verdict),
+        cause
+      )
     }
-    const defect = Cause.findDefect(exit.cause)
-    if (Result.isSuccess(defect)) {
-      const died = defect.success
-      return emit(levels.defect, "delivery defect", (into) => this.#done("defect", endNanos, into, died), exit.cause)
-    }
-    return emit(levels.interrupt, "delivery interrupted", (into) => this.#done("interrupted", endNanos, into))
+    return verdict.ending === "failure"
+      ? emit(levels.failure, "delivery failed", (into) => this.#done("failed", endNanos, into, verdict))
+      : verdict.ending === "defect"
+      ? emit(levels.defect, "delivery defect", (into) => this.#done("defect", endNanos, into, verdict), cause)
+      : emit(levels.interrupt, "delivery interrupted", (into) => this.#done("interrupted", endNanos, into, verdict))
   }
 }
 

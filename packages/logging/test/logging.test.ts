@@ -114,7 +114,7 @@ test("typed failure: \"delivery failed\" at Warn with error.type and error.messa
   assert.equal(failed[1]!.annotations["cqbus.attempt"], 3)
 })
 
-test("Reject: a distinct \"delivery rejected\" line at Warn, and on a bus the message is dead-lettered", async () => {
+test("Reject: one \"delivery dead-lettered\" line at Warn, on a bus the message is dead-lettered, no default line", async () => {
   const { lines, provide } = captured()
   await runScoped(
     EventBus.layerMemory({ middleware: [logging()] }),
@@ -127,12 +127,12 @@ test("Reject: a distinct \"delivery rejected\" line at Warn, and on a bus the me
         { group: "audit" }
       )
       yield* bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "ZZZ" }, { eventId: "evt-1" })
-      yield* waitUntil(() => lines.some((l) => l.message === "delivery rejected"), "the rejection is logged")
+      yield* waitUntil(() => lines.some((l) => l.message === "delivery dead-lettered"), "the rejection is logged")
       yield* letTimePass(50)
       assert.equal((yield* memory.deadLetters).length, 1)
     }))
   )
-  const rejected = lines.filter((l) => l.message === "delivery rejected")
+  const rejected = lines.filter((l) => l.message === "delivery dead-lettered")
   assert.equal(rejected.length, 1)
   assert.equal(rejected[0]!.level, "Warn")
   assert.deepEqual(rejected[0]!.annotations, {
@@ -144,12 +144,59 @@ test("Reject: a distinct \"delivery rejected\" line at Warn, and on a bus the me
     "cqbus.group": "audit",
     "cqbus.key": "a-1",
     "cqbus.sequence": 1,
-    "cqbus.outcome": "rejected",
+    "cqbus.outcome": "dead_letter",
     "cqbus.duration_ms": 0,
     "error.type": "Reject",
-    "error.message": "rejected: unknown symbol ZZZ"
+    "error.message": "rejected: unknown symbol ZZZ",
+    "cqbus.dead_letter.reason": "rejected: unknown symbol ZZZ"
   })
   assert.ok(!lines.some((l) => l.message === "delivery failed"), "a Reject is not also logged as a failure")
+  assert.deepEqual(lines.filter((l) => l.level === "Warn").map((l) => l.message), ["delivery dead-lettered"],
+    "the bus's default line is replaced by the plugin's")
+})
+
+test("the last allowed attempt is logged as \"delivery dead-lettered\" (cqbus.outcome=dead_letter) at Error", async () => {
+  const { lines, run } = captured()
+  const last = testDelivery({ ...delivery, attempt: 5, maxDeliver: 5 })
+  await run(Effect.all([
+    Effect.exit(logging()((_: string) => Effect.fail(new RangeError("still down")))("x", last)),
+    Effect.exit(logging()((_: string) => Effect.die(new TypeError("bug")))("x", last))
+  ]))
+  const dead = lines.filter((l) => l.level !== "Debug")
+  assert.deepEqual(summary(dead), ["Error delivery dead-lettered", "Error delivery dead-lettered"])
+  assert.deepEqual(dead[0]!.annotations, {
+    ...own,
+    "cqbus.attempt": 5,
+    "cqbus.outcome": "dead_letter",
+    "cqbus.duration_ms": 0,
+    "error.type": "RangeError",
+    "error.message": "still down",
+    "cqbus.dead_letter.reason": "gave up after 5 deliveries; last error RangeError: still down"
+  })
+  assert.equal(dead[1]!.annotations["error.type"], "TypeError")
+  assert.ok(Cause.hasDies(dead[1]!.cause), "a defect's dead letter carries its cause")
+  const quiet = logging({ levels: { deadLetter: "Info" } })((_: string) => Effect.fail("down"))("x", last)
+  await run(Effect.exit(quiet))
+  assert.equal(lines.at(-1)!.level, "Info", "the dead-letter level is configurable")
+})
+
+test("with logging() applied to one subscription (not bus middleware), a failing message is logged by the plugin only", async () => {
+  const { lines, provide } = captured()
+  await runScoped(
+    EventBus.layerMemory(),
+    provide(Effect.gen(function*() {
+      const bus = yield* EventBus
+      const memory = yield* MemoryTransport
+      const handler = pipe((_: unknown) => Effect.fail(new RangeError("down")), logging({ levels: { start: "None" } }))
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "own", maxDeliver: 3 })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "a-1" }, { eventId: "evt-2" })
+      yield* waitUntil(() => lines.some((l) => l.message === "delivery dead-lettered"), "the dead letter is logged")
+      yield* letTimePass(50)
+      assert.equal((yield* memory.deadLetters).length, 1)
+    }))
+  )
+  assert.deepEqual(summary(lines), ["Warn delivery failed", "Warn delivery failed", "Error delivery dead-lettered"])
+  assert.deepEqual(lines.map((l) => l.annotations["cqbus.outcome"]), ["failed", "failed", "dead_letter"])
 })
 
 test("defect: \"delivery defect\" at Error with the cause (for the stack), and the defect is passed on", async () => {
@@ -192,7 +239,7 @@ test("levels are configurable per outcome, and \"None\" silences one", async () 
     Effect.exit(logging({ levels })((_: string) => Effect.fail(new Reject({ reason: "no" })))("x", delivery)),
     Effect.exit(logging({ levels })((_: string) => Effect.die("bug"))("x", delivery))
   ]))
-  assert.deepEqual(summary(lines), ["Warn delivery handled", "Error delivery rejected", "Fatal delivery defect"])
+  assert.deepEqual(summary(lines), ["Warn delivery handled", "Error delivery dead-lettered", "Fatal delivery defect"])
 })
 
 test("lines below the fiber's minimum level are not written, and the payload is then not even serialized", async () => {

@@ -21,14 +21,14 @@
 import {
   type ConsumerLag,
   type Delivery,
-  errorTag,
   type HealthError,
   type Middleware,
   type OutgoingMessage,
   type PublishAck,
   type PublishError,
   type PublishMiddleware,
-  Transport
+  Transport,
+  Verdict
 } from "@cqbus/core"
 import { Cause, Duration, Effect, Exit, Layer, Metric, Option, Result, Schedule, Tracer } from "effect"
 
@@ -70,9 +70,6 @@ export interface MetricsOptions {
    */
   readonly boundaries?: ReadonlyArray<number>
 }
-
-/** The outcome of one delivery, as `metrics` records it in `outcome`. */
-type DeliveryOutcome = "ack" | "retry" | "dead_letter"
 
 /** A counter and a histogram of one series (one attribute set). */
 interface Series {
@@ -118,36 +115,16 @@ const observe = (series: Series, seconds: number): Effect.Effect<void> =>
 const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(endNanos - startNanos) / 1e9
 
 /**
- * Reads what happened to a handler run: success acks; `Reject` dead-letters; any other failure, a defect
- * (`error_type` `"Defect"`) or an interruption (`"Interrupted"`: the message is handed back) is redelivered.
- */
-const deliveryOutcome = (
-  exit: Exit.Exit<void, unknown>,
-  delivery: Delivery
-): { outcome: DeliveryOutcome; errorType?: string } => {
-  if (Exit.isSuccess(exit)) return { outcome: "ack" }
-  // The bus dead-letters any failure on the last allowed attempt (internal/process.ts `decide`).
-  const last = delivery.attempt >= delivery.maxDeliver
-  const failure = Cause.findError(exit.cause)
-  if (Result.isSuccess(failure)) {
-    const tag = errorTag(failure.success)
-    return { outcome: tag === "Reject" || last ? "dead_letter" : "retry", errorType: tag }
-  }
-  const defect = Result.isSuccess(Cause.findDefect(exit.cause))
-  // An interruption from outside (a drain) hands the message back whatever the attempt; count it as a retry.
-  return { outcome: defect && last ? "dead_letter" : "retry", errorType: defect ? "Defect" : "Interrupted" }
-}
-
-/**
  * Counts and times each delivery: `messaging_client_consumed_messages_total` (counter) and
  * `messaging_process_duration_seconds` (histogram, seconds, OpenTelemetry semconv buckets `DURATION_BOUNDARIES`,
  * measured on Effect's `Clock`), with the attributes `messaging_destination_name` (the topic), `messaging_operation`
  * (`"process"`), `messaging_consumer_group_name` (for a group subscription), `outcome` and, on failure, `error_type`.
  *
- * `outcome` is `"ack"` on success, `"dead_letter"` when the handler fails with `Reject` or fails (or dies) on its
- * last allowed attempt (`delivery.attempt >= delivery.maxDeliver`), and `"retry"` for every other failure
- * (`error_type` = its `_tag`, via `errorTag`), for a defect (`error_type` `"Defect"`) and for an interruption such as a
- * drain (`error_type` `"Interrupted"`; the message is handed back). Bodies that cannot be decoded are dead-lettered
+ * `outcome` is the `kind` of `Verdict.of(exit, delivery)`, the rule the bus itself follows: `"ack"` on success,
+ * `"dead_letter"` when the handler fails with `Reject` or fails, dies or is interrupted on its last allowed attempt
+ * (`delivery.attempt >= delivery.maxDeliver`), and `"retry"` otherwise; `error_type` is the verdict's `errorTag` (a
+ * failure's `_tag`, `"Defect"` for a defect, `"Interrupted"` for an interruption, such as a drain, whose message is
+ * handed back). Bodies that cannot be decoded are dead-lettered
  * before any handler runs, so no middleware sees them: count those from the dead letters. The failure passes through
  * unchanged. Put it outermost, so it measures the retried,
  * recovered handler once per delivery: `pipe(handler, recovery(), retry(), metrics())`.
@@ -170,7 +147,9 @@ export const metrics = (options: MetricsOptions = {}): Middleware => {
   )
   const extra = options.attributes ?? {}
   const record = (delivery: Delivery, seconds: number, exit: Exit.Exit<void, unknown>): Effect.Effect<void> => {
-    const { errorType, outcome } = deliveryOutcome(exit, delivery)
+    const verdict = Verdict.of(exit, delivery)
+    const outcome = verdict.kind
+    const errorType = verdict.kind === "ack" ? undefined : verdict.errorTag
     const key = `${delivery.topic}\u0000${delivery.group ?? ""}\u0000${outcome}\u0000${errorType ?? ""}`
     return observe(series(key, () => {
       const attributes: Record<string, string> = {

@@ -37,7 +37,10 @@ export interface NatsStreamOptions {
 /**
  * What start-up does to the stream: `"createOrUpdate"` (default) creates it or brings its configuration to the
  * options; `"createOnly"` creates it when missing and otherwise leaves it alone; `"validateOnly"` changes nothing and
- * fails with the differences; `"skip"` makes no management call at all.
+ * fails with the differences; `"skip"` makes no management call at all. A subscription's group (durable consumer)
+ * follows the same strategy when it exists with other settings: updated (`"createOrUpdate"`), refused with a
+ * `SubscribeError` naming each differing field (`"validateOnly"`, `"createOnly"`), or left as it is and followed
+ * (`"skip"`); a missing one is always created (docs/wire-format.md, "A group that already exists").
  *
  * @since 0.1.0
  * @category models

@@ -20,12 +20,14 @@ import { NatsTransport } from "./NatsTransport.ts"
  * ```ts
  * import { Effect } from "effect"
  * import { EventBus } from "@cqbus/core"
- * import { layer } from "@cqbus/nats/NatsEventBus"
+ * import { NatsEventBus } from "@cqbus/nats"
  * const program = Effect.gen(function*() {
  *   const bus = yield* EventBus
  *   yield* bus.check
  * })
- * Effect.runPromise(program.pipe(Effect.provide(layer({ servers: "nats://127.0.0.1:4222", source: "billing" }))))
+ * Effect.runPromise(
+ *   program.pipe(Effect.provide(NatsEventBus.layer({ servers: "nats://127.0.0.1:4222", source: "billing" })))
+ * )
  * ```
  *
  * @since 0.1.0

@@ -31,7 +31,8 @@ import {
 import { headers as natsHeaders, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
-import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
+import { ApiCodes, isNotFound, toHealthError } from "./internal/errors.ts"
+import { ensureConsumer } from "./internal/group.ts"
 import { fromMsgHdrs } from "./internal/headers.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
@@ -253,29 +254,20 @@ export const make = (
           max_ack_pending: Math.max(1000, options.maxInFlight * 4),
           ...(group === undefined ? { name, inactive_threshold: nanos(60_000) } : { durable_name: name })
         }
-        /** The consumer's config on the server, created from `start` when it does not exist. */
-        const ensure = (start: Partial<ConsumerConfig>) =>
-          Effect.tryPromise({
-            try: async (): Promise<ConsumerConfig> => {
-              try {
-                const info = await jsm.consumers.info(stream, name)
-                if (info.config.filter_subject !== topic) {
-                  throw new SubscribeError({
-                    topic,
-                    group,
-                    reason: "GroupConflict",
-                    message: `group ${name} already consumes ${info.config.filter_subject} on ${stream}; one group cannot also consume ${topic}`
-                  })
-                }
-                return info.config
-              } catch (cause) {
-                if (!isNotFound(cause, ApiCodes.ConsumerNotFound)) throw cause
-                return (await jsm.consumers.add(stream, { ...base, ...start })).config
-              }
-            },
-            catch: (cause) => cause instanceof SubscribeError ? cause : toSubscribeError(cause, topic, group, stream)
+        /** The consumer on the server, created from `start` when it does not exist, reconciled when it does. */
+        const ensure = (start: Partial<ConsumerConfig>, recreating = false) =>
+          ensureConsumer(jsm, {
+            stream,
+            name,
+            topic,
+            group,
+            want: { ...base, ...start },
+            strategy: resolved.provisioning,
+            recreating
           })
-        const existing = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
+        // Everything below runs with the settings in force on the server (issue 10, item 1): keep-alives from its
+        // `ack_wait`, dead letters no later than its `max_deliver`.
+        const settings = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
         let draining = () => false
         const entry: LiveConsumer = { topic, group, name, draining: () => draining() }
         // An infrastructure subscription (the heartbeat) is no backlog anyone should watch.
@@ -296,7 +288,8 @@ export const make = (
           stream,
           consumer: name,
           maxInFlight: options.maxInFlight,
-          ackWait,
+          ackWait: settings.ackWait,
+          maxDeliver: settings.maxDeliver,
           drainTimeout: options.drainTimeout,
           process,
           deadLetter: (delivery, outcome) => settleDeadLetter(delivery, outcome, group),
@@ -306,7 +299,8 @@ export const make = (
             ensure(
               floor === undefined
                 ? deliverPolicyConfig(options.deliverPolicy)
-                : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor }
+                : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor },
+              true
             ),
           missing: Effect.promise(() =>
             jsm.consumers.info(stream, name).then(() => false, (cause) => isNotFound(cause, ApiCodes.ConsumerNotFound))
@@ -315,9 +309,11 @@ export const make = (
             jsm.consumers.info(stream, name).then((info) => info.ack_floor.stream_seq, () => undefined)
           ),
           // A group created elsewhere (a Go service sharing it) may limit pulls; asking for more is refused (409).
-          maxBatch: existing.max_batch !== undefined && existing.max_batch > 0 ? existing.max_batch : undefined,
-          maxExpires: existing.max_expires !== undefined && existing.max_expires > 0
-            ? Math.floor(existing.max_expires / 1_000_000)
+          maxBatch: settings.config.max_batch !== undefined && settings.config.max_batch > 0
+            ? settings.config.max_batch
+            : undefined,
+          maxExpires: settings.config.max_expires !== undefined && settings.config.max_expires > 0
+            ? Math.floor(settings.config.max_expires / 1_000_000)
             : undefined
         })
         draining = consumer.draining

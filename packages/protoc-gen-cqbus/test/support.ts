@@ -17,6 +17,8 @@ export const ROOT: string = path.resolve(path.dirname(fileURLToPath(import.meta.
 export const FIXTURES: string = path.join(ROOT, "packages/protoc-gen-cqbus/test/fixtures")
 export const GOLDEN: string = path.join(ROOT, "packages/protoc-gen-cqbus/test/golden")
 const BUF = path.join(ROOT, "node_modules/.bin/buf")
+/** The package's proto root (shipped in its tarball): `cqbus/v1/options.proto` lives here, and nowhere else. */
+export const OPTIONS_PROTO_ROOT: string = path.join(ROOT, "packages/protoc-gen-cqbus/proto")
 
 /** The options every test generates with: the ones buf.gen.yaml passes. */
 export const PARAMETER = "target=ts,import_extension=ts"
@@ -54,11 +56,11 @@ export const tempDir = (name: string): string => fs.mkdtempSync(path.join(os.tmp
 
 export const cleanup = (dir: string): void => fs.rmSync(dir, { recursive: true, force: true })
 
-/** A proto input directory: `cqbus/v1/options.proto` from proto/, plus the given files (path → content). */
+/** A proto input directory: the package's own `cqbus/v1/options.proto`, plus the given files (path → content). */
 export const protoInput = (files: Readonly<Record<string, string>>, from?: string): string => {
   const dir = tempDir("in")
   fs.mkdirSync(path.join(dir, "cqbus/v1"), { recursive: true })
-  fs.copyFileSync(path.join(ROOT, "proto/cqbus/v1/options.proto"), path.join(dir, "cqbus/v1/options.proto"))
+  fs.copyFileSync(path.join(OPTIONS_PROTO_ROOT, "cqbus/v1/options.proto"), path.join(dir, "cqbus/v1/options.proto"))
   if (from !== undefined) fs.cpSync(from, dir, { recursive: true })
   for (const [name, content] of Object.entries(files)) {
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true })

@@ -1,13 +1,14 @@
 /**
  * `@cqbus/recovery`: a defect in a handler (a thrown exception, `Effect.die`, a bug) becomes a typed `HandlerDefect`
- * failure that carries the message and the stack, and is logged once. Retry middleware and the dead-letter reason can
+ * failure that carries the message and the stack, and is logged: with its stack the first time a message dies of it,
+ * in one line on its later retries. Retry middleware and the dead-letter reason can
  * then see it like any other failure. Without this plugin a defect still never kills a subscription: the bus retries
  * it with backoff and dead-letters it after `maxDeliver`, as error tag `Defect`.
  *
  * @module
  */
-import type { Middleware } from "@cqbus/core"
-import { Cause, Data, Effect } from "effect"
+import { type Middleware, TaggedErrorBase } from "@cqbus/core"
+import { Cause, Effect } from "effect"
 
 /**
  * A handler died. `defect` is what it died with; `message` and `defectStack` describe it for logs and dead letters.
@@ -15,7 +16,7 @@ import { Cause, Data, Effect } from "effect"
  * @since 0.1.0
  * @category errors
  */
-export class HandlerDefect extends Data.Error<{
+export class HandlerDefect extends TaggedErrorBase<{
   readonly topic: string
   readonly eventId: string
   readonly message: string
@@ -34,8 +35,32 @@ export class HandlerDefect extends Data.Error<{
  * @category models
  */
 export interface RecoveryOptions {
-  /** Log each recovered defect at error level with its cause (default true). */
+  /**
+   * Log each recovered defect at error level (default true): with its cause (the stack) the first time an event dies
+   * of a defect with that message, as one line without the stack when it dies of it again (an in-process retry or a
+   * redelivery to this process).
+   */
   readonly log?: boolean
+}
+
+/**
+ * How many (event, defect message) pairs each `recovery()` remembers having printed the stack of. A message is retried
+ * a few times within seconds to minutes, so a small window suffices; the oldest entry is forgotten first, which at
+ * worst prints one stack again.
+ */
+const REMEMBERED = 1024
+
+/** Remembers which defects of which events had their stack logged; bounded, oldest forgotten first. */
+class SeenStacks {
+  readonly #seen = new Set<string>()
+  /** `true` the first time `key` is seen (within the window). */
+  first(key: string): boolean {
+    const seen = this.#seen
+    if (seen.has(key)) return false
+    seen.add(key)
+    if (seen.size > REMEMBERED) seen.delete(seen.values().next().value!)
+    return true
+  }
 }
 
 const describe = (defect: unknown): { readonly message: string; readonly stack: string | undefined } =>
@@ -45,7 +70,9 @@ const describe = (defect: unknown): { readonly message: string; readonly stack: 
 
 /**
  * Turns defects into `HandlerDefect` failures. Put it inside `retry` so retries see them:
- * `pipe(handler, recovery(), retry())`.
+ * `pipe(handler, recovery(), retry())`. Each recovered defect is logged at error level, with the stack only the first
+ * time an event dies of that defect (each `recovery()` remembers the last 1024 such pairs), so a message that keeps
+ * failing prints its stack once rather than on every retry.
  *
  * @example
  * ```ts
@@ -59,6 +86,7 @@ const describe = (defect: unknown): { readonly message: string; readonly stack: 
  */
 export const recovery = (options: RecoveryOptions = {}): Middleware<HandlerDefect> => {
   const log = options.log ?? true
+  const seen = new SeenStacks()
   return (handler) => (event, delivery) =>
     Effect.suspend(() => handler(event, delivery)).pipe(
       Effect.catchDefect((defect) => {
@@ -70,13 +98,16 @@ export const recovery = (options: RecoveryOptions = {}): Middleware<HandlerDefec
           defectStack: stack,
           defect
         })
-        return log
-          ? Effect.andThen(
-            Effect.logError(`handler defect on ${delivery.topic} (event ${delivery.eventId}, attempt ${delivery.attempt})`,
-              Cause.die(defect)),
-            Effect.fail(error)
-          )
-          : Effect.fail(error)
+        if (!log) return Effect.fail(error)
+        const where = `handler defect on ${delivery.topic} (event ${delivery.eventId}, attempt ${delivery.attempt})`
+        // Without an event id there is nothing to recognize the message by: the first attempt prints the stack.
+        const first = delivery.eventId === ""
+          ? delivery.attempt === 1
+          : seen.first(`${delivery.topic}\u0000${delivery.eventId}\u0000${message}`)
+        const line = first
+          ? Effect.logError(where, Cause.die(defect))
+          : Effect.logError(`${where}: ${message} (the stack was logged when this event first died of it)`)
+        return Effect.andThen(line, Effect.fail(error))
       })
     )
 }

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { EventBus, MemoryTransport } from "@cqbus/core"
+import { Backoff, EventBus, MemoryTransport } from "@cqbus/core"
 import { HandlerDefect, recovery } from "@cqbus/recovery"
 import { retry } from "@cqbus/retry"
 import { letTimePass, runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { Effect, Logger, pipe } from "effect"
+import { Cause, Effect, Logger, pipe } from "effect"
 
 const delivery = testDelivery({ attempt: 2 })
 
@@ -81,3 +81,40 @@ test("on a bus, retry sees recovered defects, and the dead letter names HandlerD
     assert.match(letter!.reason, /Error: bug/)
     assert.equal(runs, 3)
   })))
+
+test("the stack is logged once per message: in-process retries and redeliveries of the same defect log one line", async () => {
+  const lines: Array<{ readonly message: string; readonly stack: boolean }> = []
+  const logger = Logger.make(({ cause, message }) => {
+    const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
+    if (text.startsWith("handler defect")) lines.push({ message: text, stack: Cause.hasDies(cause) })
+  })
+  let runs = 0
+  await runScoped(
+    EventBus.layerMemory({ logFailures: false }),
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const memory = yield* MemoryTransport
+      const handler = pipe(
+        (event: { readonly assetId: string }) =>
+          Effect.sync(() => {
+            runs++
+            throw new Error(`bug in ${event.assetId}`)
+          }),
+        recovery(),
+        retry({ times: 2, delay: "10 millis" })
+      )
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "buggy", maxDeliver: 2, backoff: Backoff.constant("1 second") })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "a" }, { eventId: "evt-a" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "b" }, { eventId: "evt-b" })
+      yield* waitUntil(() => runs === 12, "two messages, two deliveries each, three runs per delivery")
+      yield* letTimePass(100)
+      assert.equal((yield* memory.deadLetters).length, 2)
+    }).pipe(Effect.provide(Logger.layer([logger])))
+  )
+  assert.equal(lines.length, 12, "every recovered defect is still logged")
+  const withStack = lines.filter((l) => l.stack).map((l) => l.message)
+  assert.equal(withStack.length, 2, "one stack per message")
+  assert.ok(withStack.some((m) => m.includes("event evt-a, attempt 1")) && withStack.some((m) => m.includes("event evt-b, attempt 1")))
+  const repeat = lines.find((l) => !l.stack && l.message.includes("evt-a, attempt 2"))
+  assert.match(repeat!.message, /: Error: bug in a \(the stack was logged when this event first died of it\)$/)
+})

@@ -1,14 +1,16 @@
 /**
  * Turns a handler into the `process` function a transport runs for each delivery: build the `Delivery`, decode, run
- * the handler, and map its exit to an `Outcome`. This is the one place where "the handler's result decides delivery"
- * (DESIGN §1.2) is implemented, so every backend behaves the same.
+ * the handler, and map its exit to an `Outcome` through `Verdict.classify`. This is the one place where "the handler's
+ * result decides delivery" (DESIGN §1.2) is implemented, so every backend behaves the same; it also writes the bus's
+ * default warning line for a failed delivery or a dead letter (DESIGN §4), unless a plugin reports that delivery.
  */
-import { Cause, Duration, Effect, Exit, Result } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import type { Backoff } from "../Backoff.ts"
 import { HeaderNames } from "../Envelope.ts"
 import { DecodeError, errorMessage as describe, errorTag as tagOf } from "../Errors.ts"
 import type { Delivery, Handler } from "../Handler.ts"
 import { type Headers, type IncomingMessage, type Outcome, readHeader } from "../Transport.ts"
+import { classify, isReported, type Verdict } from "../Verdict.ts"
 import { makeKeyedLanes } from "./lanes.ts"
 
 /** What a subscription needs to process deliveries. */
@@ -24,45 +26,74 @@ export interface ProcessConfig<A, E> {
   readonly backoff: Backoff
   readonly ordering: "none" | "key"
   readonly concurrency: number
+  /** Write the default warning line for a failed delivery or a dead letter (default true; `EventBusConfig`). */
+  readonly logFailures?: boolean
 }
 
 const ACK: Outcome = { _tag: "Ack" }
-const acked = (): Outcome => ACK
+const ACKED: Effect.Effect<Outcome> = Effect.succeed(ACK)
+const acked = (): Effect.Effect<Outcome> => ACKED
 
 /**
- * The outcome of one handler run. A failure on the last allowed attempt dead-letters with the last error as the reason,
- * so exhausting `maxDeliver` never drops a message.
+ * The transport's `Outcome` of one handler run, built on `Verdict.classify` (the rule logs and metrics read too). A
+ * failure on the last allowed attempt dead-letters with the last error as the reason, so exhausting `maxDeliver` never
+ * drops a message.
  */
-export const decide = (exit: Exit.Exit<void, unknown>, attempt: number, maxDeliver: number, backoff: Backoff): Outcome => {
-  if (Exit.isSuccess(exit)) return ACK
-  const cause = exit.cause
-  const failure = Cause.findError(cause)
-  let error: unknown
-  let tag: string
-  let delay: Duration.Duration | undefined
-  if (Result.isSuccess(failure)) {
-    error = failure.success
-    tag = tagOf(error)
-    if (tag === "Reject") return { _tag: "DeadLetter", reason: describe(error), errorTag: "Reject", attempts: attempt }
-    if (tag === "RetryLater") delay = Duration.fromInputUnsafe((error as { readonly delay: Duration.Input }).delay)
-  } else {
-    // A drain interrupts the fiber running `process`, and the transport hands the message back; an interruption seen
-    // here came from inside the handler (`Effect.interrupt`, an interrupted child) and is retried like a failure, so it
-    // cannot loop without backoff or escape `maxDeliver`.
-    const defect = Cause.findDefect(cause)
-    error = Result.isSuccess(defect) ? defect.success : new Error("the handler was interrupted")
-    tag = Result.isSuccess(defect) ? "Defect" : "Interrupted"
+export const decide = (exit: Exit.Exit<void, unknown>, attempt: number, maxDeliver: number, backoff: Backoff): Outcome =>
+  outcomeOf(classify(exit, attempt, maxDeliver), attempt, backoff)
+
+const outcomeOf = (verdict: Verdict, attempt: number, backoff: Backoff): Outcome =>
+  verdict.kind === "ack"
+    ? ACK
+    : verdict.kind === "retry"
+    ? { _tag: "Nak", delay: verdict.delay ?? backoff(attempt), error: verdict.reason }
+    : { _tag: "DeadLetter", reason: verdict.reason, errorTag: verdict.errorTag, attempts: attempt }
+
+/** What the bus's default warning line says about one delivery. */
+interface FailureFacts {
+  readonly topic: string
+  readonly group: string | undefined
+  readonly eventId: string
+  readonly attempt: number
+  readonly maxDeliver: number
+  readonly kind: "retry" | "dead_letter"
+  readonly errorTag: string
+  /** `error.type`: the error tag, or for a defect what was thrown (`TypeError`), more telling than `Defect`. */
+  readonly errorType: string
+  readonly error: unknown
+  readonly reason: string
+}
+
+/**
+ * The bus's default line for a failed delivery or a dead letter (DESIGN §4: failures are visible without plugins):
+ * one warning per delivery, annotated like the logging plugin's lines. A defect's cause (its stack) is attached to the
+ * line of the first delivery only, so a message that keeps dying prints its stack once, not once per retry.
+ */
+const warnFailure = (facts: FailureFacts, cause: Cause.Cause<unknown> | undefined): Effect.Effect<void> => {
+  const where = `${facts.topic}${facts.group === undefined ? "" : ` (group ${facts.group})`}`
+  const attempt = `attempt ${facts.attempt} of ${facts.maxDeliver}`
+  const text = facts.kind === "dead_letter"
+    ? `delivery dead-lettered on ${where}, event ${facts.eventId}, ${attempt}: ${
+      facts.errorTag === "Reject" ? `Reject: ${facts.reason}` : facts.reason
+    }`
+    : `delivery failed on ${where}, event ${facts.eventId}, ${attempt}; it will be redelivered: ${facts.reason}`
+  const annotations: Record<string, unknown> = {
+    "messaging.operation.type": "process",
+    "messaging.destination.name": facts.topic,
+    "messaging.message.id": facts.eventId,
+    "cqbus.attempt": facts.attempt,
+    "cqbus.max_deliver": facts.maxDeliver,
+    "cqbus.outcome": facts.kind,
+    "error.type": facts.errorType,
+    "error.message": describe(facts.error)
   }
-  const reason = `${tag}: ${describe(error)}`
-  if (attempt >= maxDeliver) {
-    return {
-      _tag: "DeadLetter",
-      reason: `gave up after ${attempt} deliveries; last error ${reason}`,
-      errorTag: tag,
-      attempts: attempt
-    }
+  if (facts.group !== undefined) {
+    annotations["messaging.consumer.group.name"] = facts.group
+    annotations["cqbus.group"] = facts.group
   }
-  return { _tag: "Nak", delay: delay ?? backoff(attempt), error: reason }
+  if (facts.kind === "dead_letter") annotations["cqbus.dead_letter.reason"] = facts.reason
+  const line = cause === undefined ? Effect.logWarning(text) : Effect.logWarning(text, cause)
+  return Effect.annotateLogs(line, annotations)
 }
 
 /** A `Delivery` whose subject, headers, event id and publish time are read from the message only when asked for. */
@@ -111,52 +142,131 @@ class LazyDelivery implements Delivery {
   }
 }
 
+/** The event id of a message without building a `Delivery` (for lines about messages no handler ran for). */
+const eventIdOf = (message: IncomingMessage): string =>
+  readHeader(message, HeaderNames.id) ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`)
+
 /** Builds the `process` function of a subscription. */
 export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
-  const { backoff, group, handler, keyOf, maxDeliver } = config
+  const { backoff, group, handler, keyOf, maxDeliver, topic } = config
+  const logFailures = config.logFailures ?? true
   const makeDelivery = (message: IncomingMessage, key: string | undefined, attempt: number): Delivery =>
     new LazyDelivery(message, group, key, attempt, maxDeliver)
+
+  /**
+   * The outcome of a delivery that ended without a handler run (a body that cannot be decoded, a throwing key function,
+   * a message delivered too often), with the default line for it: no plugin saw it, so the bus always reports it.
+   */
+  const withoutRun = (
+    message: IncomingMessage,
+    outcome: Outcome,
+    errorTag: string,
+    error: unknown,
+    reason: string,
+    cause?: Cause.Cause<unknown>
+  ): Effect.Effect<Outcome> =>
+    logFailures && outcome._tag !== "Ack" && outcome._tag !== "Handback"
+      ? Effect.as(
+        warnFailure({
+          topic: message.subject,
+          group,
+          eventId: eventIdOf(message),
+          attempt: message.deliveryCount,
+          maxDeliver,
+          kind: outcome._tag === "DeadLetter" ? "dead_letter" : "retry",
+          errorTag,
+          errorType: errorTag,
+          error,
+          reason
+        }, cause),
+        outcome
+      )
+      : Effect.succeed(outcome)
+
   // The key function is user code run outside any Effect: one that throws is a defect of this delivery (redelivered
   // with backoff, dead-lettered at maxDeliver), not an exception in the transport's callback.
-  const keyOrFailure = (event: A, message: IncomingMessage): string | undefined | { readonly outcome: Outcome } => {
+  const keyOrFailure = (
+    event: A,
+    message: IncomingMessage
+  ): string | undefined | { readonly outcome: Effect.Effect<Outcome> } => {
     try {
       return keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
     } catch (defect) {
-      return { outcome: decide(Exit.die(defect), message.deliveryCount, maxDeliver, backoff) }
+      const verdict = classify(Exit.die(defect), message.deliveryCount, maxDeliver)
+      const outcome = outcomeOf(verdict, message.deliveryCount, backoff)
+      return verdict.kind === "ack"
+        ? { outcome: Effect.succeed(outcome) }
+        : {
+          outcome: withoutRun(
+            message,
+            outcome,
+            verdict.errorTag,
+            verdict.error,
+            `the ordering key function threw: ${verdict.reason}`,
+            message.deliveryCount === 1 ? Cause.die(defect) : undefined
+          )
+        }
     }
   }
 
-  // One `matchCause` rather than `exit` + `map`, and no named closure per call (tools that keep function names, like
-  // tsx running the sources, wrap each one in a `defineProperty`): this runs once per delivery.
-  const failureAt = (attempt: number) => (cause: Cause.Cause<unknown>): Outcome =>
-    decide(Exit.failCause(cause), attempt, maxDeliver, backoff)
+  // The failure path of one handler run: the verdict, and the default line unless a plugin reports this delivery.
+  // A function returning an anonymous arrow, as before: no named closure per delivery (tools that keep function names,
+  // like tsx running the sources, wrap each one in a `defineProperty`).
+  const failureOf = (delivery: Delivery) => (cause: Cause.Cause<unknown>): Effect.Effect<Outcome> => {
+    const attempt = delivery.attempt
+    const verdict = classify(Exit.failCause(cause), attempt, maxDeliver)
+    const outcome = outcomeOf(verdict, attempt, backoff)
+    if (verdict.kind === "ack" || !logFailures || isReported(delivery)) return Effect.succeed(outcome)
+    return Effect.as(
+      warnFailure({
+        topic: delivery.topic,
+        group,
+        eventId: delivery.eventId,
+        attempt,
+        maxDeliver,
+        kind: verdict.kind,
+        errorTag: verdict.errorTag,
+        errorType: verdict.ending === "defect" ? tagOf(verdict.error) : verdict.errorTag,
+        error: verdict.error,
+        reason: verdict.reason
+      }, verdict.ending === "defect" && attempt === 1 ? cause : undefined),
+      outcome
+    )
+  }
+  // One `matchCauseEffect` rather than `exit` + `map`: this runs once per delivery, and success returns a shared
+  // effect.
   const runOnce = (event: A, delivery: Delivery): Effect.Effect<Outcome> =>
-    Effect.matchCause(Effect.suspend(() => handler(event, delivery)), {
+    Effect.matchCauseEffect(Effect.suspend(() => handler(event, delivery)), {
       onSuccess: acked,
-      onFailure: failureAt(delivery.attempt)
+      onFailure: failureOf(delivery)
     })
 
   // A message delivered more often than `maxDeliver` never got an outcome for some of its deliveries (the consumer
   // crashed or was drained mid-handler each time); dead-letter it instead of letting it crash consumers forever.
-  const overdue = (message: IncomingMessage): Outcome | undefined =>
-    message.deliveryCount > maxDeliver
-      ? {
-        _tag: "DeadLetter",
-        reason: `delivered ${message.deliveryCount} times without an outcome (maxDeliver ${maxDeliver}); ` +
-          "the consumer may crash or be stopped while handling it",
-        errorTag: "MaxDeliverExceeded",
-        attempts: message.deliveryCount
-      }
-      : undefined
+  const overdue = (message: IncomingMessage): Effect.Effect<Outcome> | undefined => {
+    if (message.deliveryCount <= maxDeliver) return undefined
+    const reason = `delivered ${message.deliveryCount} times without an outcome (maxDeliver ${maxDeliver}); ` +
+      "the consumer may crash or be stopped while handling it"
+    const outcome: Outcome = {
+      _tag: "DeadLetter",
+      reason,
+      errorTag: "MaxDeliverExceeded",
+      attempts: message.deliveryCount
+    }
+    return withoutRun(message, outcome, "MaxDeliverExceeded", reason, reason)
+  }
+
+  const undecodable = (error: DecodeError, message: IncomingMessage): Effect.Effect<Outcome> =>
+    withoutRun(message, deadLetterOf(error, message), "DecodeError", error, error.message)
 
   if (config.ordering === "none") {
     return (message) => {
       const stop = overdue(message)
-      if (stop !== undefined) return Effect.succeed(stop)
-      const decoded = config.decode(message, config.topic)
-      if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
+      if (stop !== undefined) return stop
+      const decoded = config.decode(message, topic)
+      if (decoded instanceof DecodeError) return undecodable(decoded, message)
       const key = keyOrFailure(decoded, message)
-      if (typeof key === "object") return Effect.succeed(key.outcome)
+      if (typeof key === "object") return key.outcome
       return runOnce(decoded, makeDelivery(message, key, message.deliveryCount))
     }
   }
@@ -182,11 +292,11 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
         : Effect.succeed(outcome))
   return (message) => {
     const stop = overdue(message)
-    if (stop !== undefined) return Effect.succeed(stop)
-    const decoded = config.decode(message, config.topic)
-    if (decoded instanceof DecodeError) return Effect.succeed(deadLetterOf(decoded, message))
+    if (stop !== undefined) return stop
+    const decoded = config.decode(message, topic)
+    if (decoded instanceof DecodeError) return undecodable(decoded, message)
     const key = keyOrFailure(decoded, message)
-    if (typeof key === "object") return Effect.succeed(key.outcome)
+    if (typeof key === "object") return key.outcome
     return lanes.run(key ?? message.subject, (withPermit) =>
       retryInPlace(decoded, message, key, message.deliveryCount, withPermit))
   }

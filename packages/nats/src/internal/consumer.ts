@@ -129,17 +129,28 @@ export interface PullConsumerConfig {
   readonly consumer: string
   /** Handlers running at once; the consumer also reads ahead this many. */
   readonly maxInFlight: number
-  /** The consumer's ackWait in ms: keep-alives for running handlers go out at a third of it. */
+  /**
+   * The consumer's ackWait in ms as the server reports it (not as the subscription asked: an existing group may differ):
+   * keep-alives for running handlers go out at a third of it.
+   */
   readonly ackWait: number
+  /**
+   * The server's `max_deliver`, when finite: the server never delivers a message again after that many deliveries, so
+   * the last one that would be naked or handed back is dead-lettered instead of silently dropped.
+   */
+  readonly maxDeliver: number | undefined
   readonly drainTimeout: Duration.Duration
   readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
   /** Stores a dead letter and terminates the message (or naks it when the record cannot be stored). */
   readonly deadLetter: (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>) => Effect.Effect<void>
   /**
    * Makes sure the consumer exists, creating it from `floor` (the oldest unsettled stream sequence) when the server
-   * lost it. `undefined` when nothing was delivered yet: create it as first configured.
+   * lost it. `undefined` when nothing was delivered yet: create it as first configured. Returns the settings now in
+   * force, which the keep-alives and dead letters follow from then on.
    */
-  readonly recreate: (floor: number | undefined) => Effect.Effect<void, unknown>
+  readonly recreate: (
+    floor: number | undefined
+  ) => Effect.Effect<{ readonly ackWait: number; readonly maxDeliver: number | undefined }, unknown>
   /** `true` when the server no longer has the consumer. */
   readonly missing: Effect.Effect<boolean>
   /** The consumer's ack floor (stream sequence) as the server reports it; `undefined` when it cannot be read. */
@@ -199,6 +210,12 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     let stopping = false
     let seen = 0
     let idleWaiter: (() => void) | undefined
+    /** Messages the stream still had for the consumer after the last delivery (its reply subject's last number). */
+    let streamPending = 0
+    /** While the drain waits for its open requests: deliveries are kept in the queue, to be handed back after. */
+    let holding = false
+    /** Called by the drain once the open requests are used up (`requested` reached 0). */
+    let requestsWaiter: (() => void) | undefined
 
     // Through the message's own `respond` (the protocol's publish, as nats.js's `JsMsg.ack()` does) rather than
     // `nc.publish`, which validates the subject with a regular expression on every call.
@@ -224,6 +241,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     // one less per message, and the undelivered rest of a request when its end (408/409) says how many.
     const took = () => {
       if (requested > 0) requested--
+      if (requested === 0 && requestsWaiter !== undefined) requestsWaiter()
     }
 
     /** An open request ended; `pending` of its messages will not come (all of them when unknown). */
@@ -232,6 +250,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       const gone = pending ?? request?.batch ?? 0
       requested = Math.max(0, requested - gone)
       if (requests.length === 0) requested = 0
+      if (requested === 0 && requestsWaiter !== undefined) requestsWaiter()
     }
 
     const forgetRequests = () => {
@@ -239,7 +258,22 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       requested = 0
     }
 
+    let serverMaxDeliver = config.maxDeliver
     const settle = (delivery: Delivery, outcome: Outcome): void => {
+      if (
+        serverMaxDeliver !== undefined && delivery.deliveryCount >= serverMaxDeliver &&
+        (outcome._tag === "Nak" || outcome._tag === "Handback")
+      ) {
+        // The server would not deliver it again (its `max_deliver`, on a group left as it is with provisioning
+        // "skip"): store it as a dead letter rather than lose it silently.
+        outcome = {
+          _tag: "DeadLetter",
+          reason: `delivered ${delivery.deliveryCount} times, the consumer's max_deliver on the server; last outcome ` +
+            (outcome._tag === "Nak" ? `error ${outcome.error}` : "handed back"),
+          errorTag: "MaxDeliverExceeded",
+          attempts: delivery.deliveryCount
+        }
+      }
       switch (outcome._tag) {
         case "Ack":
           respond(delivery, ACK)
@@ -375,7 +409,9 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       )
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
       if (naked.size > 0) naked.delete(delivery.sequence)
-      if (stopping) return respond(delivery, NAK)
+      const pendingAt = offset + 6
+      streamPending = numberAt(reply, dots[pendingAt - 1]! + 1, pendingAt < count ? dots[pendingAt]! : reply.length)
+      if (stopping) return holding ? void queue.push(delivery) : respond(delivery, NAK)
       if (running < maxInFlight) start(delivery)
       else queue.push(delivery)
     }
@@ -408,7 +444,12 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     }
 
     // Not while stopping: an ephemeral consumer is deleted after the drain and must not come back.
-    const recover: Effect.Effect<void> = Effect.suspend(() => stopping ? Effect.void : config.recreate(floor())).pipe(
+    const recover: Effect.Effect<void> = Effect.suspend(() =>
+      stopping ? Effect.void : Effect.map(config.recreate(floor()), (settings) => {
+        beat = beatOf(settings.ackWait)
+        serverMaxDeliver = settings.maxDeliver
+      })
+    ).pipe(
       Effect.andThen(Effect.sync(() => {
         forgetRequests()
         pull()
@@ -419,7 +460,8 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     // Keep-alives for handlers that run in the background and for buffered deliveries, renewal of lost requests, and
     // the check for a silent server: with a request open the server sends a heartbeat every second, so nothing for
     // three seconds means the request (or the consumer) is gone.
-    const beat = Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(config.ackWait / 3)))
+    const beatOf = (ackWait: number) => Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(ackWait / 3)))
+    let beat = beatOf(config.ackWait)
     let lastSeen = 0
     let silentSince = Date.now()
     let checking = false
@@ -457,7 +499,9 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       })
       return Effect.void
     })
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(beat)), tick)))
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.andThen(Effect.suspend(() => Effect.sleep(Duration.millis(beat))), tick))
+    )
 
     // After a reconnect the server may have forgotten our open requests (a restarted server certainly has).
     const statuses = nc.status()
@@ -475,6 +519,27 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         stopping = true
+        // nats-server 2.9 cannot cancel a pull request and fills it from another goroutine: a request sent just before
+        // the close can be answered after the UNSUB below, into an inbox that is gone, and those messages wait for
+        // ackWait. While the stream has messages for us, keep the inbox until the open requests are used up. What
+        // arrives meanwhile is held in the queue (kept alive by the tick), not handed back yet: the server would
+        // redeliver it into the same open requests, each round costing a delivery attempt. An idle consumer's requests
+        // stay open with nothing to send, so it does not wait.
+        if (!nc.isClosed() && requested > 0 && streamPending > 0) {
+          holding = true
+          yield* Effect.timeoutOption(
+            Effect.callback<void>((resume) => {
+              if (requested <= 0) return resume(Effect.void)
+              requestsWaiter = () => {
+                requestsWaiter = undefined
+                resume(Effect.void)
+              }
+            }),
+            "2 seconds"
+          )
+          requestsWaiter = undefined
+          holding = false
+        }
         for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, NAK)
         queue.length = 0
         queueHead = 0

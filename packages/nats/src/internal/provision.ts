@@ -31,13 +31,18 @@ const same = (a: unknown, b: unknown): boolean =>
     ? a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i])
     : a === b
 
-/** The fields where the existing configuration differs from the wanted one, as `field: have → want`. */
-export const differences = (have: Partial<StreamConfig>, want: Partial<StreamConfig>): ReadonlyArray<string> =>
+/**
+ * The fields where the existing configuration differs from the wanted one, as `field: have → want`; `show` writes a
+ * value (JSON by default; consumers show durations as `2s`).
+ */
+export const differences = <C extends object = StreamConfig>(
+  have: Partial<C>,
+  want: Partial<C>,
+  show: (field: string, value: unknown) => string = (_field, value) => JSON.stringify(value)
+): ReadonlyArray<string> =>
   Object.entries(want)
     .filter(([field, value]) => !same((have as Record<string, unknown>)[field], value))
-    .map(([field, value]) =>
-      `${field}: ${JSON.stringify((have as Record<string, unknown>)[field])} → ${JSON.stringify(value)}`
-    )
+    .map(([field, value]) => `${field}: ${show(field, (have as Record<string, unknown>)[field])} → ${show(field, value)}`)
 
 /** The streams other than `name` whose subjects collide with `subjects`, as `NAME (subjects a, b)`, for an overlap error. */
 const overlapping = async (jsm: JetStreamManager, name: string, subjects: ReadonlyArray<string>): Promise<Array<string>> => {

@@ -1,6 +1,7 @@
 /**
- * Reading and checking the `cqbus.v1` custom options (proto/cqbus/v1/options.proto) of the files in a generation
- * request, and deciding which messages are events, on which topic and with which ordering key.
+ * Reading and checking the `cqbus.v1` custom options (`proto/cqbus/v1/options.proto` of this package, shipped in its
+ * npm tarball) of the files in a generation request, and deciding which messages are events, on which topic and with
+ * which ordering key.
  *
  * The option extensions are looked up in the request itself (a file that uses them imports
  * `cqbus/v1/options.proto`, so its descriptor is there), which keeps the plugin free of generated code that could drift

@@ -1,0 +1,226 @@
+/**
+ * Reconciles a subscription's consumer (a durable group, or an ephemeral consumer) with what the subscription asks
+ * for, under the provisioning strategy, and reports the settings actually in force on the server. A group can
+ * pre-exist from an older deploy, a Go service or an ops script; running it with settings other than the ones asked
+ * for handed one message to two handler runs at once (its old `ack_wait` expired under a running handler), so a
+ * difference is either updated away or refused by name, never silently kept (issue 10, item 1).
+ *
+ * What nats-server 2.9 lets an update change (checked against 2.9.10): `ack_wait`, `max_deliver`, `backoff`,
+ * `max_ack_pending` and `filter_subject`; `deliver_policy` (with its start sequence or time) is refused (API error
+ * 10012). A group's topic is its identity, so a different `filter_subject` is refused too, under every strategy.
+ */
+import { SubscribeError } from "@cqbus/core"
+import { type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
+import { Duration, Effect } from "effect"
+import type { ProvisioningStrategy } from "../NatsConfig.ts"
+import { ApiCodes, isNotFound, toSubscribeError } from "./errors.ts"
+import { differences } from "./provision.ts"
+
+/** Fields an update of an existing consumer may change (nats-server 2.9). */
+const UPDATABLE: ReadonlySet<string> = new Set(["ack_wait", "max_deliver", "backoff", "max_ack_pending"])
+
+/** Fields compared with an existing consumer, in the order they are reported. */
+const COMPARED = [
+  "filter_subject",
+  "deliver_policy",
+  "opt_start_seq",
+  "opt_start_time",
+  "ack_wait",
+  "max_deliver",
+  "backoff",
+  "max_ack_pending"
+] as const
+
+type Compared = Partial<Record<(typeof COMPARED)[number], unknown>>
+
+/** What one subscription needs to know about its consumer. */
+export interface ConsumerRequest {
+  readonly stream: string
+  readonly name: string
+  readonly topic: string
+  readonly group: string | undefined
+  /** The full configuration the subscription asks for (deliver policy included). */
+  readonly want: Partial<ConsumerConfig>
+  readonly strategy: ProvisioningStrategy
+  /**
+   * The consumer is being recreated after the server lost it, from the oldest unsettled sequence: a consumer another
+   * member recreated first starts at its own floor, so the start position is not compared.
+   */
+  readonly recreating?: boolean
+}
+
+/** The settings in force on the server, as the pull consumer uses them. */
+export interface GroupSettings {
+  readonly config: ConsumerConfig
+  /**
+   * The shortest time the server waits for a sign of life before redelivering, in ms: `ack_wait`, or the shortest
+   * `backoff` step when the consumer has one (the server then times deliveries by the steps).
+   */
+  readonly ackWait: number
+  /** The server's `max_deliver` when it is finite: after that many deliveries the server gives up on a message. */
+  readonly maxDeliver: number | undefined
+}
+
+/** The settings of a consumer's configuration. */
+export const settingsOf = (config: ConsumerConfig): GroupSettings => {
+  const steps = (config.backoff ?? []).filter((step) => step > 0)
+  const ackWait = Math.min(config.ack_wait ?? 30_000_000_000, ...steps) / 1_000_000
+  return {
+    config,
+    ackWait,
+    maxDeliver: config.max_deliver !== undefined && config.max_deliver > 0 ? config.max_deliver : undefined
+  }
+}
+
+const NANOS = new Set(["ack_wait", "backoff"])
+
+/** A value as the differences show it: durations as `2s`, an absent backoff as `none`, the rest as JSON. */
+const show = (field: string, value: unknown): string => {
+  if (field === "backoff" && (value === undefined || (Array.isArray(value) && value.length === 0))) return "none"
+  const duration = (n: unknown) =>
+    typeof n === "number" ? Duration.format(Duration.millis(n / 1_000_000)) : JSON.stringify(n)
+  if (NANOS.has(field)) return Array.isArray(value) ? `[${value.map(duration).join(", ")}]` : duration(value)
+  return JSON.stringify(value)
+}
+
+/** The compared fields of a configuration, normalised so that equal settings compare equal. */
+const comparable = (config: Partial<ConsumerConfig>): Compared => {
+  const policy = config.deliver_policy ?? DeliverPolicy.All
+  return {
+    filter_subject: config.filter_subject,
+    deliver_policy: policy,
+    opt_start_seq: policy === DeliverPolicy.StartSequence ? config.opt_start_seq : undefined,
+    // The server reports the time with its own precision and zone: compare instants.
+    opt_start_time: policy === DeliverPolicy.StartTime && config.opt_start_time !== undefined
+      ? new Date(config.opt_start_time).toISOString()
+      : undefined,
+    ack_wait: config.ack_wait,
+    max_deliver: config.max_deliver ?? -1,
+    backoff: config.backoff ?? [],
+    max_ack_pending: config.max_ack_pending
+  }
+}
+
+/**
+ * The fields where the existing consumer differs from the wanted one, split into those an update can change and those
+ * it cannot.
+ */
+export const compare = (
+  have: Partial<ConsumerConfig>,
+  want: Partial<ConsumerConfig>,
+  options: { readonly recreating?: boolean } = {}
+): { readonly updatable: ReadonlyArray<string>; readonly fixed: ReadonlyArray<string> } => {
+  const a = comparable(have)
+  const b = comparable(want)
+  // `max_ack_pending` is a ceiling: more room than asked (or none, -1) is not a difference, and members of one group
+  // with different concurrency must not take turns lowering it.
+  if (a.max_ack_pending === -1 || (a.max_ack_pending as number) >= (b.max_ack_pending as number)) {
+    b.max_ack_pending = a.max_ack_pending
+  }
+  // A group has a position already: cqbus recreates a lost consumer from its oldest unsettled sequence, so a group
+  // that starts at a sequence continues what "all" began. Any other start differs.
+  const continues = a.deliver_policy === DeliverPolicy.StartSequence && b.deliver_policy === DeliverPolicy.All
+  if (options.recreating === true || continues) {
+    b.deliver_policy = a.deliver_policy
+    b.opt_start_seq = a.opt_start_seq
+    b.opt_start_time = a.opt_start_time
+  }
+  const wanted: Compared = {}
+  for (const field of COMPARED) wanted[field] = b[field]
+  const diff = differences<Compared>(a, wanted, show)
+  return {
+    updatable: diff.filter((line) => UPDATABLE.has(line.slice(0, line.indexOf(":")))),
+    fixed: diff.filter((line) => !UPDATABLE.has(line.slice(0, line.indexOf(":"))))
+  }
+}
+
+const where = (request: ConsumerRequest) =>
+  `${request.group === undefined ? "consumer" : "group"} ${request.name} on stream ${request.stream}`
+
+/** A difference nats-server cannot update: refused under every strategy, with what the user can do. */
+const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: ReadonlyArray<string>): SubscribeError => {
+  const { group, topic } = request
+  if (have.filter_subject !== request.want.filter_subject) {
+    return new SubscribeError({
+      topic,
+      group,
+      reason: "GroupConflict",
+      message: `group ${request.name} already consumes ${have.filter_subject} on ${request.stream}; one group cannot ` +
+        `also consume ${topic} (${fixed.join("; ")}). Give each topic its own group name`
+    })
+  }
+  return new SubscribeError({
+    topic,
+    group,
+    reason: "GroupConflict",
+    message: `${where(request)} was created with another start position than the subscription asks for: ` +
+      `${fixed.join("; ")}. nats-server cannot change it on an existing consumer: subscribe with the group's ` +
+      `deliverPolicy, delete the consumer (nats consumer rm ${request.stream} ${request.name}; the group loses its ` +
+      `position), or use another group name`
+  })
+}
+
+/**
+ * Makes sure the consumer exists and runs with the settings asked for, as the strategy allows, and returns the settings
+ * in force on the server.
+ *
+ * - Missing: created with the wanted configuration, under every strategy (a subscription cannot run without it).
+ * - `createOrUpdate`: differing updatable fields are updated.
+ * - `validateOnly`, `createOnly`: any difference fails with a `SubscribeError` naming each field.
+ * - `skip`: no update; the consumer runs with the server's settings, which the pull consumer follows (keep-alives from
+ *   its `ack_wait`, dead letters at its `max_deliver`), and a warning names the differences.
+ * - A difference the server cannot update (start position) or a different topic fails under every strategy.
+ */
+export const ensureConsumer = (
+  jsm: JetStreamManager,
+  request: ConsumerRequest
+): Effect.Effect<GroupSettings, SubscribeError> =>
+  Effect.tryPromise({
+    try: async (): Promise<{ readonly settings: GroupSettings; readonly warning?: string }> => {
+      const { name, stream, strategy, want } = request
+      let have: ConsumerConfig
+      try {
+        have = (await jsm.consumers.info(stream, name)).config
+      } catch (cause) {
+        if (!isNotFound(cause, ApiCodes.ConsumerNotFound)) throw cause
+        return { settings: settingsOf((await jsm.consumers.add(stream, want)).config) }
+      }
+      const { fixed, updatable } = compare(have, want, request)
+      if (fixed.length > 0) throw refuseFixed(request, have, fixed)
+      if (updatable.length === 0) return { settings: settingsOf(have) }
+      if (strategy === "validateOnly" || strategy === "createOnly") {
+        throw new SubscribeError({
+          topic: request.topic,
+          group: request.group,
+          reason: "GroupConflict",
+          message: `${where(request)} differs from the subscription (provisioning: ${strategy}): ${updatable.join("; ")}. ` +
+            `Update the consumer, subscribe with its settings, or use provisioning "createOrUpdate"`
+        })
+      }
+      if (strategy === "skip") {
+        return {
+          settings: settingsOf(have),
+          warning: `cqbus: ${where(request)} differs from the subscription and is left as it is (provisioning: skip); ` +
+            `running with the server's settings: ${updatable.join("; ")}`
+        }
+      }
+      // nats.js merges the update into the consumer's current configuration: an empty backoff clears one. The server
+      // requires max_deliver > the number of backoff steps, so both change in one update.
+      const room = have.max_ack_pending
+      const update: Partial<ConsumerConfig> = {
+        max_deliver: want.max_deliver ?? -1,
+        backoff: want.backoff ?? []
+      }
+      if (want.ack_wait !== undefined) update.ack_wait = want.ack_wait
+      // A ceiling only ever raised (see `compare`).
+      if (want.max_ack_pending !== undefined && room !== -1 && (room === undefined || room < want.max_ack_pending)) {
+        update.max_ack_pending = want.max_ack_pending
+      }
+      return { settings: settingsOf((await jsm.consumers.update(stream, name, update)).config) }
+    },
+    catch: (cause) =>
+      cause instanceof SubscribeError ? cause : toSubscribeError(cause, request.topic, request.group, request.stream)
+  }).pipe(
+    Effect.tap(({ warning }) => warning === undefined ? Effect.void : Effect.logWarning(warning)),
+    Effect.map(({ settings }) => settings)
+  )
