@@ -329,6 +329,10 @@ test("nats reliability: check passes while the server runs, fails typed within i
     const { bus: b } = yield* bus({
       servers: nats.url,
       source: "reliability",
+      // A stream name no other server holds: once this server is killed its port is free, and on a shared machine
+      // another process's nats-server can start on it; the client reconnects there, and a probe of a common stream
+      // name (CQC_EVENTS) would pass against that stranger. With a unique name it fails, as it should.
+      stream: { name: `CHECK_${crypto.randomUUID().replaceAll("-", "").slice(0, 12).toUpperCase()}` },
       checkTimeout: `${checkTimeout} millis`,
       reconnect: { wait: "100 millis", jitter: "50 millis" }
     })
