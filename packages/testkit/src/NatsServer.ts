@@ -89,6 +89,15 @@ export interface NatsServer {
   /** Kills the server (SIGKILL), as in a crash; resolves when it has exited. No-op when stopped. */
   kill(): Promise<void>
   /**
+   * Freezes the server (SIGSTOP), as a hung process whose sockets stay open; resolves once it has really stopped.
+   * A signal is delivered asynchronously: for a few milliseconds after `kill(2)` returns, a loaded machine may still
+   * run the server's threads, and a probe sent in that window is answered. Where `/proc` exists (Linux) this waits
+   * until every thread of the process is in the stopped state; elsewhere it waits 100 ms. No-op when not running.
+   */
+  pause(): Promise<void>
+  /** Lets a paused server run again (SIGCONT). No-op when not running. */
+  resume(): Promise<void>
+  /**
    * Starts the server again on the same port with the same store (stopping it first if it runs), and resolves when
    * it is ready. Retries while the port is still held by the previous process or anything else.
    */
@@ -222,6 +231,32 @@ type Launch =
   | { readonly _tag: "Failed"; readonly error: NatsServerError }
 
 // ---------------------------------------------------------------------------------------------------- server
+
+/** How long `pause()` waits for a SIGSTOPped server to stop. */
+const PAUSE_TIMEOUT_MS = 5_000
+
+/**
+ * Whether every thread of `pid` is stopped (state `T`/`t` in `/proc/PID/task/TID/stat`), or `undefined` where there
+ * is no `/proc` to ask. The state is the first field after the parenthesised command name, which may itself contain
+ * spaces and parentheses, hence the last `)`.
+ */
+const threadsStopped = (pid: number): boolean | undefined => {
+  let tasks: Array<string>
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return undefined
+  }
+  return tasks.every((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8")
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+      return state === "T" || state === "t"
+    } catch {
+      return true // the thread has exited meanwhile
+    }
+  })
+}
 
 class Server implements NatsServer {
   readonly url: string
@@ -436,6 +471,24 @@ class Server implements NatsServer {
 
   kill(): Promise<void> {
     return this.signal("SIGKILL")
+  }
+
+  async pause(): Promise<void> {
+    if (!this.running) return
+    const pid = this.lastPid
+    process.kill(pid, "SIGSTOP")
+    const deadline = Date.now() + PAUSE_TIMEOUT_MS
+    for (;;) {
+      const stopped = threadsStopped(pid)
+      if (stopped === undefined) return new Promise((resolve) => setTimeout(resolve, 100))
+      if (stopped) return
+      if (Date.now() > deadline) throw this.error(`${this.binary} (pid ${pid}) did not stop within ${PAUSE_TIMEOUT_MS} ms of SIGSTOP`)
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+  }
+
+  async resume(): Promise<void> {
+    if (this.running) process.kill(this.lastPid, "SIGCONT")
   }
 
   /** SIGKILL without waiting, for the exit backstop. */
