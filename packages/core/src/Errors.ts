@@ -109,12 +109,19 @@ export class PublishError extends TaggedErrorBase<{
 }
 
 /**
- * Why a subscription could not be created.
+ * Why a subscription could not be created (`PermissionDenied`: the backend refused this identity the right to consume
+ * the topic, e.g. a NATS user without the subscribe or JetStream API permissions it needs).
  *
  * @since 0.1.0
  * @category errors
  */
-export type SubscribeErrorReason = "Closed" | "InvalidOptions" | "GroupConflict" | "Unsupported" | "Transport"
+export type SubscribeErrorReason =
+  | "Closed"
+  | "InvalidOptions"
+  | "GroupConflict"
+  | "Unsupported"
+  | "PermissionDenied"
+  | "Transport"
 
 /**
  * A subscription could not be created; nothing was consumed.

@@ -73,7 +73,9 @@ export interface NatsEventBusConfig extends EventBusConfig {
    * The first connection. By default start-up fails at once (`NatsError` with reason `Connect`) when no server
    * answers; with `retry` it tries again on that schedule (each failure logs a warning) and fails only once the
    * schedule is done, e.g. `Schedule.spaced("2 seconds").pipe(Schedule.upTo({ times: 30 }))`. Only unreachable servers
-   * are retried; unreadable credentials fail at once. Once connected, `reconnect` applies.
+   * (reason `Connect`) are retried; refused credentials (`Authentication`), a failed TLS handshake (`Tls`) and
+   * unreadable credentials (`Config`) fail at once, whatever the schedule. Once connected, `reconnect` applies (nats.js
+   * closes the connection when a reconnect is refused twice for the same authentication reason).
    */
   readonly connect?: { readonly retry?: Schedule.Schedule<unknown, NatsError> }
   /** Reconnect policy (default: forever, 250 ms apart with jitter). */

@@ -31,7 +31,7 @@ import {
 import { headers as natsHeaders, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
-import { ApiCodes, isNotFound, toHealthError } from "./internal/errors.ts"
+import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
 import { ensureConsumer } from "./internal/group.ts"
 import { fromMsgHdrs } from "./internal/headers.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
@@ -315,7 +315,7 @@ export const make = (
           maxExpires: settings.config.max_expires !== undefined && settings.config.max_expires > 0
             ? Math.floor(settings.config.max_expires / 1_000_000)
             : undefined
-        })
+        }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group, stream)))
         draining = consumer.draining
       })
 

@@ -45,6 +45,16 @@ export interface NatsServerOptions {
   /** Require this token from clients (`--auth`). */
   readonly token?: string
   /**
+   * Serve TLS on the client port (the `tls` block): the server's certificate and key, and with `caFile` plus `verify`
+   * ask every client for a certificate signed by that CA (mutual TLS). PEM file paths; the testkit makes none.
+   */
+  readonly tls?: {
+    readonly certFile: string
+    readonly keyFile: string
+    readonly caFile?: string
+    readonly verify?: boolean
+  }
+  /**
    * Extra configuration-file text, appended after the settings above (e.g. `"max_connections: 10"`). Command-line
    * flags win over the file, as in `nats-server` itself.
    */
@@ -542,6 +552,13 @@ const configText = (options: NatsServerOptions): string | undefined => {
     lines.push("jetstream {")
     if (js.maxMemory !== undefined) lines.push(`  max_memory_store: ${js.maxMemory}`)
     if (js.maxFile !== undefined) lines.push(`  max_file_store: ${js.maxFile}`)
+    lines.push("}")
+  }
+  const tls = options.tls
+  if (tls !== undefined) {
+    lines.push("tls {", `  cert_file: ${JSON.stringify(tls.certFile)}`, `  key_file: ${JSON.stringify(tls.keyFile)}`)
+    if (tls.caFile !== undefined) lines.push(`  ca_file: ${JSON.stringify(tls.caFile)}`)
+    if (tls.verify === true) lines.push("  verify: true")
     lines.push("}")
   }
   if (options.config !== undefined) lines.push(options.config)

@@ -15,6 +15,7 @@
 import type { Headers, IncomingMessage, Outcome } from "@cqbus/core"
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
 import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
 import { fromMsgHdrs, HeaderBlock } from "./headers.ts"
 
 const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
@@ -179,11 +180,12 @@ interface PullRequest {
 
 /**
  * Starts a pull consumer; it runs until the scope closes, then drains (stop pulling, hand back what is buffered, let
- * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush).
+ * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush). Fails with the server's
+ * permission error when this connection may not consume (subscribe to the inbox, publish the pull request).
  *
  * @internal
  */
-export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, never, Scope.Scope> =>
+export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const { maxInFlight, nc } = config
     const context = yield* Effect.context<never>()
@@ -416,9 +418,14 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       else queue.push(delivery)
     }
 
+    /** Why the server refused to let this connection consume (no subscribe on the inbox, no publish of pulls). */
+    let denied: unknown = undefined
     const sub: Subscription = nc.subscribe(inbox, {
       callback: (error, msg) => {
-        if (error !== null) return
+        if (error !== null) {
+          if (deniedSubscribeSubject(error) === inbox) denied ??= error
+          return
+        }
         try {
           onMessage(msg)
         } catch (cause) {
@@ -509,6 +516,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     yield* Effect.forkScoped(Effect.promise(async () => {
       for await (const status of statuses) {
         if (stopping) return
+        if (status.type === "error" && deniedPublishSubject(status.error) === nextSubject) denied ??= status.error
         if (status.type === "reconnect") await Effect.runPromise(Effect.sync(() => {
           forgetRequests()
           pull()
@@ -563,5 +571,15 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     )
 
     pull()
+    // Without the permission to subscribe to the inbox or to publish the pull request the server answers `-ERR` once,
+    // asynchronously, and nothing would ever arrive: a subscription that silently never delivers. The round trip
+    // settles it (the server answers the subscription and the pull before the PONG), so it fails typed instead.
+    yield* Effect.promise(() => nc.flush().catch(() => undefined))
+    yield* Effect.yieldNow
+    if (denied !== undefined) {
+      stopping = true
+      if (!sub.isClosed()) sub.unsubscribe()
+      return yield* Effect.fail(denied)
+    }
     return { draining: () => stopping }
   })

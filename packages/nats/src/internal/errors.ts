@@ -134,6 +134,10 @@ export const publishFailure = {
 export const deniedPublishSubject = (error: unknown): string | undefined =>
   error instanceof errors.PermissionViolationError && error.operation === "publish" ? error.subject : undefined
 
+/** The subject of a subscription the server refused for lack of permission, if `error` is one. */
+export const deniedSubscribeSubject = (error: unknown): string | undefined =>
+  error instanceof errors.PermissionViolationError && error.operation === "subscription" ? error.subject : undefined
+
 /** A consumer set-up failure as a typed `SubscribeError`; `stream` is the stream the consumer was to live on. */
 export const toSubscribeError = (
   cause: unknown,
@@ -153,6 +157,17 @@ export const toSubscribeError = (
       cause
     })
   }
+  if (causes(cause).some((e) => e instanceof errors.PermissionViolationError)) {
+    return new SubscribeError({
+      topic,
+      group,
+      reason: "PermissionDenied",
+      message: `cannot subscribe to ${topic}${
+        group === undefined ? "" : ` as group ${group}`
+      }: this connection lacks a permission consuming needs (${message(cause)})`,
+      cause
+    })
+  }
   return new SubscribeError({
     topic,
     group,
@@ -160,6 +175,40 @@ export const toSubscribeError = (
     message: `cannot subscribe to ${topic}${group === undefined ? "" : ` as group ${group}`}: ${message(cause)}`,
     cause
   })
+}
+
+/** Why a connection attempt failed, as `NatsError` reasons, with the problem said in words. */
+export interface ConnectProblem {
+  readonly reason: "Connect" | "Authentication" | "Tls"
+  /** What went wrong, for the error message; `undefined` when the client's own text says it best. */
+  readonly problem: string | undefined
+}
+
+// Certificate checks that fail on the client side (Node's and OpenSSL's codes; Bun and Deno report the same ones).
+const TLS_CODE = /^(?:ERR_TLS_|ERR_SSL_|UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE)/
+
+/**
+ * Classifies a failed connect: credentials the server refused (`Authentication`: they will be refused again), a TLS
+ * set-up that cannot work (`Tls`: an untrusted or mismatched certificate, TLS on one side only), or anything else
+ * (`Connect`: unreachable, refused, timed out — worth waiting for).
+ */
+export const connectProblem = (cause: unknown): ConnectProblem => {
+  for (const error of causes(cause)) {
+    if (error instanceof errors.UserAuthenticationExpiredError) {
+      return { reason: "Authentication", problem: "the server refused the credentials: they have expired" }
+    }
+    if (error instanceof errors.AuthorizationError) {
+      return { reason: "Authentication", problem: "the server refused the credentials" }
+    }
+    const code = (error as { readonly code?: unknown } | undefined)?.code
+    if (typeof code === "string" && TLS_CODE.test(code)) {
+      return { reason: "Tls", problem: "TLS failure: the server's certificate was not accepted" }
+    }
+    if (error instanceof errors.ConnectionError && /\btls\b/i.test(error.message)) {
+      return { reason: "Tls", problem: "TLS failure: the client and the server disagree about TLS" }
+    }
+  }
+  return { reason: "Connect", problem: undefined }
 }
 
 /** A failed health probe. */
