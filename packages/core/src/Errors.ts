@@ -70,7 +70,9 @@ export class InvalidTopic extends TaggedErrorBase<{
 }
 
 /**
- * Why a publish failed. `retriable` says whether sending the same message again may succeed.
+ * Why a publish failed. `retriable` says whether sending the same message again may succeed. `Unavailable`: the
+ * stream exists but cannot store right now (a clustered stream between leaders, or without a quorum); it is
+ * retriable, and the backend has already tried again within the publish timeout.
  *
  * @since 0.1.0
  * @category errors
@@ -86,6 +88,7 @@ export type PublishErrorReason =
   | "PermissionDenied"
   | "Timeout"
   | "NotConnected"
+  | "Unavailable"
   | "Unknown"
 
 /**

@@ -139,7 +139,9 @@ export const make = (
         streamConfig({
           name: resolved.deadLetterStream,
           subjects: [`${resolved.deadLetterPrefix}.>`],
-          ...(resolved.deadLetterMaxAge === undefined ? {} : { maxAge: resolved.deadLetterMaxAge })
+          ...(resolved.deadLetterMaxAge === undefined ? {} : { maxAge: resolved.deadLetterMaxAge }),
+          ...(resolved.deadLetterReplicas === undefined ? {} : { replicas: resolved.deadLetterReplicas }),
+          ...(resolved.deadLetterStorage === undefined ? {} : { storage: resolved.deadLetterStorage })
         }),
         resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
       )
@@ -154,7 +156,9 @@ export const make = (
           storage: "memory",
           maxAge: "1 minute",
           maxMessages: 10_000,
-          discard: "old"
+          discard: "old",
+          // As safe as the events on a cluster: a heartbeat that fails whenever one node is away would be a false alarm.
+          ...(resolved.stream.replicas === undefined ? {} : { replicas: resolved.stream.replicas })
         }),
         "createOnly"
       )
@@ -319,26 +323,40 @@ export const make = (
         draining = consumer.draining
       })
 
-    const check: TransportShape["check"] = Effect.tryPromise({
-      try: async () => {
-        if (closed || nc.isClosed()) throw new HealthError({ component: "connection", message: "connection: closed" })
-        await nc.flush().catch((cause) => {
-          throw toHealthError("connection", cause)
+    // Which step a timed-out check was at: a server that does not answer at all, or a stream without a leader (only
+    // the leader answers for a clustered stream, so during an election its info request goes unanswered).
+    const check: TransportShape["check"] = Effect.suspend(() => {
+      let step: "connection" | "stream" = "connection"
+      return Effect.tryPromise({
+        try: async () => {
+          if (closed || nc.isClosed()) throw new HealthError({ component: "connection", message: "connection: closed" })
+          await nc.flush().catch((cause) => {
+            throw toHealthError("connection", cause)
+          })
+          step = "stream"
+          await jsm.streams.info(stream).catch((cause) => {
+            throw toHealthError(`stream ${stream}`, cause)
+          })
+        },
+        catch: (cause) => cause instanceof HealthError ? cause : toHealthError("transport", cause)
+      }).pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(resolved.checkTimeout),
+          orElse: () =>
+            Effect.fail(
+              step === "connection"
+                ? new HealthError({
+                  component: "connection",
+                  message: `connection: NATS did not answer within ${resolved.checkTimeout} ms`
+                })
+                : new HealthError({
+                  component: `stream ${stream}`,
+                  message: `stream ${stream}: no answer within ${resolved.checkTimeout} ms; it has no leader right now (a JetStream leader election, or too few servers up) or JetStream is not answering`
+                })
+            )
         })
-        await jsm.streams.info(stream).catch((cause) => {
-          throw toHealthError(`stream ${stream}`, cause)
-        })
-      },
-      catch: (cause) => cause instanceof HealthError ? cause : toHealthError("transport", cause)
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: Duration.millis(resolved.checkTimeout),
-        orElse: () =>
-          Effect.fail(
-            new HealthError({ component: "transport", message: `NATS did not answer within ${resolved.checkTimeout} ms` })
-          )
-      })
-    )
+      )
+    })
 
     const deadLetters: Effect.Effect<ReadonlyArray<DeadLetter>> = Effect.promise(async () => {
       const info = await jsm.streams.info(resolved.deadLetterStream)

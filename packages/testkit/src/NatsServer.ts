@@ -18,6 +18,7 @@ import os from "node:os"
 import path from "node:path"
 import process from "node:process"
 import { Context, Effect, Layer, type Scope } from "effect"
+import { freePort, HOST } from "./internal/net.ts"
 
 /**
  * How to start a test server. Every option has a default: `startNatsServer()` gives JetStream on a free port of
@@ -140,7 +141,6 @@ export class NatsServerError extends Error {
   }
 }
 
-const HOST = "127.0.0.1"
 const LOG_LINES = 200
 const STOP_GRACE_MS = 5_000
 const DEFAULT_START_TIMEOUT_MS = 10_000
@@ -178,19 +178,6 @@ const installBackstop = (): void => {
 }
 
 // --------------------------------------------------------------------------------------------------- helpers
-
-/** A port that was free a moment ago: bind port 0 on loopback, read the port, close. */
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", reject)
-    server.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : undefined
-      server.close(() => (port === undefined ? reject(new Error("no port from a port-0 listener")) : resolve(port)))
-    })
-  })
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 

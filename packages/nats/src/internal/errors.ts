@@ -63,7 +63,8 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
         case ApiCodes.StreamNotFound:
           return { reason: "NoStream", retriable: false }
       }
-      if (error.status === 503) return { reason: "NotConnected", retriable: true }
+      // "JetStream system temporarily unavailable" and its kind: the cluster is between leaders.
+      if (error.status === 503) return { reason: "Unavailable", retriable: true }
     }
   }
   return { reason: "Unknown", retriable: true }
@@ -81,6 +82,8 @@ const explain: Record<PublishErrorReason, string> = {
   PermissionDenied: "this connection may not publish to the subject",
   Timeout: "no PubAck arrived in time; the message may or may not be stored (publishing again with the same event id is safe)",
   NotConnected: "the client is not connected to a server",
+  Unavailable:
+    "the stream exists but has no leader to store the message (a JetStream leader election, or too few servers up); publishing again shortly is safe",
   Unknown: "an unexpected error"
 }
 
@@ -106,6 +109,19 @@ export const publishFailure = {
   api: (error: ApiError, topic: string): PublishError => toPublishError(new JetStreamApiError(error), topic),
   /** A `503` status instead of a PubAck: nothing subscribes to the subject, i.e. no stream captures it. */
   noResponders: (topic: string): PublishError => toPublishError(new errors.NoRespondersError(topic), topic),
+  /**
+   * A `503` status for a subject a stream does capture (or while JetStream cannot say): the stream has no leader right
+   * now, e.g. during an election after its leader went away. The server answers "no responders" then, as for a
+   * subject no stream captures; `detail` says how the two were told apart.
+   */
+  unavailable: (topic: string, detail: string): PublishError =>
+    new PublishError({
+      topic,
+      reason: "Unavailable",
+      retriable: true,
+      message: `cannot publish to ${topic}: ${explain.Unavailable} (${detail})`,
+      cause: new errors.NoRespondersError(topic)
+    }),
   /** A reply that is neither a PubAck nor a known status. */
   invalid: (topic: string, what: string): PublishError =>
     toPublishError(new JetStreamError(`invalid PubAck: ${what}`), topic),
@@ -218,6 +234,12 @@ export const toHealthError = (component: string, cause: unknown): HealthError =>
 /** Whether an error says the stream or consumer does not exist. */
 export const isNotFound = (cause: unknown, code: number): boolean =>
   causes(cause).some((e) => e instanceof JetStreamApiError && e.code === code)
+
+/** Whether a request failed because nothing subscribes to its subject ("no responders"). */
+export const isNoResponders = (cause: unknown): boolean =>
+  causes(cause).some((e) =>
+    e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders())
+  )
 
 /** Whether nats.js reports a JetStream-level failure (for logs). */
 export const isJetStreamError = (cause: unknown): boolean => causes(cause).some((e) => e instanceof JetStreamError)
