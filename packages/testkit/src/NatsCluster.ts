@@ -166,29 +166,23 @@ class Node implements NatsClusterNode {
     }
   }
 
-  private signal(signal: "SIGSTOP" | "SIGCONT"): void {
-    if (!this.server.isRunning) return
-    process.kill(this.server.pid, signal)
-  }
-
   kill(): Promise<void> {
     this.paused = false
     return this.server.kill()
   }
 
   async pause(): Promise<void> {
-    this.signal("SIGSTOP")
-    this.paused = true
+    await this.server.pause()
+    this.paused = this.server.isRunning
   }
 
   async resume(): Promise<void> {
-    this.signal("SIGCONT")
+    await this.server.resume()
     this.paused = false
   }
 
   async restart(): Promise<void> {
-    // A frozen process cannot act on the SIGTERM that `restart` sends first.
-    if (this.paused) await this.resume()
+    this.paused = false // the server's stop wakes a frozen process so it can act on its SIGTERM
     await this.server.restart()
     await this.rejoin(this)
   }

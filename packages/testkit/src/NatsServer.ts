@@ -262,6 +262,7 @@ class Server implements NatsServer {
   private exited: Promise<void> = Promise.resolve()
   private closed: Promise<void> = Promise.resolve()
   private running = false
+  private paused = false
   private lastPid = 0
   private lastCommand: ReadonlyArray<string> = []
   private readonly lines: Array<string> = []
@@ -456,6 +457,9 @@ class Server implements NatsServer {
     if (escalateAfterMs !== undefined) timer = setTimeout(() => child.kill("SIGKILL"), escalateAfterMs)
     try {
       child.kill(signal)
+      // A frozen (paused) process cannot act on SIGTERM until it runs again.
+      if (this.paused) child.kill("SIGCONT")
+      this.paused = false
       await this.settle(1_000)
     } finally {
       clearTimeout(timer)
@@ -474,6 +478,7 @@ class Server implements NatsServer {
     if (!this.running) return
     const pid = this.lastPid
     process.kill(pid, "SIGSTOP")
+    this.paused = true
     const deadline = Date.now() + PAUSE_TIMEOUT_MS
     for (;;) {
       const stopped = threadsStopped(pid)
@@ -486,6 +491,7 @@ class Server implements NatsServer {
 
   async resume(): Promise<void> {
     if (this.running) process.kill(this.lastPid, "SIGCONT")
+    this.paused = false
   }
 
   /** SIGKILL without waiting, for the exit backstop. */
