@@ -3,7 +3,7 @@
  * names are lower-cased, except NATS's own `Nats-*` headers, so a Go publisher's `Ce-Id` reads as `ce-id`.
  */
 import type { Headers } from "@cqbus/core"
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
 
 /** Headers for an outgoing message; `Nats-Msg-Id` is set by the publish call from the event id. */
 export const toMsgHdrs = (headers: Headers): MsgHdrs => {
@@ -29,6 +29,9 @@ export const fromMsgHdrs = (h: MsgHdrs | undefined): Headers => {
 
 const DECODER = new TextDecoder()
 const ENCODER = new TextEncoder()
+const CR = 13
+const LF = 10
+const CRLF = Uint8Array.of(CR, LF)
 
 /**
  * The `Buffer` methods (Node, Bun; nats.js hands messages over as `Buffer`s there) that read part of a buffer without
@@ -80,12 +83,19 @@ export class HeaderBlock {
     return this.#text
   }
 
-  /** The status code of the first line (100 heartbeat, 408 expired, ...), 0 for an ordinary message. */
+  /** The status code of the first line (100 heartbeat, 408 expired, ...), 0 for an ordinary message or no code. */
   get code(): number {
     const data = this.#data
     // "NATS/1.0" is 8 bytes; a status follows after a space: "NATS/1.0 408 Request Timeout".
-    if (this.#length < 12 || data[8] !== 32) return 0
+    if (this.#length < 12 || data[8] !== 32 || !isDigit(data[9]!) || !isDigit(data[10]!) || !isDigit(data[11]!)) {
+      return 0
+    }
     return (data[9]! - 48) * 100 + (data[10]! - 48) * 10 + (data[11]! - 48)
+  }
+
+  /** The block as it came, byte for byte (a view, not a copy). */
+  get bytes(): Uint8Array {
+    return this.#data.subarray(0, this.#length)
   }
 
   /** The status description ("Request Timeout", "Consumer Deleted"). */
@@ -106,7 +116,8 @@ export class HeaderBlock {
       if (at >= 0 && at + pattern.length <= this.#length - 2) {
         let i = at + name.length + 3
         while (data[i] === 32 || data[i] === 9) i++
-        let end = data.indexOf(13, i)
+        // A line ends at CRLF only: a bare CR (or LF) is part of the value, as nats-server and Go's reader see it.
+        let end = data.indexOf(CRLF, i)
         if (end < 0 || end > this.#length) end = this.#length
         while (end > i && (data[end - 1] === 32 || data[end - 1] === 9)) end--
         return data.utf8Slice(i, end)
@@ -147,6 +158,8 @@ export class HeaderBlock {
   }
 }
 
+const isDigit = (c: number): boolean => c >= 48 && c <= 57
+
 const parseLines = (text: string): Headers => {
   const out: Record<string, string> = {}
   const length = text.length
@@ -164,6 +177,126 @@ const parseLines = (text: string): Headers => {
       if (out[name] === undefined) out[name] = text.slice(colon + 1, stop).trim()
     }
     i = stop + 2
+  }
+  return out
+}
+
+/**
+ * What a reader needs of a message's headers: the status, one header, all of them, and the block as it came (for
+ * copying it into a dead letter byte for byte).
+ */
+export interface HeaderSource {
+  readonly code: number
+  readonly description: string
+  readonly get: (name: string) => string | undefined
+  readonly headers: Headers
+  /** The raw header block; `undefined` without headers (or when the client would not give it). */
+  readonly bytes: Uint8Array | undefined
+}
+
+const EMPTY_SOURCE: HeaderSource = { code: 0, description: "", get: () => undefined, headers: EMPTY, bytes: undefined }
+
+/** The nats.js message fields the raw header block is read from; guarded, with `msg.headers` as the fallback. */
+interface RawMsg {
+  readonly _rdata?: unknown
+  readonly _msg?: { readonly hdr?: unknown }
+  /** A `JsMsg` wraps the core message. */
+  readonly msg?: unknown
+}
+
+/**
+ * The headers of a nats.js message (a core `Msg`, or a `JsMsg` wrapping one), read from its raw block without
+ * nats.js's decoder: that decoder throws on a value with a bare CR or LF and on a name it would not write, and a
+ * throw here used to become a message NAKed forever. The fallback (a client that hides the raw block) keeps what
+ * nats.js can decode and treats an undecodable block as no headers, never as an error.
+ */
+export const headerSourceOf = (msg: Msg): HeaderSource => {
+  let raw = msg as unknown as RawMsg
+  if (raw._msg === undefined && typeof raw.msg === "object" && raw.msg !== null) raw = raw.msg as RawMsg
+  const hdr = raw._msg?.hdr
+  if (typeof hdr === "number" && raw._rdata instanceof Uint8Array) {
+    return hdr > 0 ? new HeaderBlock(raw._rdata, hdr) : EMPTY_SOURCE
+  }
+  let h: MsgHdrs | undefined
+  try {
+    h = msg.headers
+  } catch {
+    return EMPTY_SOURCE
+  }
+  if (h === undefined) return EMPTY_SOURCE
+  const headers = fromMsgHdrs(h)
+  const encode = (h as { readonly encode?: () => Uint8Array }).encode
+  const bytes = typeof encode === "function" ? encode.call(h) : undefined
+  return { code: h.code, description: h.description, get: (name) => headers[name], headers, bytes }
+}
+
+/** `nats-` in lower case, for the case-insensitive prefix test below. */
+const NATS_PREFIX = [110, 97, 116, 115, 45]
+const STATUS_LINE = ENCODER.encode("NATS/1.0")
+
+/** Does the line `data[start, end)` name a `Nats-*` header (any case, leading blanks ignored)? */
+const isNatsLine = (data: Uint8Array, start: number, end: number): boolean => {
+  let i = start
+  while (i < end && (data[i] === 32 || data[i] === 9)) i++
+  if (end - i < NATS_PREFIX.length) return false
+  for (let k = 0; k < NATS_PREFIX.length; k++) {
+    // ASCII letters only: OR-ing 0x20 lower-cases A-Z and leaves '-' (45) as it is.
+    if ((data[i + k]! | (k < 4 ? 0x20 : 0)) !== NATS_PREFIX[k]) return false
+  }
+  return true
+}
+
+/**
+ * The header block of a dead-letter record: `own` lines first (the record's `Nats-Msg-Id` first of all, then the
+ * `cqbus-dlq-*` facts; their values must be single lines), then every line of the original block byte for byte —
+ * bare CR or LF, NUL, invalid UTF-8, names nats.js rejects and lines without a colon included — except empty lines
+ * and `Nats-*` lines. JetStream acts on `Nats-*` headers when it stores a message (`Nats-Msg-Id` dedupe,
+ * `Nats-Expected-*` checks, `Nats-Rollup`, TTLs): copied, they would make the server drop or refuse the record, and
+ * the dead-lettering would be retried forever. Own lines come first because readers (ours, nats-server's header
+ * lookup) take the first match, so a hostile original cannot override them. docs/wire-format.md has the layout.
+ */
+export const deadLetterBlock = (original: Uint8Array | undefined, own: ReadonlyArray<readonly [string, string]>): Uint8Array => {
+  let head = "NATS/1.0\r\n"
+  for (const [name, value] of own) head += `${name}: ${value}\r\n`
+  const first = ENCODER.encode(head)
+  if (original === undefined || original.length === 0) return concat([first, CRLF])
+  const parts: Array<Uint8Array> = [first]
+  const length = original.length
+  let at = 0
+  // The status line ("NATS/1.0[ code text]") is replaced by the record's own; anything else in first place is a line.
+  if (startsWith(original, STATUS_LINE)) {
+    const eol = indexOfCrlf(original, 0)
+    at = eol < 0 ? length : eol + 2
+  }
+  while (at < length) {
+    let eol = indexOfCrlf(original, at)
+    if (eol < 0) eol = length
+    if (eol > at && !isNatsLine(original, at, eol)) parts.push(original.subarray(at, eol), CRLF)
+    at = eol + 2
+  }
+  parts.push(CRLF)
+  return concat(parts)
+}
+
+const startsWith = (data: Uint8Array, prefix: Uint8Array): boolean => {
+  if (data.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (data[i] !== prefix[i]) return false
+  return true
+}
+
+const indexOfCrlf = (data: Uint8Array, from: number): number => {
+  for (let i = data.indexOf(CR, from); i >= 0; i = data.indexOf(CR, i + 1)) if (data[i + 1] === LF) return i
+  return -1
+}
+
+const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const part of parts) size += part.length
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
   }
   return out
 }
