@@ -32,6 +32,7 @@ const ENCODER = new TextEncoder()
 const CR = 13
 const LF = 10
 const CRLF = Uint8Array.of(CR, LF)
+const END = Uint8Array.of(CR, LF, CR, LF)
 
 /**
  * The `Buffer` methods (Node, Bun; nats.js hands messages over as `Buffer`s there) that read part of a buffer without
@@ -69,6 +70,8 @@ export class HeaderBlock {
   #text: string | undefined
   #lower: string | undefined
   #record: Headers | undefined
+  #bytesEnd: number | undefined
+  #charsEnd: number | undefined
   /** The first `length` bytes of `data` are the block. */
   constructor(data: Uint8Array, length: number) {
     this.#data = data
@@ -113,7 +116,8 @@ export class HeaderBlock {
       const pattern = patternOf(name)
       const at = data.indexOf(pattern, 0)
       // Inside the block: the block's own final CRLF followed by a body that starts like a header is not a header.
-      if (at >= 0 && at + pattern.length <= this.#length - 2) {
+      // An earlier line with the same name in another case comes first (the record's rule): leave it to the text path.
+      if (at >= 0 && at < this.#byteEnd(data) && !earlierBytes(data, name, at)) {
         let i = at + name.length + 3
         while (data[i] === 32 || data[i] === 9) i++
         // A line ends at CRLF only: a bare CR (or LF) is part of the value, as nats-server and Go's reader see it.
@@ -126,8 +130,11 @@ export class HeaderBlock {
     const text = this.#decoded
     // cqbus writes lower-case names, so the exact name usually matches; other spellings need the lower-cased copy.
     if (!name.startsWith("Nats-")) {
-      const exact = this.#valueAt(text.indexOf(`\r\n${name}:`), name.length)
-      if (exact !== undefined) return exact
+      const at = text.indexOf(`\r\n${name}:`)
+      if (!earlierText(text, name, at)) {
+        const exact = this.#valueAt(at, name.length)
+        if (exact !== undefined) return exact
+      }
     }
     if (this.#lower === undefined) {
       const lower = text.toLowerCase()
@@ -139,9 +146,31 @@ export class HeaderBlock {
     return this.#valueAt(this.#lower.indexOf(`\r\n${key}:`), key.length)
   }
 
+  /**
+   * Where the header lines end in the bytes: the CRLF of the empty line that closes the block (what the record stops
+   * at), or the block's length. Lines a hostile block carries after that empty line are not headers.
+   */
+  #byteEnd(data: Uint8Array & Required<BufferLike>): number {
+    if (this.#bytesEnd === undefined) {
+      const end = data.indexOf(END, 0)
+      // `end` is the CRLF ending the last line; the empty line's CRLF follows it.
+      this.#bytesEnd = end < 0 || end + 2 > this.#length ? this.#length : end + 2
+    }
+    return this.#bytesEnd
+  }
+
+  /** `#byteEnd` in the decoded block. */
+  get #textEnd(): number {
+    if (this.#charsEnd === undefined) {
+      const end = this.#decoded.indexOf("\r\n\r\n")
+      this.#charsEnd = end < 0 ? this.#decoded.length : end + 2
+    }
+    return this.#charsEnd
+  }
+
   /** The value of the header line found at `at` (the position of its leading CRLF), trimmed. */
   #valueAt(at: number, nameLength: number): string | undefined {
-    if (at < 0) return undefined
+    if (at < 0 || at >= this.#textEnd) return undefined
     const text = this.#decoded
     let i = at + nameLength + 3
     while (text.charCodeAt(i) === 32 || text.charCodeAt(i) === 9) i++
@@ -160,6 +189,44 @@ export class HeaderBlock {
 
 const isDigit = (c: number): boolean => c >= 48 && c <= 57
 
+/** ASCII lower case of a byte or char code. */
+const fold = (c: number): number => c >= 65 && c <= 90 ? c + 32 : c
+
+/**
+ * Whether a line before position `at` (a CRLF found for the lower-case `name`) names `name` in another case. Only the
+ * CRs before `at` are visited (a few lines), so the single-header read stays cheap.
+ */
+const earlierBytes = (data: Uint8Array & Required<BufferLike>, name: string, at: number): boolean => {
+  for (let i = data.indexOf(13, 0); i >= 0 && i < at; i = data.indexOf(13, i + 1)) {
+    if (data[i + 1] !== 10 || data[i + 2 + name.length] !== 58) continue
+    let k = 0
+    while (k < name.length && fold(data[i + 2 + k]!) === name.charCodeAt(k)) k++
+    if (k === name.length) return true
+  }
+  return false
+}
+
+/** `earlierBytes` on the decoded block. */
+const earlierText = (text: string, name: string, at: number): boolean => {
+  if (at < 0) return false
+  for (let i = text.indexOf("\r\n"); i >= 0 && i < at; i = text.indexOf("\r\n", i + 1)) {
+    if (text.charCodeAt(i + 2 + name.length) !== 58) continue
+    let k = 0
+    while (k < name.length && fold(text.charCodeAt(i + 2 + k)) === name.charCodeAt(k)) k++
+    if (k === name.length) return true
+  }
+  return false
+}
+
+/** `text` without leading and trailing spaces and tabs. */
+const trimBlanks = (text: string): string => {
+  let start = 0
+  let end = text.length
+  while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++
+  while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--
+  return start === 0 && end === text.length ? text : text.slice(start, end)
+}
+
 const parseLines = (text: string): Headers => {
   const out: Record<string, string> = {}
   const length = text.length
@@ -172,9 +239,12 @@ const parseLines = (text: string): Headers => {
     if (stop === i) break // the empty line that ends the block
     const colon = text.indexOf(":", i)
     if (colon > i && colon < stop) {
-      const raw = text.slice(i, colon).trim()
+      // The name as written (not trimmed: " ce-id" is not `ce-id`, as a single read does not find it either).
+      const raw = text.slice(i, colon)
       const name = raw.startsWith("Nats-") ? raw : raw.toLowerCase()
-      if (out[name] === undefined) out[name] = text.slice(colon + 1, stop).trim()
+      // Spaces and tabs only, as a single read trims (and Go's textproto): `trim()` would also eat a bare CR or
+      // LF and Unicode spaces, and the record would disagree with `get`.
+      if (out[name] === undefined) out[name] = trimBlanks(text.slice(colon + 1, stop))
     }
     i = stop + 2
   }
