@@ -32,7 +32,7 @@ export const rawConnect = (url: string): Promise<RawClient> =>
   new Promise((resolve, reject) => {
     const { hostname, port } = new URL(url)
     const socket: Socket = connect({ host: hostname, port: Number(port) })
-    let pending = Buffer.alloc(0)
+    let pending: Buffer = Buffer.alloc(0)
     const pongs: Array<() => void> = []
     const received = new Map<number, Array<RawMessage>>()
     const errors: Array<string> = []
