@@ -28,12 +28,12 @@ import {
   type JetStreamManager,
   jetstreamManager
 } from "@nats-io/jetstream"
-import { headers as natsHeaders, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
+import { type Msg, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
 import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
 import { ensureConsumer } from "./internal/group.ts"
-import { fromMsgHdrs } from "./internal/headers.ts"
+import { deadLetterBlock, headerSourceOf } from "./internal/headers.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
@@ -68,6 +68,11 @@ export const DeadLetterHeaders: {
   readonly sequence: "cqbus-dlq-sequence"
   readonly group: "cqbus-dlq-group"
   readonly time: "cqbus-dlq-time"
+  /**
+   * Present when the record was too large with the original's bytes in it (over the server's max_payload): it says
+   * what was left out, and the record has no body; the original stays in its stream at `cqbus-dlq-sequence`.
+   */
+  readonly omitted: "cqbus-dlq-omitted"
 } = {
   reason: "cqbus-dlq-reason",
   error: "cqbus-dlq-error",
@@ -76,7 +81,8 @@ export const DeadLetterHeaders: {
   stream: "cqbus-dlq-stream",
   sequence: "cqbus-dlq-sequence",
   group: "cqbus-dlq-group",
-  time: "cqbus-dlq-time"
+  time: "cqbus-dlq-time",
+  omitted: "cqbus-dlq-omitted"
 }
 
 /** A subscription's consumer, as the capabilities report it. */
@@ -185,26 +191,34 @@ export const make = (
 
     const deadLetter = (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>, group: string | undefined) =>
       Effect.suspend(() => {
-        const h = natsHeaders()
-        const original = delivery.natsHeaders
-        if (original !== undefined) {
-          for (const [name, values] of original) if (name !== "Nats-Msg-Id") for (const v of values) h.append(name, v)
-        }
-        h.set(DeadLetterHeaders.reason, oneLine(outcome.reason))
-        h.set(DeadLetterHeaders.error, oneLine(outcome.errorTag))
-        h.set(DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount)))
-        h.set(DeadLetterHeaders.subject, delivery.subject)
-        h.set(DeadLetterHeaders.stream, delivery.stream)
-        h.set(DeadLetterHeaders.sequence, String(delivery.sequence))
-        if (group !== undefined) h.set(DeadLetterHeaders.group, group)
-        h.set(DeadLetterHeaders.time, new Date().toISOString())
-        // Through the publish engine, as events are; the id gives one record per message and group, even when a
-        // retried dead-lettering publishes twice.
-        return publisher.publishMsgHdrs(
-          `${resolved.deadLetterPrefix}.${delivery.subject}`,
-          delivery.body,
-          h,
-          `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`
+        // The id gives one record per message and group, even when a retried dead-lettering publishes twice.
+        const own: Array<readonly [string, string]> = [
+          ["Nats-Msg-Id", `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`],
+          [DeadLetterHeaders.reason, oneLine(outcome.reason)],
+          [DeadLetterHeaders.error, oneLine(outcome.errorTag)],
+          [DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount))],
+          [DeadLetterHeaders.subject, delivery.subject],
+          [DeadLetterHeaders.stream, delivery.stream],
+          [DeadLetterHeaders.sequence, String(delivery.sequence)]
+        ]
+        if (group !== undefined) own.push([DeadLetterHeaders.group, group])
+        own.push([DeadLetterHeaders.time, new Date().toISOString()])
+        const subject = `${resolved.deadLetterPrefix}.${delivery.subject}`
+        // Through the publish engine, as events are; the original header lines are copied as bytes, never decoded
+        // and re-encoded (nats.js refuses values with a bare CR or LF, and a refusal here looped forever).
+        const raw = delivery.rawHeaders
+        return publisher.publishBlock(subject, delivery.body, deadLetterBlock(raw, own)).pipe(
+          // The record is larger than the original; one that no longer fits the server's max_payload is stored
+          // without the original's bytes, which stay in the event stream at the sequence the record names.
+          Effect.catchIf((error) => error.reason === "TooLarge", () =>
+            publisher.publishBlock(
+              subject,
+              new Uint8Array(0),
+              deadLetterBlock(undefined, [
+                ...own,
+                [DeadLetterHeaders.omitted, `${raw?.length ?? 0} header bytes, ${delivery.body.length} body bytes`]
+              ])
+            ))
         )
       })
 
@@ -366,7 +380,8 @@ export const make = (
       const batch = await reader.fetch({ max_messages: total, expires: 2000 })
       const letters: Array<DeadLetter> = []
       for await (const msg of batch) {
-        const all = fromMsgHdrs(msg.headers)
+        // The original lines of a record are copied byte for byte, so nats.js's decoder may refuse them.
+        const all = headerSourceOf(msg as unknown as Msg).headers
         const original: Record<string, string> = {}
         for (const name in all) if (!name.startsWith("cqbus-dlq-")) original[name] = all[name]!
         const group = all[DeadLetterHeaders.group]

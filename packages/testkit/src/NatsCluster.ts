@@ -10,7 +10,6 @@
  *
  * @module
  */
-import process from "node:process"
 import { Context, Effect, Layer, type Scope } from "effect"
 import { freePort, HOST } from "./internal/net.ts"
 import { type NatsServer, NatsServerError, type NatsServerOptions, startNatsServer } from "./NatsServer.ts"

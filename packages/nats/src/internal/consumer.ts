@@ -13,45 +13,16 @@
  * consumer deleted), whose `Nats-Pending-Messages` header says how many of its messages will not come.
  */
 import type { Headers, IncomingMessage, Outcome } from "@cqbus/core"
-import { createInbox, type Msg, type MsgHdrs, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
+import { createInbox, type Msg, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
 import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
 import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
-import { fromMsgHdrs, HeaderBlock } from "./headers.ts"
+import { type HeaderSource, headerSourceOf } from "./headers.ts"
 
 const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75) // -NAK
 const WPI = Uint8Array.of(43, 87, 80, 73) // +WPI (working: reset the ack timer)
 const ENCODER = new TextEncoder()
 const HANDBACK: Outcome = { _tag: "Handback" }
-
-/** The nats.js message fields the raw header block is read from; guarded, with `msg.headers` as the fallback. */
-interface RawMsg {
-  readonly _rdata?: unknown
-  readonly _msg?: { readonly hdr?: unknown }
-}
-
-/** What a delivery needs of its headers: the status, one header, or all of them. */
-interface HeaderSource {
-  readonly code: number
-  readonly description: string
-  readonly get: (name: string) => string | undefined
-  readonly headers: Headers
-}
-
-const EMPTY: Headers = Object.freeze({})
-const NO_HEADERS: HeaderSource = { code: 0, description: "", get: () => undefined, headers: EMPTY }
-
-const headersOf = (msg: Msg): HeaderSource => {
-  const raw = msg as unknown as RawMsg
-  const hdr = raw._msg?.hdr
-  if (typeof hdr === "number" && raw._rdata instanceof Uint8Array) {
-    return hdr > 0 ? new HeaderBlock(raw._rdata, hdr) : NO_HEADERS
-  }
-  const h = msg.headers
-  if (h === undefined) return NO_HEADERS
-  const headers = fromMsgHdrs(h)
-  return { code: h.code, description: h.description, get: (name) => headers[name], headers }
-}
 
 /**
  * One delivery: the message as the bus sees it (`IncomingMessage`) plus what settling it needs. The stream timestamp
@@ -104,9 +75,9 @@ export class Delivery implements IncomingMessage {
   respond(data: Uint8Array): void {
     this.#msg.respond(data)
   }
-  /** nats.js's decoded headers, for the rare paths that copy them whole (dead letters). */
-  get natsHeaders(): MsgHdrs | undefined {
-    return this.#msg.headers
+  /** The header block as it came, for the rare path that copies it whole (dead letters, byte for byte). */
+  get rawHeaders(): Uint8Array | undefined {
+    return this.#headers.bytes
   }
   #token(index: number): string {
     return this.reply.split(".")[this.#offset + index] ?? ""
@@ -386,7 +357,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
 
     const onMessage = (msg: Msg) => {
       seen++
-      const parsed = headersOf(msg)
+      const parsed = headerSourceOf(msg)
       const reply = msg.reply
       if (reply === undefined || reply === "") {
         if (parsed.code > 0) onStatus(parsed)

@@ -61,14 +61,13 @@ export interface Publisher {
     msgId: string
   ) => Effect.Effect<PublishAck, PublishError>
   /**
-   * The same with headers already in nats.js's form, for messages that carry another message's headers as they came
-   * (a dead letter keeps repeated names and their spelling); `Nats-Msg-Id` is set on them.
+   * The same with a complete header block sent as it is (its `Nats-Msg-Id` included), for messages that carry another
+   * message's header lines byte for byte: a dead letter keeps lines nats.js would refuse to encode.
    */
-  readonly publishMsgHdrs: (
+  readonly publishBlock: (
     topic: string,
     body: Uint8Array,
-    headers: MsgHdrs,
-    msgId: string
+    block: Uint8Array
   ) => Effect.Effect<PublishAck, PublishError>
 }
 
@@ -90,8 +89,8 @@ class Entry {
   readonly topic: string
   readonly body: Uint8Array
   readonly headers: Headers
-  /** Headers in nats.js's form, sent instead of `headers` when given. */
-  readonly msgHdrs: MsgHdrs | undefined
+  /** A complete header block, sent as it is instead of `headers` and `msgId` when given. */
+  readonly block: Uint8Array | undefined
   readonly msgId: string
   readonly deadline: number
   readonly resume: Resume
@@ -103,7 +102,7 @@ class Entry {
     topic: string,
     body: Uint8Array,
     headers: Headers,
-    msgHdrs: MsgHdrs | undefined,
+    block: Uint8Array | undefined,
     msgId: string,
     deadline: number,
     resume: Resume
@@ -111,7 +110,7 @@ class Entry {
     this.topic = topic
     this.body = body
     this.headers = headers
-    this.msgHdrs = msgHdrs
+    this.block = block
     this.msgId = msgId
     this.deadline = deadline
     this.resume = resume
@@ -284,12 +283,6 @@ export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
 
 const NO_HEADERS: Headers = Object.freeze({})
 
-/** nats.js headers with the event id as `Nats-Msg-Id`, as `js.publish`'s `msgID` option set it. */
-const withMsgId = (headers: MsgHdrs, msgId: string): MsgHdrs => {
-  headers.set("Nats-Msg-Id", msgId)
-  return headers
-}
-
 /** The result a reply on the inbox stands for. */
 const toResult = (topic: string, msg: Msg): Effect.Effect<PublishAck, PublishError> => {
   const data = msg.data
@@ -415,9 +408,9 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       counter = counter === 999_999_999 ? 0 : counter + 1
       try {
         sendOptions.reply = prefix + token
-        sendOptions.headers = entry.msgHdrs === undefined
+        sendOptions.headers = entry.block === undefined
           ? encodeHeaders(entry.headers, entry.msgId)
-          : withMsgId(entry.msgHdrs, entry.msgId)
+          : new EncodedHeaders(entry.block)
         // Throws for a closed or draining connection and for a message over the server's max_payload.
         nc.publish(entry.topic, entry.body, sendOptions)
       } catch (cause) {
@@ -642,13 +635,13 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       topic: string,
       body: Uint8Array,
       headers: Headers,
-      msgHdrs: MsgHdrs | undefined,
+      block: Uint8Array | undefined,
       msgId: string
     ): Effect.Effect<PublishAck, PublishError> =>
       // A one-argument register: Effect then creates no AbortSignal per publish.
       Effect.callback<PublishAck, PublishError>((resume) => {
         const deadline = clock.currentTimeMillisUnsafe() + options.timeout
-        const entry = new Entry(topic, body, headers, msgHdrs, msgId, deadline, resume)
+        const entry = new Entry(topic, body, headers, block, msgId, deadline, resume)
         submit(entry)
         // An interrupted publish that is still waiting must not be sent later. One already sent keeps its slot until
         // its PubAck or deadline, as it is still in flight on the wire; skipping the canceller then saves two
@@ -658,6 +651,6 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
 
     return {
       publish: (topic, body, headers, msgId) => start(topic, body, headers, undefined, msgId),
-      publishMsgHdrs: (topic, body, headers, msgId) => start(topic, body, NO_HEADERS, headers, msgId)
+      publishBlock: (topic, body, block) => start(topic, body, NO_HEADERS, block, "")
     }
   })
