@@ -1,7 +1,9 @@
 // A small consuming service for the SIGTERM test in test/nats.faults.test.ts, run as a child process with the test's
 // own runtime: it subscribes a slow handler as a group member and runs under `runMain`, so SIGTERM starts the graceful
 // shutdown. It reports on stdout, one line each: `ready`, `start <event id>` when a handler begins, `done <event id>`
-// when it has finished (its ack follows), `exiting` when the main effect's scopes have closed. Not a test file.
+// when it has finished (its ack follows), `exiting` when the main effect's scopes have closed, `exit <code>` as the
+// process exits (Deno's child_process reports a child sent SIGTERM as killed by it even when it exited by itself, so
+// the test reads the code here). Not a test file.
 import { EventBus, runMain } from "@cqbus/core"
 import { NatsEventBus } from "@cqbus/nats"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
@@ -36,4 +38,5 @@ const service = Effect.gen(function*() {
   Effect.provide(NatsEventBus.layer({ servers: env("NATS_URL"), source: "sigterm-service" }))
 )
 
+process.on("exit", (code) => void process.stdout.write(`exit ${code}\n`))
 runMain(service)
