@@ -9,17 +9,17 @@ import { Effect, Result } from "effect"
 /** Everything a load run counts; ids are event ids. */
 export class Tally {
   /** Event ids whose publish was attempted at least once. */
-  readonly sent = new Set<string>()
+  readonly sent: Set<string> = new Set()
   /** Event ids with a PubAck. */
-  readonly acked = new Set<string>()
+  readonly acked: Set<string> = new Set()
   /** PubAcks that said "duplicate" (a retry of a publish the server had stored after all). */
-  duplicateAcks = 0
+  duplicateAcks: number = 0
   /** Event ids the caller gave up on: a non-retriable error, or retriable ones past the caller's deadline. */
-  readonly givenUp = new Map<string, string>()
+  readonly givenUp: Map<string, string> = new Map()
   /** Publish failures by `reason` (with " (non-retriable)" when so). */
-  readonly failures = new Map<string, number>()
+  readonly failures: Map<string, number> = new Map()
   /** Successful handler runs per event id (more than one = a duplicate delivery). */
-  readonly handled = new Map<string, number>()
+  readonly handled: Map<string, number> = new Map()
   /** When each PubAck arrived (ms). */
   readonly ackTimes: Array<number> = []
   /** When each successful handler run ended (ms). */
