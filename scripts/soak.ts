@@ -1,4 +1,3 @@
-#!/usr/bin/env -S npx tsx --conditions=@cqbus/source
 // A bounded soak of the NATS backend, not part of `npm test`: `npm run soak -- --duration=2m [--seed=7]
 // [--workers=8]`. It starts its own nats-server, publishes and consumes for the set time through one bus, with
 // handlers that fail at random (a thrown error, `RetryLater`, `Reject`, an error on every attempt), random delays and
@@ -6,14 +5,13 @@
 // sent = handled + dead-lettered (read back from the dead-letter stream), lost = 0, given up = 0 for a caller that
 // retries exactly what is retriable, duplicates reported. It prints a progress line every 10 s and one `soak: {...}`
 // summary line, and exits 1 on a mismatch (2 on a usage error).
-import { Backoff, Reject, RetryLater } from "@cqbus/core"
+import { Backoff, EventBus, Reject, RetryLater } from "@cqbus/core"
 import { NatsEventBus } from "@cqbus/nats"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { startNatsServer } from "@cqbus/testkit/nats-server"
 import { jetstream } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Layer } from "effect"
-import { EventBus } from "@cqbus/core"
 import process from "node:process"
 import { longestGap, publishCarefully, Tally } from "../test/support/load.ts"
 
