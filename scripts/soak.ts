@@ -1,9 +1,10 @@
 // A bounded soak of the NATS backend, not part of `npm test`: `npm run soak -- --duration=2m [--seed=7]
-// [--workers=8]`. It starts its own nats-server, publishes and consumes for the set time through one bus, with
+// [--workers=8] [--max-backlog=20000]`. It starts its own nats-server, publishes and consumes for the set time through one bus, with
 // handlers that fail at random (a thrown error, `RetryLater`, `Reject`, an error on every attempt), random delays and
 // the server killed and restarted in the middle; then it waits for the backlog to settle and reconciles every event:
 // sent = handled + dead-lettered (read back from the dead-letter stream), lost = 0, given up = 0 for a caller that
-// retries exactly what is retriable, duplicates reported. It prints a progress line every 10 s and one `soak: {...}`
+// retries exactly what is retriable, duplicates reported. Publishers pause while more than `--max-backlog` acked events
+// are unsettled, so the backlog (and the time to settle) stays bounded however fast publishing is. It prints a progress line every 10 s and one `soak: {...}`
 // summary line, and exits 1 on a mismatch (2 on a usage error).
 import { Backoff, EventBus, Reject, RetryLater } from "@cqbus/core"
 import { NatsEventBus } from "@cqbus/nats"
@@ -16,20 +17,22 @@ import process from "node:process"
 import { longestGap, publishCarefully, Tally } from "../test/support/load.ts"
 
 const usage = (problem: string): never => {
-  console.error(`soak: ${problem}\nusage: npm run soak -- [--duration=2m] [--seed=N] [--workers=N]`)
+  console.error(`soak: ${problem}\nusage: npm run soak -- [--duration=2m] [--seed=N] [--workers=N] [--max-backlog=N]`)
   process.exit(2)
 }
 
 const option = (name: string): string | undefined =>
   process.argv.slice(2).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-for (const arg of process.argv.slice(2)) if (!/^--(duration|seed|workers)=/.test(arg)) usage(`unknown argument ${arg}`)
+for (const arg of process.argv.slice(2)) if (!/^--(duration|seed|workers|max-backlog)=/.test(arg)) usage(`unknown argument ${arg}`)
 const durationText = option("duration") ?? "2m"
 const durationMatch = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(durationText) ?? usage(`bad --duration ${durationText}`)
 const DURATION_MS = Number(durationMatch[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[durationMatch[2] ?? "s"]!
 const SEED = Number(option("seed") ?? Date.now() % 100_000)
 const WORKERS = Number(option("workers") ?? 8)
+const MAX_BACKLOG = Number(option("max-backlog") ?? 20_000)
 if (!(DURATION_MS >= 10_000)) usage("--duration must be at least 10s")
 if (!Number.isInteger(WORKERS) || WORKERS < 1) usage("--workers must be a positive integer")
+if (!Number.isInteger(MAX_BACKLOG) || MAX_BACKLOG < 1) usage("--max-backlog must be a positive integer")
 
 // What a handler does with an event: decided from the event id and the seed, so every delivery of one event behaves
 // the same way (a redelivery of a `flaky` event after its second attempt succeeds).
@@ -58,6 +61,8 @@ const main = Effect.gen(function*() {
   const bus = Context.get(context, EventBus)
   const tally = new Tally()
   const attempts = new Map<Behaviour, number>()
+  // Events whose last delivery dead-letters them (for pacing only; the reconciliation reads the dead-letter stream).
+  const toDeadLetter = new Set<string>()
   let deliveries = 0
   yield* bus.subscribe(AssetCreatedEvent, (_event, delivery) =>
     Effect.gen(function*() {
@@ -80,9 +85,11 @@ const main = Effect.gen(function*() {
           if (delivery.attempt === 1) return yield* Effect.fail(new RetryLater({ delay: "300 millis", reason: "soak" }))
           break
         case "reject":
+          toDeadLetter.add(delivery.eventId)
           return yield* Effect.fail(new Reject({ reason: "soak rejects it" }))
         case "poison":
           // Fails on every attempt: dead-lettered after maxDeliver.
+          if (delivery.attempt >= MAX_DELIVER) toDeadLetter.add(delivery.eventId)
           return yield* Effect.fail(new Error(`poison ${delivery.eventId}`))
       }
       tally.handle(delivery.eventId)
@@ -97,8 +104,15 @@ const main = Effect.gen(function*() {
   const started = Date.now()
   const endsAt = started + DURATION_MS
   let next = 0
+  const backlog = () => tally.acked.size - tally.handled.size - toDeadLetter.size
+  let pausedMs = 0
   const worker = Effect.gen(function*() {
     while (Date.now() < endsAt) {
+      if (backlog() > MAX_BACKLOG) {
+        yield* Effect.sleep("50 millis")
+        pausedMs += 50
+        continue
+      }
       yield* publishCarefully(bus, tally, `soak-${SEED}-${next++}`, { giveUpAt: endsAt + 60_000, retryAfter: 100 })
       yield* Effect.sleep(Duration.millis(Math.floor(Math.random() * 4)))
     }
@@ -117,7 +131,7 @@ const main = Effect.gen(function*() {
   const progress = Effect.gen(function*() {
     while (true) {
       yield* Effect.sleep("10 seconds")
-      console.log(`soak: ${((Date.now() - started) / 1000).toFixed(0)} s ${JSON.stringify({ acked: tally.acked.size, handled: tally.handled.size, deliveries })}`)
+      console.log(`soak: ${((Date.now() - started) / 1000).toFixed(0)} s ${JSON.stringify({ acked: tally.acked.size, handled: tally.handled.size, backlog: backlog(), deliveries })}`)
     }
   })
   const progressFiber = yield* Effect.forkChild(progress)
@@ -145,12 +159,18 @@ const main = Effect.gen(function*() {
     for (const [id, n] of read) deadLettered.set(id, n)
   })
   const settled = () => [...tally.acked].every((id) => tally.handled.has(id) || deadLettered.has(id))
-  // Let the backlog, the backoffs and the redeliveries settle (at most 2 minutes), then wait a little longer so late
-  // duplicates, if any, show in the counts.
-  const settleBy = Date.now() + 120_000
-  while (Date.now() < settleBy) {
+  // Let the backlog, the backoffs and the redeliveries settle: as long as it takes while the counts move, but no
+  // more than 60 s without progress (then whatever is missing counts as lost).
+  let lastProgress = Date.now()
+  let lastCount = -1
+  while (Date.now() - lastProgress < 60_000) {
     yield* refresh
     if (settled()) break
+    const count = tally.handled.size + deadLettered.size
+    if (count !== lastCount) {
+      lastCount = count
+      lastProgress = Date.now()
+    }
     yield* Effect.sleep("2 seconds")
   }
   yield* Effect.sleep("2 seconds")
@@ -181,6 +201,8 @@ const main = Effect.gen(function*() {
     deliveriesByBehaviour: Object.fromEntries(attempts),
     publishFailures: Object.fromEntries(tally.failures),
     restartOutageMs: restartedAt - killedAt,
+    maxBacklog: MAX_BACKLOG,
+    publishersPausedMs: Math.round(pausedMs / WORKERS),
     publishGapMs: longestGap(tally.ackTimes, started, publishEnded),
     consumeGapMs: longestGap(tally.handleTimes, started, publishEnded),
     settleMs: Date.now() - publishEnded

@@ -6,7 +6,7 @@
 import { PublishError } from "@cqbus/core"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { Effect, Result } from "effect"
+import { Effect, Result, type Scope } from "effect"
 import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
 import path from "node:path"
@@ -166,6 +166,70 @@ const serviceCommand = (script: string): { readonly command: string; readonly ar
   return { command: process.execPath, args: [...process.execArgv.filter((a) => !a.startsWith("--test")), script] }
 }
 
+/** A running `test/support/sigterm-service.ts` and what it reported so far. */
+interface ServiceProcess {
+  readonly child: ReturnType<typeof spawn>
+  /** Event ids whose handler started / finished. */
+  readonly started: Set<string>
+  readonly done: Set<string>
+  readonly lines: ReadonlyArray<string>
+  readonly stderr: ReadonlyArray<string>
+  /** The `exit <code>` line the service printed as it exited. */
+  readonly exitLine: string | undefined
+  /** How the OS reported its end, once it ended. */
+  readonly exit: { readonly code: number | null; readonly signal: string | null } | undefined
+  readonly exited: Effect.Effect<void>
+  readonly describe: () => string
+}
+
+/** Starts the service with `env` on top of this process's environment; killed (SIGKILL) with the scope if still running. */
+const spawnService = (env: Record<string, string>): Effect.Effect<ServiceProcess, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { args, command } = serviceCommand(path.join(HERE, "support", "sigterm-service.ts"))
+    const child = spawn(command, [...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
+    const lines: Array<string> = []
+    const stderr: Array<string> = []
+    const started = new Set<string>()
+    const done = new Set<string>()
+    let buffer = ""
+    let exitLine: string | undefined
+    let exit: ServiceProcess["exit"]
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      buffer += chunk
+      const parts = buffer.split("\n")
+      buffer = parts.pop()!
+      for (const line of parts) {
+        lines.push(line)
+        if (line.startsWith("start ")) started.add(line.slice(6))
+        else if (line.startsWith("done ")) done.add(line.slice(5))
+        else if (line.startsWith("exit ")) exitLine = line
+      }
+    })
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => void stderr.push(chunk))
+    const exited = new Promise<void>((resolve) =>
+      child.on("exit", (code, signal) => {
+        exit = { code, signal }
+        resolve()
+      })
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => void (exit === undefined && child.kill("SIGKILL"))))
+    return {
+      child,
+      started,
+      done,
+      lines,
+      stderr,
+      get exitLine() {
+        return exitLine
+      },
+      get exit() {
+        return exit
+      },
+      exited: Effect.promise(() => exited),
+      describe: () => `stdout: ${lines.slice(-5).join(" | ")}; stderr: ${stderr.join("").slice(-2_000)}`
+    }
+  })
+
 test("nats faults: SIGTERM to a consuming service under load: in-flight work finishes, the rest is handed back, a second consumer handles it once", { timeout: 90_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()
@@ -179,48 +243,15 @@ test("nats faults: SIGTERM to a consuming service under load: in-flight work fin
     })
 
     // The service: 8 handlers of 200 ms each, drainTimeout 5 s, under runMain (SIGTERM = graceful shutdown).
-    const { args, command } = serviceCommand(path.join(HERE, "support", "sigterm-service.ts"))
-    const child = spawn(command, [...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, NATS_URL: nats.url, GROUP: group, CONCURRENCY: "8", HANDLER_MS: "200", DRAIN_MS: String(drainMs) }
-    })
-    const started = new Set<string>()
-    const done = new Set<string>()
-    const lines: Array<string> = []
-    let exitingPrinted = false
-    let exitLine: string | undefined
-    let buffer = ""
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      buffer += chunk
-      const parts = buffer.split("\n")
-      buffer = parts.pop()!
-      for (const line of parts) {
-        lines.push(line)
-        if (line.startsWith("start ")) started.add(line.slice(6))
-        else if (line.startsWith("done ")) done.add(line.slice(5))
-        else if (line === "exiting") exitingPrinted = true
-        else if (line.startsWith("exit ")) exitLine = line
-      }
-    })
-    const stderr: Array<string> = []
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => void stderr.push(chunk))
-    let exit: { readonly code: number | null; readonly signal: string | null } | undefined
-    const exited = new Promise<void>((resolve) =>
-      child.on("exit", (code, signal) => {
-        exit = { code, signal }
-        resolve()
-      })
-    )
-    yield* Effect.addFinalizer(() => Effect.sync(() => void (exit === undefined && child.kill("SIGKILL"))))
-
-    yield* waitFor(() => done.size >= 40 || exit !== undefined, "the service handles events", 30_000,
-      () => `stdout: ${lines.slice(-5).join(" | ")}; stderr: ${stderr.join("").slice(-2_000)}`)
-    assert.equal(exit, undefined, `the service runs (stderr: ${stderr.join("").slice(-2_000)})`)
+    const service = yield* spawnService({ NATS_URL: nats.url, GROUP: group, CONCURRENCY: "8", HANDLER_MS: "200", DRAIN_MS: String(drainMs) })
+    const { done, started, stderr } = service
+    yield* waitFor(() => done.size >= 40 || service.exit !== undefined, "the service handles events", 30_000, service.describe)
+    assert.equal(service.exit, undefined, `the service runs (${service.describe()})`)
     const inFlight = [...started].filter((id) => !done.has(id))
     const doneAtSignal = done.size
     const signalled = Date.now()
-    child.kill("SIGTERM")
-    yield* Effect.promise(() => exited)
+    service.child.kill("SIGTERM")
+    yield* service.exited
     const exitMs = Date.now() - signalled
 
     // A second instance of the group takes over: it must get every event the service did not finish, promptly (the
@@ -240,7 +271,7 @@ test("nats faults: SIGTERM to a consuming service under load: in-flight work fin
       handledByService: done.size,
       inFlightAtSigterm: inFlight.length,
       finishedAfterSigterm: done.size - doneAtSignal,
-      exit: exitLine,
+      exit: service.exitLine,
       exitMs,
       drainTimeoutMs: drainMs,
       handledBySecond: second.size,
@@ -252,10 +283,10 @@ test("nats faults: SIGTERM to a consuming service under load: in-flight work fin
     console.log(`sigterm: ${JSON.stringify(figures)}`)
     assert.ok(inFlight.length > 0, "handlers were running when SIGTERM arrived")
     assert.deepEqual(inFlight.filter((id) => !done.has(id)), [], "every handler running at SIGTERM finished")
-    assert.ok(exitingPrinted, "the service's scopes closed before it exited")
-    assert.equal(exitLine, "exit 0", `the service exited with code 0 by itself (stderr: ${stderr.join("").slice(-2_000)})`)
+    assert.ok(service.lines.includes("exiting"), "the service's scopes closed before it exited")
+    assert.equal(service.exitLine, "exit 0", `the service exited with code 0 by itself (stderr: ${stderr.join("").slice(-2_000)})`)
     // Deno's child_process reports any child it sent SIGTERM as killed by SIGTERM; Node and Bun report the real end.
-    if (!("Deno" in globalThis)) assert.deepEqual(exit, { code: 0, signal: null }, "the OS saw exit code 0, not death by SIGTERM")
+    if (!("Deno" in globalThis)) assert.deepEqual(service.exit, { code: 0, signal: null }, "the OS saw exit code 0, not death by SIGTERM")
     // Generous for a loaded machine: the drain budget plus start-up of nothing, connection drain and process exit.
     assert.ok(exitMs < drainMs + 10_000, `the service exited ${exitMs} ms after SIGTERM (drainTimeout ${drainMs} ms)`)
     assert.deepEqual(again, [], "nothing the service finished (and acked) is handled again")
@@ -330,4 +361,27 @@ test("nats faults: a slow consumer facing a large backlog holds at most its pull
       `the server never had more than ${4 * capacity} deliveries out to the consumer (saw ${maxAckPending}, capacity ${capacity})`)
     assert.ok(peakHeap - before.heapUsed < allowance, `heap grew by ${figures.heapGrowthMiB} MiB (bound ${figures.boundMiB} MiB)`)
     assert.ok(peakRss - before.rss < allowance, `RSS grew by ${figures.rssGrowthMiB} MiB (bound ${figures.boundMiB} MiB)`)
+  })))
+
+test("nats faults: a second SIGTERM while the service drains stuck handlers exits at once with code 130", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b } = yield* bus({ servers: nats.url, source: "faults" })
+    yield* b.publishAll(AssetCreatedEvent, Array.from({ length: 20 }, (_, i) => ({ assetId: `twice-${i}` })))
+    // Handlers that take a minute and a drain budget of a minute: only the second signal can end this quickly.
+    const service = yield* spawnService({ NATS_URL: nats.url, GROUP: "twice", CONCURRENCY: "4", HANDLER_MS: "60000", DRAIN_MS: "60000" })
+    yield* waitFor(() => service.started.size >= 4 || service.exit !== undefined, "the handlers are running", 30_000, service.describe)
+    // process.kill rather than child.kill: Deno's child_process sends a child only one signal.
+    process.kill(service.child.pid!, "SIGTERM")
+    yield* Effect.sleep("300 millis")
+    assert.equal(service.exit, undefined, "the first SIGTERM waits for the running handlers (drainTimeout 60 s)")
+    const second = Date.now()
+    process.kill(service.child.pid!, "SIGTERM")
+    // Bounded: without the second-signal exit the service would wait for its 60 s handlers.
+    yield* waitFor(() => service.exit !== undefined, "the service exits after the second SIGTERM", 15_000, service.describe)
+    const exitMs = Date.now() - second
+    console.log(`second sigterm: ${JSON.stringify({ handlersRunning: service.started.size - service.done.size, exit: service.exitLine, exitMs })}`)
+    assert.equal(service.done.size, 0, "no handler finished")
+    assert.equal(service.exitLine, "exit 130", `the service exited with code 130 (${service.describe()})`)
+    assert.ok(exitMs < 15_000, `the service exited ${exitMs} ms after the second SIGTERM`)
   })))
