@@ -88,6 +88,7 @@ export {
   type UnaryMethodName
 } from "./RequestReply.ts"
 export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"
+export { runMain, type RunMainOptions } from "./RunMain.ts"
 export {
   checkTopic,
   compilePattern,
