@@ -46,9 +46,9 @@ test("nats faults: a hung server (SIGSTOP, SIGCONT) under load: publishes time o
     const fault = Effect.gen(function*() {
       yield* waitFor(() => tally.handled.size >= 500, "the load runs and is consumed")
       stoppedAt = Date.now()
-      process.kill(nats.pid, "SIGSTOP")
-      yield* Effect.sleep("3 seconds").pipe(Effect.ensuring(Effect.sync(() => {
-        process.kill(nats.pid, "SIGCONT")
+      yield* Effect.promise(() => nats.pause())
+      yield* Effect.sleep("3 seconds").pipe(Effect.ensuring(Effect.promise(async () => {
+        await nats.resume()
         continuedAt = Date.now()
       })))
       // Load goes on after the server is back, until the acks flow again for a while.
