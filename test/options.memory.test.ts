@@ -7,17 +7,19 @@
 import {
   Backoff,
   ConfigError,
+  defineEvent,
   EventBus,
   PublishError,
   RequestFailed,
   RequestReply,
   ServeError,
   SubscribeError,
-  type SubscribeOptions
+  type SubscribeOptions,
+  timeout
 } from "@cqbus/core"
 import { runScoped } from "@cqbus/testkit"
 import { makeControlServiceClient, serveControlService } from "@cqbus/testkit/control"
-import { AssetCreatedEvent } from "@cqbus/testkit/events"
+import { AssetCreatedEvent, AssetCreatedSchema } from "@cqbus/testkit/events"
 import { Cause, Duration, Effect, Exit, Layer, Result } from "effect"
 import fc from "fast-check"
 import assert from "node:assert/strict"
@@ -193,6 +195,23 @@ test("options: Backoff constructors throw a ConfigError naming a bad initial, fa
   }
   assert.equal(Duration.toMillis(Backoff.exponential({ initial: 0, factor: 1, max: "1 days", jitter: 1 })(3)), 0)
   assert.doesNotThrow(() => Backoff.constant("1 days"))
+})
+
+test("options: defineEvent refuses a key naming no string field; timeout() refuses a duration outside 1 ms to 1 hour", () => {
+  assert.throws(() => defineEvent(AssetCreatedSchema, { key: "assetid" as never }), (error: unknown) =>
+    error instanceof ConfigError && error.option === "key" &&
+    /key must be a string field of cqc\.events\.v1\.AssetCreated \(eventId, assetId, symbol.*\) or a function, got "assetid"/.test(error.message))
+  assert.throws(() => defineEvent(AssetCreatedSchema, { key: 5 as never }), (error: unknown) => error instanceof ConfigError)
+  assert.throws(() => defineEvent(AssetCreatedSchema, { allowEmptyKey: "no" as never }), (error: unknown) =>
+    error instanceof ConfigError && error.option === "allowEmptyKey")
+  assert.equal(defineEvent(AssetCreatedSchema, { key: "assetId" }).keyField, "assetId")
+  assert.equal(typeof defineEvent(AssetCreatedSchema, { key: (e) => e.symbol }).key, "function")
+  for (const bad of [0, -1, NaN, "2 hours", "soon"]) {
+    assert.throws(() => timeout(bad as never), (error: unknown) =>
+      error instanceof ConfigError && error.option === "timeout" && /timeout must be a duration/.test(error.message), String(bad))
+  }
+  assert.doesNotThrow(() => timeout("1 millis"))
+  assert.doesNotThrow(() => timeout("1 hours"))
 })
 
 /** Values a JavaScript caller could pass for a number or a duration: often absent or plausible, often not. */

@@ -45,7 +45,8 @@ export interface PublishOptions {
 }
 
 /**
- * Options of one subscription. Defaults come from the bus config, then from the values listed here.
+ * Options of one subscription. Defaults come from the bus config, then from the values listed here. A value outside
+ * its range fails `subscribe` with `SubscribeError` reason `InvalidOptions` naming it (docs/reliability.md, "Options").
  *
  * @since 0.1.0
  * @category models
@@ -57,7 +58,7 @@ export interface SubscribeOptions {
    * ephemeral: it starts with new messages and is forgotten when its scope closes.
    */
   readonly group?: string
-  /** Handlers running at once (default 8). */
+  /** Handlers running at once (default 8; 1 to 10,000). */
   readonly concurrency?: number
   /** `"key"`: one event at a time per ordering key, in publish order; keys run concurrently (default `"none"`). */
   readonly ordering?: "none" | "key"
@@ -67,15 +68,15 @@ export interface SubscribeOptions {
    * stops pulling until that key moves.
    */
   readonly maxBuffered?: number
-  /** Deliveries (first one included) before a failing message is dead-lettered (default 5). */
+  /** Deliveries (first one included) before a failing message is dead-lettered (default 5; 1 to 10,000). */
   readonly maxDeliver?: number
   /** Delay before redelivering a failed message (default exponential from 200 ms, ×2, up to 1 minute). */
   readonly backoff?: Backoff.Backoff
   /** Where a new group or an ephemeral subscription starts (default `"all"` for a group, `"new"` without one). */
   readonly deliverPolicy?: DeliverPolicy
-  /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s). */
+  /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s; 100 ms to 1 day). */
   readonly ackWait?: Duration.Input
-  /** How long closing the subscription waits for running handlers before handing their messages back (default 10 s). */
+  /** How long closing the subscription waits for running handlers before handing them back (default 10 s; 0 to 1 hour). */
   readonly drainTimeout?: Duration.Input
   /**
    * Marks an infrastructure subscription (the health heartbeat's): the bus-wide `middleware` (logging, metrics, ...)
@@ -455,7 +456,7 @@ const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventB
  */
 export class EventBus extends EventBusKey {
   /**
-   * The bus over the `Transport` in context.
+   * The bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
    *
    * @since 0.1.0
    * @category layers
@@ -466,7 +467,7 @@ export class EventBus extends EventBusKey {
 
   /**
    * The bus over a fresh in-memory transport; also provides `Transport` and `MemoryTransport` (dead letters,
-   * retained messages) for tests and tools.
+   * retained messages) for tests and tools. Fails with `ConfigError` when a bus or memory option is out of range.
    *
    * @since 0.1.0
    * @category layers
