@@ -267,7 +267,9 @@ export const duration = (
   if (!Duration.isDuration(parsed)) return parsed
   const min = Duration.fromInputUnsafe(range.min)
   const max = Duration.fromInputUnsafe(range.max)
-  return Duration.isGreaterThanOrEqualTo(parsed, min) && Duration.isLessThanOrEqualTo(parsed, max)
+  // Compared in milliseconds, the unit every consumer of a duration reads (`Duration.toMillis`).
+  const millis = Duration.toMillis(parsed)
+  return millis >= Duration.toMillis(min) && millis <= Duration.toMillis(max)
     ? undefined
     : problem(
       option,

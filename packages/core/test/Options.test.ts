@@ -120,10 +120,10 @@ test("property: an accepted duration lies within the range, an accepted integer 
     fc.property(anything, (value) => {
       if (Options.duration("d", value, { min: "100 millis", max: "1 days" }) === undefined && value !== undefined) {
         const millis = Duration.toMillis(Options.parseDuration("d", value) as Duration.Duration)
-        assert.ok(millis >= 100 && millis <= 86_400_000, `${String(value)} → ${millis} ms`)
+        assert.ok(millis >= 100 && millis <= 86_400_000, `${fc.stringify(value)} → ${millis} ms`)
       }
       if (Options.integer("n", value, { min: 1, max: 10 }) === undefined && value !== undefined) {
-        assert.ok(Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 10)
+        assert.ok(Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 10, fc.stringify(value))
       }
     }),
     { numRuns: 2000 }
