@@ -146,6 +146,8 @@ test("options: publish, publishRaw and publishAll refuse bad options with Publis
         assert.match(result.failure.message, /window must be an integer from 1 to 65536/)
       }
     }
+    const notAFunction = yield* bus.publishAll(AssetCreatedEvent, [message], { publish: { eventId: "x" } as never })
+    assert.ok(Result.isFailure(notAFunction[0]!) && /publish must be a function/.test(notAFunction[0].failure.message))
     // Boundaries publish.
     yield* bus.publish(AssetCreatedEvent, message, { eventId: "e".repeat(1024), key: "k", correlationId: "c" })
     const all = yield* bus.publishAll(AssetCreatedEvent, [message], { window: 65_536 })

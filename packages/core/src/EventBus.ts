@@ -380,7 +380,10 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           })
         }
         const window = options?.window
-        const invalidWindow = Options.integer("window", window, WindowRange)
+        const invalidWindow = Options.first(
+          () => Options.integer("window", window, WindowRange),
+          () => Options.func("publish", options?.publish)
+        )
         if (invalidWindow !== undefined) {
           const failure = Result.fail(invalidPublish(event.topic, invalidWindow))
           return Effect.succeed(items.map(() => failure))
