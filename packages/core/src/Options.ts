@@ -40,7 +40,14 @@ export type Check = Problem | undefined
  */
 export const MAX_COUNT: number = Number.MAX_SAFE_INTEGER
 
-/** A value for a message: numbers as JavaScript prints them (`NaN`, `-5000`), strings quoted and cut, others by type. */
+/**
+ * A value as a problem message shows it: numbers as JavaScript prints them (`NaN`, `-5000`), strings quoted and cut
+ * at 64 characters, durations formatted, anything else by its kind (`an array of 0`, `a function`), so an object that
+ * may hold a credential is never printed.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
 export const show = (value: unknown): string => {
   if (typeof value === "number" || typeof value === "bigint" || typeof value === "boolean") return String(value)
   if (typeof value === "string") return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value)
@@ -48,13 +55,10 @@ export const show = (value: unknown): string => {
   if (value === undefined) return "undefined"
   if (Duration.isDuration(value)) return Duration.format(value)
   if (Array.isArray(value)) return `an array of ${value.length}`
-  return `a ${typeof value}`
+  return typeof value === "object" ? "an object" : `a ${typeof value}`
 }
 
 const problem = (option: string, message: string): Problem => ({ option, message })
-
-/** `1000000` rather than `1e6`, so ranges read as numbers; the unlimited bound of counts reads as a word. */
-const showBound = (n: number): string => n === MAX_COUNT ? String(MAX_COUNT) : String(n)
 
 /**
  * An integer from `min` to `max`; `also` lists extra accepted values outside the range (NATS's `-1` = unlimited).
@@ -72,7 +76,7 @@ export const integer = (
     ? undefined
     : problem(
       option,
-      `${option} must be an integer from ${showBound(range.min)} to ${showBound(range.max)}${
+      `${option} must be an integer from ${range.min} to ${range.max}${
         range.also === undefined ? "" : range.also.map((n) => ` or ${n}`).join("")
       }, got ${show(value)}`
     )
