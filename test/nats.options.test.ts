@@ -54,6 +54,8 @@ test("nats options: each bad option fails start-up with NatsError Config naming 
     [{ deadLetters: { subjectPrefix: "dlq.>" } }, /deadLetters\.subjectPrefix must be a subject without wildcards/],
     [{ deadLetters: { stream: "DLQ/1" } }, /deadLetters\.stream must be a name/],
     [{ deadLetters: { maxAge: -1 } }, /deadLetters\.maxAge must be a duration from 100ms/],
+    [{ deadLetters: { replicas: 0 } }, /deadLetters\.replicas must be an integer from 1 to 5, got 0/],
+    [{ deadLetters: { storage: "disk" as never } }, /deadLetters\.storage must be one of "file", "memory", got "disk"/],
     [{ health: { stream: "a b" } }, /health\.stream must be a name/],
     [{ subscribe: { ackWait: -5000 } }, /subscribe\.ackWait must be a duration from 100ms to 1d, got -5s/],
     [{ subscribe: { ackWait: 0 } }, /subscribe\.ackWait must be a duration from 100ms to 1d, got 0/],

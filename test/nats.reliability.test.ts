@@ -8,7 +8,6 @@ import { connect } from "@nats-io/transport-node"
 import { AssetCreatedEvent, PriceUpdatedEvent } from "@cqbus/testkit/events"
 import { Effect, Result } from "effect"
 import assert from "node:assert/strict"
-import process from "node:process"
 import { test } from "node:test"
 import { bus, deleteConsumer, inScope, run, server, waitFor } from "./support/nats.ts"
 
@@ -369,12 +368,12 @@ test("nats reliability: check passes while the server runs, fails typed within i
 
     // A server that hangs instead of dying (SIGSTOP): the connection stays up, nothing answers, and only the check's
     // own timeout can end the probe.
-    process.kill(nats.pid, "SIGSTOP")
+    yield* Effect.promise(() => nats.pause())
     const frozen = yield* Effect.gen(function*() {
       const started = Date.now()
       const error = yield* Effect.flip(b.check)
       return { error, took: Date.now() - started }
-    }).pipe(Effect.ensuring(Effect.sync(() => process.kill(nats.pid, "SIGCONT"))))
+    }).pipe(Effect.ensuring(Effect.promise(() => nats.resume())))
     assert.equal(frozen.error._tag, "HealthError")
     // The check's own 1 s timeout ended it (the message says so, not a wall-clock lower bound); without it the probe
     // would wait for the frozen server forever. The upper bound is generous for a loaded machine.

@@ -70,7 +70,9 @@ export class InvalidTopic extends TaggedErrorBase<{
 }
 
 /**
- * Why a publish failed. `retriable` says whether sending the same message again may succeed.
+ * Why a publish failed. `retriable` says whether sending the same message again may succeed. `Unavailable`: the
+ * stream exists but cannot store right now (a clustered stream between leaders, or without a quorum); it is
+ * retriable, and the backend has already tried again within the publish timeout.
  *
  * @since 0.1.0
  * @category errors
@@ -87,6 +89,7 @@ export type PublishErrorReason =
   | "Timeout"
   | "NotConnected"
   | "InvalidOptions"
+  | "Unavailable"
   | "Unknown"
 
 /**
@@ -110,12 +113,19 @@ export class PublishError extends TaggedErrorBase<{
 }
 
 /**
- * Why a subscription could not be created.
+ * Why a subscription could not be created (`PermissionDenied`: the backend refused this identity the right to consume
+ * the topic, e.g. a NATS user without the subscribe or JetStream API permissions it needs).
  *
  * @since 0.1.0
  * @category errors
  */
-export type SubscribeErrorReason = "Closed" | "InvalidOptions" | "GroupConflict" | "Unsupported" | "Transport"
+export type SubscribeErrorReason =
+  | "Closed"
+  | "InvalidOptions"
+  | "GroupConflict"
+  | "Unsupported"
+  | "PermissionDenied"
+  | "Transport"
 
 /**
  * A subscription could not be created; nothing was consumed.

@@ -74,7 +74,9 @@ export interface NatsEventBusConfig extends EventBusConfig {
    * The first connection. By default start-up fails at once (`NatsError` with reason `Connect`) when no server
    * answers; with `retry` it tries again on that schedule (each failure logs a warning) and fails only once the
    * schedule is done, e.g. `Schedule.spaced("2 seconds").pipe(Schedule.upTo({ times: 30 }))`. Only unreachable servers
-   * are retried; unreadable credentials fail at once. Once connected, `reconnect` applies.
+   * (reason `Connect`) are retried; refused credentials (`Authentication`), a failed TLS handshake (`Tls`) and
+   * unreadable credentials (`Config`) fail at once, whatever the schedule. Once connected, `reconnect` applies (nats.js
+   * closes the connection when a reconnect is refused twice for the same authentication reason).
    */
   readonly connect?: { readonly retry?: Schedule.Schedule<unknown, NatsError> }
   /** Reconnect policy (default: forever, 250 ms apart with jitter). */
@@ -85,13 +87,25 @@ export interface NatsEventBusConfig extends EventBusConfig {
   }
   readonly stream?: NatsStreamOptions
   readonly provisioning?: ProvisioningStrategy
-  /** The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless `provisioning` is `"skip"`). */
-  readonly deadLetters?: { readonly stream?: string; readonly subjectPrefix?: string; readonly maxAge?: Duration.Input }
+  /**
+   * The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless
+   * `provisioning` is `"skip"`). `replicas` and `storage` default to the event stream's (`stream.replicas`,
+   * `stream.storage`), so on a cluster dead letters are as safe as the events; `"validateOnly"` reports an existing
+   * dead-letter stream whose replicas or storage differ.
+   */
+  readonly deadLetters?: {
+    readonly stream?: string
+    readonly subjectPrefix?: string
+    readonly maxAge?: Duration.Input
+    readonly replicas?: number
+    readonly storage?: "file" | "memory"
+  }
   /**
    * The small stream that captures the health heartbeat's probes (`@cqbus/health`'s default topic
    * `cqbus.health.v1.probe`), apart from the events so the heartbeat works whatever `stream.subjects` is and consumers
-   * of the events never see probes. Default `CQBUS_HEALTH` on `cqbus.health.>`, memory storage, kept one minute;
-   * created if missing under `createOrUpdate` and `createOnly`, left alone under `validateOnly` and `skip`.
+   * of the events never see probes. Default `CQBUS_HEALTH` on `cqbus.health.>`, memory storage, kept one minute, as
+   * many replicas as the event stream (`stream.replicas`); created if missing under `createOrUpdate` and
+   * `createOnly`, left alone under `validateOnly` and `skip`.
    */
   readonly health?: { readonly stream?: string; readonly subjectPrefix?: string }
   /**
@@ -114,6 +128,8 @@ export interface ResolvedConfig {
   readonly deadLetterStream: string
   readonly deadLetterPrefix: string
   readonly deadLetterMaxAge: Duration.Input | undefined
+  readonly deadLetterReplicas: number | undefined
+  readonly deadLetterStorage: "file" | "memory" | undefined
   readonly healthStream: string
   readonly healthPrefix: string
   readonly provisioning: ProvisioningStrategy
@@ -128,6 +144,8 @@ export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
   deadLetterStream: config.deadLetters?.stream ?? "CQC_DLQ",
   deadLetterPrefix: config.deadLetters?.subjectPrefix ?? "cqbus.dlq",
   deadLetterMaxAge: config.deadLetters?.maxAge,
+  deadLetterReplicas: config.deadLetters?.replicas ?? config.stream?.replicas,
+  deadLetterStorage: config.deadLetters?.storage ?? config.stream?.storage,
   healthStream: config.health?.stream ?? "CQBUS_HEALTH",
   healthPrefix: config.health?.subjectPrefix ?? "cqbus.health",
   provisioning: config.provisioning ?? "createOrUpdate",

@@ -21,6 +21,7 @@ import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Layer, Redacted, type Scope, SubscriptionRef } from "effect"
 import { readFile } from "node:fs/promises"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
+import { connectProblem } from "./internal/errors.ts"
 import { NatsError } from "./NatsError.ts"
 
 /**
@@ -138,8 +139,14 @@ const open = (config: NatsEventBusConfig, servers: string | ReadonlyArray<string
         })
       },
       // No `cause`: the nats.js error (and its socket error) would print the same text twice more, unredacted.
-      catch: (cause) =>
-        new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${describeServers(servers)}: ${connectFailure(cause)}` })
+      catch: (cause) => {
+        const { problem, reason } = connectProblem(cause)
+        const failure = connectFailure(cause)
+        return new NatsError({
+          reason,
+          message: `cannot connect to NATS at ${describeServers(servers)}: ${problem === undefined ? failure : `${problem} (${failure})`}`
+        })
+      }
     })
   })
 
@@ -163,7 +170,8 @@ export const acquire = (
       Effect.tapError((error) =>
         error.reason === "Connect" ? Effect.logWarning(`cqbus: ${error.message}; retrying`) : Effect.void
       ),
-      // Only an unreachable server is worth waiting for; unreadable credentials stay unreadable.
+      // Only an unreachable server is worth waiting for: refused credentials, a TLS set-up that cannot work and
+      // unreadable credentials fail the same way next time (and a retried wrong password looks like an attack).
       Effect.retry({ schedule: retry, while: (error) => error.reason === "Connect" })
     )
     const nc = config.connection ?? (yield* Effect.acquireRelease(

@@ -9,7 +9,11 @@ import { TaggedErrorBase } from "@cqbus/core"
 
 /**
  * Why the NATS backend could not start:
- * - `Connect`: no connection to any of the servers (refused, unreachable, TLS or authentication failure);
+ * - `Connect`: no connection to any of the servers (refused, unreachable, timed out);
+ * - `Authentication`: the server refused the credentials (authorization violation, expired credentials); trying again
+ *   with the same credentials cannot help, so `connect.retry` does not;
+ * - `Tls`: the TLS handshake cannot succeed (the server's certificate is not trusted or does not match, TLS required
+ *   on one side only); not retried either;
  * - `JetStreamUnavailable`: connected, but JetStream does not answer (not enabled on the server or the account);
  * - `Provision`: a stream could not be created, updated or validated (subjects overlap with another stream, a
  *   `validateOnly` difference, a missing stream, a permission error);
@@ -19,7 +23,7 @@ import { TaggedErrorBase } from "@cqbus/core"
  * @since 0.1.0
  * @category errors
  */
-export type NatsErrorReason = "Connect" | "JetStreamUnavailable" | "Provision" | "Config"
+export type NatsErrorReason = "Connect" | "Authentication" | "Tls" | "JetStreamUnavailable" | "Provision" | "Config"
 
 /**
  * The NATS backend could not start. `stream` names the stream a `Provision` failure concerns; `code` is the

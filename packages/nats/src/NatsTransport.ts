@@ -28,12 +28,12 @@ import {
   type JetStreamManager,
   jetstreamManager
 } from "@nats-io/jetstream"
-import { headers as natsHeaders, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
+import { type Msg, nanos, type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
-import { ApiCodes, isNotFound, toHealthError } from "./internal/errors.ts"
+import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
 import { ensureConsumer } from "./internal/group.ts"
-import { fromMsgHdrs } from "./internal/headers.ts"
+import { deadLetterBlock, headerSourceOf } from "./internal/headers.ts"
 import { checkConfig, configError } from "./internal/options.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
@@ -69,6 +69,11 @@ export const DeadLetterHeaders: {
   readonly sequence: "cqbus-dlq-sequence"
   readonly group: "cqbus-dlq-group"
   readonly time: "cqbus-dlq-time"
+  /**
+   * Present when the record was too large with the original's bytes in it (over the server's max_payload): it says
+   * what was left out, and the record has no body; the original stays in its stream at `cqbus-dlq-sequence`.
+   */
+  readonly omitted: "cqbus-dlq-omitted"
 } = {
   reason: "cqbus-dlq-reason",
   error: "cqbus-dlq-error",
@@ -77,7 +82,8 @@ export const DeadLetterHeaders: {
   stream: "cqbus-dlq-stream",
   sequence: "cqbus-dlq-sequence",
   group: "cqbus-dlq-group",
-  time: "cqbus-dlq-time"
+  time: "cqbus-dlq-time",
+  omitted: "cqbus-dlq-omitted"
 }
 
 /** A subscription's consumer, as the capabilities report it. */
@@ -143,7 +149,9 @@ export const make = (
         streamConfig({
           name: resolved.deadLetterStream,
           subjects: [`${resolved.deadLetterPrefix}.>`],
-          ...(resolved.deadLetterMaxAge === undefined ? {} : { maxAge: resolved.deadLetterMaxAge })
+          ...(resolved.deadLetterMaxAge === undefined ? {} : { maxAge: resolved.deadLetterMaxAge }),
+          ...(resolved.deadLetterReplicas === undefined ? {} : { replicas: resolved.deadLetterReplicas }),
+          ...(resolved.deadLetterStorage === undefined ? {} : { storage: resolved.deadLetterStorage })
         }),
         resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
       )
@@ -158,7 +166,9 @@ export const make = (
           storage: "memory",
           maxAge: "1 minute",
           maxMessages: 10_000,
-          discard: "old"
+          discard: "old",
+          // As safe as the events on a cluster: a heartbeat that fails whenever one node is away would be a false alarm.
+          ...(resolved.stream.replicas === undefined ? {} : { replicas: resolved.stream.replicas })
         }),
         "createOnly"
       )
@@ -185,26 +195,34 @@ export const make = (
 
     const deadLetter = (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>, group: string | undefined) =>
       Effect.suspend(() => {
-        const h = natsHeaders()
-        const original = delivery.natsHeaders
-        if (original !== undefined) {
-          for (const [name, values] of original) if (name !== "Nats-Msg-Id") for (const v of values) h.append(name, v)
-        }
-        h.set(DeadLetterHeaders.reason, oneLine(outcome.reason))
-        h.set(DeadLetterHeaders.error, oneLine(outcome.errorTag))
-        h.set(DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount)))
-        h.set(DeadLetterHeaders.subject, delivery.subject)
-        h.set(DeadLetterHeaders.stream, delivery.stream)
-        h.set(DeadLetterHeaders.sequence, String(delivery.sequence))
-        if (group !== undefined) h.set(DeadLetterHeaders.group, group)
-        h.set(DeadLetterHeaders.time, new Date().toISOString())
-        // Through the publish engine, as events are; the id gives one record per message and group, even when a
-        // retried dead-lettering publishes twice.
-        return publisher.publishMsgHdrs(
-          `${resolved.deadLetterPrefix}.${delivery.subject}`,
-          delivery.body,
-          h,
-          `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`
+        // The id gives one record per message and group, even when a retried dead-lettering publishes twice.
+        const own: Array<readonly [string, string]> = [
+          ["Nats-Msg-Id", `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`],
+          [DeadLetterHeaders.reason, oneLine(outcome.reason)],
+          [DeadLetterHeaders.error, oneLine(outcome.errorTag)],
+          [DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount))],
+          [DeadLetterHeaders.subject, delivery.subject],
+          [DeadLetterHeaders.stream, delivery.stream],
+          [DeadLetterHeaders.sequence, String(delivery.sequence)]
+        ]
+        if (group !== undefined) own.push([DeadLetterHeaders.group, group])
+        own.push([DeadLetterHeaders.time, new Date().toISOString()])
+        const subject = `${resolved.deadLetterPrefix}.${delivery.subject}`
+        // Through the publish engine, as events are; the original header lines are copied as bytes, never decoded
+        // and re-encoded (nats.js refuses values with a bare CR or LF, and a refusal here looped forever).
+        const raw = delivery.rawHeaders
+        return publisher.publishBlock(subject, delivery.body, deadLetterBlock(raw, own)).pipe(
+          // The record is larger than the original; one that no longer fits the server's max_payload is stored
+          // without the original's bytes, which stay in the event stream at the sequence the record names.
+          Effect.catchIf((error) => error.reason === "TooLarge", () =>
+            publisher.publishBlock(
+              subject,
+              new Uint8Array(0),
+              deadLetterBlock(undefined, [
+                ...own,
+                [DeadLetterHeaders.omitted, `${raw?.length ?? 0} header bytes, ${delivery.body.length} body bytes`]
+              ])
+            ))
         )
       })
 
@@ -319,30 +337,44 @@ export const make = (
           maxExpires: settings.config.max_expires !== undefined && settings.config.max_expires > 0
             ? Math.floor(settings.config.max_expires / 1_000_000)
             : undefined
-        })
+        }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group, stream)))
         draining = consumer.draining
       })
 
-    const check: TransportShape["check"] = Effect.tryPromise({
-      try: async () => {
-        if (closed || nc.isClosed()) throw new HealthError({ component: "connection", message: "connection: closed" })
-        await nc.flush().catch((cause) => {
-          throw toHealthError("connection", cause)
+    // Which step a timed-out check was at: a server that does not answer at all, or a stream without a leader (only
+    // the leader answers for a clustered stream, so during an election its info request goes unanswered).
+    const check: TransportShape["check"] = Effect.suspend(() => {
+      let step: "connection" | "stream" = "connection"
+      return Effect.tryPromise({
+        try: async () => {
+          if (closed || nc.isClosed()) throw new HealthError({ component: "connection", message: "connection: closed" })
+          await nc.flush().catch((cause) => {
+            throw toHealthError("connection", cause)
+          })
+          step = "stream"
+          await jsm.streams.info(stream).catch((cause) => {
+            throw toHealthError(`stream ${stream}`, cause)
+          })
+        },
+        catch: (cause) => cause instanceof HealthError ? cause : toHealthError("transport", cause)
+      }).pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(resolved.checkTimeout),
+          orElse: () =>
+            Effect.fail(
+              step === "connection"
+                ? new HealthError({
+                  component: "connection",
+                  message: `connection: NATS did not answer within ${resolved.checkTimeout} ms`
+                })
+                : new HealthError({
+                  component: `stream ${stream}`,
+                  message: `stream ${stream}: no answer within ${resolved.checkTimeout} ms; it has no leader right now (a JetStream leader election, or too few servers up) or JetStream is not answering`
+                })
+            )
         })
-        await jsm.streams.info(stream).catch((cause) => {
-          throw toHealthError(`stream ${stream}`, cause)
-        })
-      },
-      catch: (cause) => cause instanceof HealthError ? cause : toHealthError("transport", cause)
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: Duration.millis(resolved.checkTimeout),
-        orElse: () =>
-          Effect.fail(
-            new HealthError({ component: "transport", message: `NATS did not answer within ${resolved.checkTimeout} ms` })
-          )
-      })
-    )
+      )
+    })
 
     const deadLetters: Effect.Effect<ReadonlyArray<DeadLetter>> = Effect.promise(async () => {
       const info = await jsm.streams.info(resolved.deadLetterStream)
@@ -352,7 +384,8 @@ export const make = (
       const batch = await reader.fetch({ max_messages: total, expires: 2000 })
       const letters: Array<DeadLetter> = []
       for await (const msg of batch) {
-        const all = fromMsgHdrs(msg.headers)
+        // The original lines of a record are copied byte for byte, so nats.js's decoder may refuse them.
+        const all = headerSourceOf(msg as unknown as Msg).headers
         const original: Record<string, string> = {}
         for (const name in all) if (!name.startsWith("cqbus-dlq-")) original[name] = all[name]!
         const group = all[DeadLetterHeaders.group]

@@ -18,6 +18,7 @@ import os from "node:os"
 import path from "node:path"
 import process from "node:process"
 import { Context, Effect, Layer, type Scope } from "effect"
+import { freePort, HOST } from "./internal/net.ts"
 
 /**
  * How to start a test server. Every option has a default: `startNatsServer()` gives JetStream on a free port of
@@ -44,6 +45,16 @@ export interface NatsServerOptions {
   readonly password?: string
   /** Require this token from clients (`--auth`). */
   readonly token?: string
+  /**
+   * Serve TLS on the client port (the `tls` block): the server's certificate and key, and with `caFile` plus `verify`
+   * ask every client for a certificate signed by that CA (mutual TLS). PEM file paths; the testkit makes none.
+   */
+  readonly tls?: {
+    readonly certFile: string
+    readonly keyFile: string
+    readonly caFile?: string
+    readonly verify?: boolean
+  }
   /**
    * Extra configuration-file text, appended after the settings above (e.g. `"max_connections: 10"`). Command-line
    * flags win over the file, as in `nats-server` itself.
@@ -89,6 +100,15 @@ export interface NatsServer {
   /** Kills the server (SIGKILL), as in a crash; resolves when it has exited. No-op when stopped. */
   kill(): Promise<void>
   /**
+   * Freezes the server (SIGSTOP), as a hung process whose sockets stay open; resolves once it has really stopped.
+   * A signal is delivered asynchronously: for a few milliseconds after `kill(2)` returns, a loaded machine may still
+   * run the server's threads, and a probe sent in that window is answered. Where `/proc` exists (Linux) this waits
+   * until every thread of the process is in the stopped state; elsewhere it waits 100 ms. No-op when not running.
+   */
+  pause(): Promise<void>
+  /** Lets a paused server run again (SIGCONT). No-op when not running. */
+  resume(): Promise<void>
+  /**
    * Starts the server again on the same port with the same store (stopping it first if it runs), and resolves when
    * it is ready. Retries while the port is still held by the previous process or anything else.
    */
@@ -121,7 +141,6 @@ export class NatsServerError extends Error {
   }
 }
 
-const HOST = "127.0.0.1"
 const LOG_LINES = 200
 const STOP_GRACE_MS = 5_000
 const DEFAULT_START_TIMEOUT_MS = 10_000
@@ -159,19 +178,6 @@ const installBackstop = (): void => {
 }
 
 // --------------------------------------------------------------------------------------------------- helpers
-
-/** A port that was free a moment ago: bind port 0 on loopback, read the port, close. */
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", reject)
-    server.listen({ host: HOST, port: 0, exclusive: true }, () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : undefined
-      server.close(() => (port === undefined ? reject(new Error("no port from a port-0 listener")) : resolve(port)))
-    })
-  })
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -223,6 +229,32 @@ type Launch =
 
 // ---------------------------------------------------------------------------------------------------- server
 
+/** How long `pause()` waits for a SIGSTOPped server to stop. */
+const PAUSE_TIMEOUT_MS = 5_000
+
+/**
+ * Whether every thread of `pid` is stopped (state `T`/`t` in `/proc/PID/task/TID/stat`), or `undefined` where there
+ * is no `/proc` to ask. The state is the first field after the parenthesised command name, which may itself contain
+ * spaces and parentheses, hence the last `)`.
+ */
+const threadsStopped = (pid: number): boolean | undefined => {
+  let tasks: Array<string>
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return undefined
+  }
+  return tasks.every((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8")
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+      return state === "T" || state === "t"
+    } catch {
+      return true // the thread has exited meanwhile
+    }
+  })
+}
+
 class Server implements NatsServer {
   readonly url: string
   readonly monitorUrl: string | undefined
@@ -230,6 +262,7 @@ class Server implements NatsServer {
   private exited: Promise<void> = Promise.resolve()
   private closed: Promise<void> = Promise.resolve()
   private running = false
+  private paused = false
   private lastPid = 0
   private lastCommand: ReadonlyArray<string> = []
   private readonly lines: Array<string> = []
@@ -424,6 +457,9 @@ class Server implements NatsServer {
     if (escalateAfterMs !== undefined) timer = setTimeout(() => child.kill("SIGKILL"), escalateAfterMs)
     try {
       child.kill(signal)
+      // A frozen (paused) process cannot act on SIGTERM until it runs again.
+      if (this.paused) child.kill("SIGCONT")
+      this.paused = false
       await this.settle(1_000)
     } finally {
       clearTimeout(timer)
@@ -436,6 +472,26 @@ class Server implements NatsServer {
 
   kill(): Promise<void> {
     return this.signal("SIGKILL")
+  }
+
+  async pause(): Promise<void> {
+    if (!this.running) return
+    const pid = this.lastPid
+    process.kill(pid, "SIGSTOP")
+    this.paused = true
+    const deadline = Date.now() + PAUSE_TIMEOUT_MS
+    for (;;) {
+      const stopped = threadsStopped(pid)
+      if (stopped === undefined) return new Promise((resolve) => setTimeout(resolve, 100))
+      if (stopped) return
+      if (Date.now() > deadline) throw this.error(`${this.binary} (pid ${pid}) did not stop within ${PAUSE_TIMEOUT_MS} ms of SIGSTOP`)
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+  }
+
+  async resume(): Promise<void> {
+    if (this.running) process.kill(this.lastPid, "SIGCONT")
+    this.paused = false
   }
 
   /** SIGKILL without waiting, for the exit backstop. */
@@ -489,6 +545,13 @@ const configText = (options: NatsServerOptions): string | undefined => {
     lines.push("jetstream {")
     if (js.maxMemory !== undefined) lines.push(`  max_memory_store: ${js.maxMemory}`)
     if (js.maxFile !== undefined) lines.push(`  max_file_store: ${js.maxFile}`)
+    lines.push("}")
+  }
+  const tls = options.tls
+  if (tls !== undefined) {
+    lines.push("tls {", `  cert_file: ${JSON.stringify(tls.certFile)}`, `  key_file: ${JSON.stringify(tls.keyFile)}`)
+    if (tls.caFile !== undefined) lines.push(`  ca_file: ${JSON.stringify(tls.caFile)}`)
+    if (tls.verify === true) lines.push("  verify: true")
     lines.push("}")
   }
   if (options.config !== undefined) lines.push(options.config)

@@ -13,44 +13,16 @@
  * consumer deleted), whose `Nats-Pending-Messages` header says how many of its messages will not come.
  */
 import type { Headers, IncomingMessage, Outcome } from "@cqbus/core"
-import { createInbox, type Msg, type MsgHdrs, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
+import { createInbox, type Msg, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
 import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
-import { fromMsgHdrs, HeaderBlock } from "./headers.ts"
+import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
+import { type HeaderSource, headerSourceOf } from "./headers.ts"
 
 const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75) // -NAK
 const WPI = Uint8Array.of(43, 87, 80, 73) // +WPI (working: reset the ack timer)
 const ENCODER = new TextEncoder()
 const HANDBACK: Outcome = { _tag: "Handback" }
-
-/** The nats.js message fields the raw header block is read from; guarded, with `msg.headers` as the fallback. */
-interface RawMsg {
-  readonly _rdata?: unknown
-  readonly _msg?: { readonly hdr?: unknown }
-}
-
-/** What a delivery needs of its headers: the status, one header, or all of them. */
-interface HeaderSource {
-  readonly code: number
-  readonly description: string
-  readonly get: (name: string) => string | undefined
-  readonly headers: Headers
-}
-
-const EMPTY: Headers = Object.freeze({})
-const NO_HEADERS: HeaderSource = { code: 0, description: "", get: () => undefined, headers: EMPTY }
-
-const headersOf = (msg: Msg): HeaderSource => {
-  const raw = msg as unknown as RawMsg
-  const hdr = raw._msg?.hdr
-  if (typeof hdr === "number" && raw._rdata instanceof Uint8Array) {
-    return hdr > 0 ? new HeaderBlock(raw._rdata, hdr) : NO_HEADERS
-  }
-  const h = msg.headers
-  if (h === undefined) return NO_HEADERS
-  const headers = fromMsgHdrs(h)
-  return { code: h.code, description: h.description, get: (name) => headers[name], headers }
-}
 
 /**
  * One delivery: the message as the bus sees it (`IncomingMessage`) plus what settling it needs. The stream timestamp
@@ -103,9 +75,9 @@ export class Delivery implements IncomingMessage {
   respond(data: Uint8Array): void {
     this.#msg.respond(data)
   }
-  /** nats.js's decoded headers, for the rare paths that copy them whole (dead letters). */
-  get natsHeaders(): MsgHdrs | undefined {
-    return this.#msg.headers
+  /** The header block as it came, for the rare path that copies it whole (dead letters, byte for byte). */
+  get rawHeaders(): Uint8Array | undefined {
+    return this.#headers.bytes
   }
   #token(index: number): string {
     return this.reply.split(".")[this.#offset + index] ?? ""
@@ -179,11 +151,12 @@ interface PullRequest {
 
 /**
  * Starts a pull consumer; it runs until the scope closes, then drains (stop pulling, hand back what is buffered, let
- * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush).
+ * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush). Fails with the server's
+ * permission error when this connection may not consume (subscribe to the inbox, publish the pull request).
  *
  * @internal
  */
-export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, never, Scope.Scope> =>
+export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const { maxInFlight, nc } = config
     const context = yield* Effect.context<never>()
@@ -384,7 +357,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
 
     const onMessage = (msg: Msg) => {
       seen++
-      const parsed = headersOf(msg)
+      const parsed = headerSourceOf(msg)
       const reply = msg.reply
       if (reply === undefined || reply === "") {
         if (parsed.code > 0) onStatus(parsed)
@@ -416,9 +389,14 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       else queue.push(delivery)
     }
 
+    /** Why the server refused to let this connection consume (no subscribe on the inbox, no publish of pulls). */
+    let denied: unknown = undefined
     const sub: Subscription = nc.subscribe(inbox, {
       callback: (error, msg) => {
-        if (error !== null) return
+        if (error !== null) {
+          if (deniedSubscribeSubject(error) === inbox) denied ??= error
+          return
+        }
         try {
           onMessage(msg)
         } catch (cause) {
@@ -509,6 +487,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     yield* Effect.forkScoped(Effect.promise(async () => {
       for await (const status of statuses) {
         if (stopping) return
+        if (status.type === "error" && deniedPublishSubject(status.error) === nextSubject) denied ??= status.error
         if (status.type === "reconnect") await Effect.runPromise(Effect.sync(() => {
           forgetRequests()
           pull()
@@ -563,5 +542,15 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     )
 
     pull()
+    // Without the permission to subscribe to the inbox or to publish the pull request the server answers `-ERR` once,
+    // asynchronously, and nothing would ever arrive: a subscription that silently never delivers. The round trip
+    // settles it (the server answers the subscription and the pull before the PONG), so it fails typed instead.
+    yield* Effect.promise(() => nc.flush().catch(() => undefined))
+    yield* Effect.yieldNow
+    if (denied !== undefined) {
+      stopping = true
+      if (!sub.isClosed()) sub.unsubscribe()
+      return yield* Effect.fail(denied)
+    }
     return { draining: () => stopping }
   })

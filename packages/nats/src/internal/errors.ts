@@ -63,7 +63,8 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
         case ApiCodes.StreamNotFound:
           return { reason: "NoStream", retriable: false }
       }
-      if (error.status === 503) return { reason: "NotConnected", retriable: true }
+      // "JetStream system temporarily unavailable" and its kind: the cluster is between leaders.
+      if (error.status === 503) return { reason: "Unavailable", retriable: true }
     }
   }
   return { reason: "Unknown", retriable: true }
@@ -82,6 +83,8 @@ const explain: Record<PublishErrorReason, string> = {
   PermissionDenied: "this connection may not publish to the subject",
   Timeout: "no PubAck arrived in time; the message may or may not be stored (publishing again with the same event id is safe)",
   NotConnected: "the client is not connected to a server",
+  Unavailable:
+    "the stream exists but has no leader to store the message (a JetStream leader election, or too few servers up); publishing again shortly is safe",
   Unknown: "an unexpected error"
 }
 
@@ -107,6 +110,19 @@ export const publishFailure = {
   api: (error: ApiError, topic: string): PublishError => toPublishError(new JetStreamApiError(error), topic),
   /** A `503` status instead of a PubAck: nothing subscribes to the subject, i.e. no stream captures it. */
   noResponders: (topic: string): PublishError => toPublishError(new errors.NoRespondersError(topic), topic),
+  /**
+   * A `503` status for a subject a stream does capture (or while JetStream cannot say): the stream has no leader right
+   * now, e.g. during an election after its leader went away. The server answers "no responders" then, as for a
+   * subject no stream captures; `detail` says how the two were told apart.
+   */
+  unavailable: (topic: string, detail: string): PublishError =>
+    new PublishError({
+      topic,
+      reason: "Unavailable",
+      retriable: true,
+      message: `cannot publish to ${topic}: ${explain.Unavailable} (${detail})`,
+      cause: new errors.NoRespondersError(topic)
+    }),
   /** A reply that is neither a PubAck nor a known status. */
   invalid: (topic: string, what: string): PublishError =>
     toPublishError(new JetStreamError(`invalid PubAck: ${what}`), topic),
@@ -135,6 +151,10 @@ export const publishFailure = {
 export const deniedPublishSubject = (error: unknown): string | undefined =>
   error instanceof errors.PermissionViolationError && error.operation === "publish" ? error.subject : undefined
 
+/** The subject of a subscription the server refused for lack of permission, if `error` is one. */
+export const deniedSubscribeSubject = (error: unknown): string | undefined =>
+  error instanceof errors.PermissionViolationError && error.operation === "subscription" ? error.subject : undefined
+
 /** A consumer set-up failure as a typed `SubscribeError`; `stream` is the stream the consumer was to live on. */
 export const toSubscribeError = (
   cause: unknown,
@@ -154,6 +174,17 @@ export const toSubscribeError = (
       cause
     })
   }
+  if (causes(cause).some((e) => e instanceof errors.PermissionViolationError)) {
+    return new SubscribeError({
+      topic,
+      group,
+      reason: "PermissionDenied",
+      message: `cannot subscribe to ${topic}${
+        group === undefined ? "" : ` as group ${group}`
+      }: this connection lacks a permission consuming needs (${message(cause)})`,
+      cause
+    })
+  }
   return new SubscribeError({
     topic,
     group,
@@ -163,6 +194,40 @@ export const toSubscribeError = (
   })
 }
 
+/** Why a connection attempt failed, as `NatsError` reasons, with the problem said in words. */
+export interface ConnectProblem {
+  readonly reason: "Connect" | "Authentication" | "Tls"
+  /** What went wrong, for the error message; `undefined` when the client's own text says it best. */
+  readonly problem: string | undefined
+}
+
+// Certificate checks that fail on the client side (Node's and OpenSSL's codes; Bun and Deno report the same ones).
+const TLS_CODE = /^(?:ERR_TLS_|ERR_SSL_|UNABLE_TO_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE)/
+
+/**
+ * Classifies a failed connect: credentials the server refused (`Authentication`: they will be refused again), a TLS
+ * set-up that cannot work (`Tls`: an untrusted or mismatched certificate, TLS on one side only), or anything else
+ * (`Connect`: unreachable, refused, timed out — worth waiting for).
+ */
+export const connectProblem = (cause: unknown): ConnectProblem => {
+  for (const error of causes(cause)) {
+    if (error instanceof errors.UserAuthenticationExpiredError) {
+      return { reason: "Authentication", problem: "the server refused the credentials: they have expired" }
+    }
+    if (error instanceof errors.AuthorizationError) {
+      return { reason: "Authentication", problem: "the server refused the credentials" }
+    }
+    const code = (error as { readonly code?: unknown } | undefined)?.code
+    if (typeof code === "string" && TLS_CODE.test(code)) {
+      return { reason: "Tls", problem: "TLS failure: the server's certificate was not accepted" }
+    }
+    if (error instanceof errors.ConnectionError && /\btls\b/i.test(error.message)) {
+      return { reason: "Tls", problem: "TLS failure: the client and the server disagree about TLS" }
+    }
+  }
+  return { reason: "Connect", problem: undefined }
+}
+
 /** A failed health probe. */
 export const toHealthError = (component: string, cause: unknown): HealthError =>
   new HealthError({ component, message: `${component}: ${message(cause)}`, cause })
@@ -170,6 +235,12 @@ export const toHealthError = (component: string, cause: unknown): HealthError =>
 /** Whether an error says the stream or consumer does not exist. */
 export const isNotFound = (cause: unknown, code: number): boolean =>
   causes(cause).some((e) => e instanceof JetStreamApiError && e.code === code)
+
+/** Whether a request failed because nothing subscribes to its subject ("no responders"). */
+export const isNoResponders = (cause: unknown): boolean =>
+  causes(cause).some((e) =>
+    e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders())
+  )
 
 /** Whether nats.js reports a JetStream-level failure (for logs). */
 export const isJetStreamError = (cause: unknown): boolean => causes(cause).some((e) => e instanceof JetStreamError)

@@ -3,7 +3,7 @@
  * names are lower-cased, except NATS's own `Nats-*` headers, so a Go publisher's `Ce-Id` reads as `ce-id`.
  */
 import type { Headers } from "@cqbus/core"
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
 
 /** Headers for an outgoing message; `Nats-Msg-Id` is set by the publish call from the event id. */
 export const toMsgHdrs = (headers: Headers): MsgHdrs => {
@@ -29,6 +29,10 @@ export const fromMsgHdrs = (h: MsgHdrs | undefined): Headers => {
 
 const DECODER = new TextDecoder()
 const ENCODER = new TextEncoder()
+const CR = 13
+const LF = 10
+const CRLF = Uint8Array.of(CR, LF)
+const END = Uint8Array.of(CR, LF, CR, LF)
 
 /**
  * The `Buffer` methods (Node, Bun; nats.js hands messages over as `Buffer`s there) that read part of a buffer without
@@ -66,6 +70,8 @@ export class HeaderBlock {
   #text: string | undefined
   #lower: string | undefined
   #record: Headers | undefined
+  #bytesEnd: number | undefined
+  #charsEnd: number | undefined
   /** The first `length` bytes of `data` are the block. */
   constructor(data: Uint8Array, length: number) {
     this.#data = data
@@ -80,12 +86,19 @@ export class HeaderBlock {
     return this.#text
   }
 
-  /** The status code of the first line (100 heartbeat, 408 expired, ...), 0 for an ordinary message. */
+  /** The status code of the first line (100 heartbeat, 408 expired, ...), 0 for an ordinary message or no code. */
   get code(): number {
     const data = this.#data
     // "NATS/1.0" is 8 bytes; a status follows after a space: "NATS/1.0 408 Request Timeout".
-    if (this.#length < 12 || data[8] !== 32) return 0
+    if (this.#length < 12 || data[8] !== 32 || !isDigit(data[9]!) || !isDigit(data[10]!) || !isDigit(data[11]!)) {
+      return 0
+    }
     return (data[9]! - 48) * 100 + (data[10]! - 48) * 10 + (data[11]! - 48)
+  }
+
+  /** The block as it came, byte for byte (a view, not a copy). */
+  get bytes(): Uint8Array {
+    return this.#data.subarray(0, this.#length)
   }
 
   /** The status description ("Request Timeout", "Consumer Deleted"). */
@@ -103,10 +116,12 @@ export class HeaderBlock {
       const pattern = patternOf(name)
       const at = data.indexOf(pattern, 0)
       // Inside the block: the block's own final CRLF followed by a body that starts like a header is not a header.
-      if (at >= 0 && at + pattern.length <= this.#length - 2) {
+      // An earlier line with the same name in another case comes first (the record's rule): leave it to the text path.
+      if (at >= 0 && at < this.#byteEnd(data) && !earlierBytes(data, name, at)) {
         let i = at + name.length + 3
         while (data[i] === 32 || data[i] === 9) i++
-        let end = data.indexOf(13, i)
+        // A line ends at CRLF only: a bare CR (or LF) is part of the value, as nats-server and Go's reader see it.
+        let end = data.indexOf(CRLF, i)
         if (end < 0 || end > this.#length) end = this.#length
         while (end > i && (data[end - 1] === 32 || data[end - 1] === 9)) end--
         return data.utf8Slice(i, end)
@@ -115,8 +130,11 @@ export class HeaderBlock {
     const text = this.#decoded
     // cqbus writes lower-case names, so the exact name usually matches; other spellings need the lower-cased copy.
     if (!name.startsWith("Nats-")) {
-      const exact = this.#valueAt(text.indexOf(`\r\n${name}:`), name.length)
-      if (exact !== undefined) return exact
+      const at = text.indexOf(`\r\n${name}:`)
+      if (!earlierText(text, name, at)) {
+        const exact = this.#valueAt(at, name.length)
+        if (exact !== undefined) return exact
+      }
     }
     if (this.#lower === undefined) {
       const lower = text.toLowerCase()
@@ -128,9 +146,31 @@ export class HeaderBlock {
     return this.#valueAt(this.#lower.indexOf(`\r\n${key}:`), key.length)
   }
 
+  /**
+   * Where the header lines end in the bytes: the CRLF of the empty line that closes the block (what the record stops
+   * at), or the block's length. Lines a hostile block carries after that empty line are not headers.
+   */
+  #byteEnd(data: Uint8Array & Required<BufferLike>): number {
+    if (this.#bytesEnd === undefined) {
+      const end = data.indexOf(END, 0)
+      // `end` is the CRLF ending the last line; the empty line's CRLF follows it.
+      this.#bytesEnd = end < 0 || end + 2 > this.#length ? this.#length : end + 2
+    }
+    return this.#bytesEnd
+  }
+
+  /** `#byteEnd` in the decoded block. */
+  get #textEnd(): number {
+    if (this.#charsEnd === undefined) {
+      const end = this.#decoded.indexOf("\r\n\r\n")
+      this.#charsEnd = end < 0 ? this.#decoded.length : end + 2
+    }
+    return this.#charsEnd
+  }
+
   /** The value of the header line found at `at` (the position of its leading CRLF), trimmed. */
   #valueAt(at: number, nameLength: number): string | undefined {
-    if (at < 0) return undefined
+    if (at < 0 || at >= this.#textEnd) return undefined
     const text = this.#decoded
     let i = at + nameLength + 3
     while (text.charCodeAt(i) === 32 || text.charCodeAt(i) === 9) i++
@@ -147,6 +187,46 @@ export class HeaderBlock {
   }
 }
 
+const isDigit = (c: number): boolean => c >= 48 && c <= 57
+
+/** ASCII lower case of a byte or char code. */
+const fold = (c: number): number => c >= 65 && c <= 90 ? c + 32 : c
+
+/**
+ * Whether a line before position `at` (a CRLF found for the lower-case `name`) names `name` in another case. Only the
+ * CRs before `at` are visited (a few lines), so the single-header read stays cheap.
+ */
+const earlierBytes = (data: Uint8Array & Required<BufferLike>, name: string, at: number): boolean => {
+  for (let i = data.indexOf(13, 0); i >= 0 && i < at; i = data.indexOf(13, i + 1)) {
+    if (data[i + 1] !== 10 || data[i + 2 + name.length] !== 58) continue
+    let k = 0
+    while (k < name.length && fold(data[i + 2 + k]!) === name.charCodeAt(k)) k++
+    if (k === name.length) return true
+  }
+  return false
+}
+
+/** `earlierBytes` on the decoded block. */
+const earlierText = (text: string, name: string, at: number): boolean => {
+  if (at < 0) return false
+  for (let i = text.indexOf("\r\n"); i >= 0 && i < at; i = text.indexOf("\r\n", i + 1)) {
+    if (text.charCodeAt(i + 2 + name.length) !== 58) continue
+    let k = 0
+    while (k < name.length && fold(text.charCodeAt(i + 2 + k)) === name.charCodeAt(k)) k++
+    if (k === name.length) return true
+  }
+  return false
+}
+
+/** `text` without leading and trailing spaces and tabs. */
+const trimBlanks = (text: string): string => {
+  let start = 0
+  let end = text.length
+  while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++
+  while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--
+  return start === 0 && end === text.length ? text : text.slice(start, end)
+}
+
 const parseLines = (text: string): Headers => {
   const out: Record<string, string> = {}
   const length = text.length
@@ -159,11 +239,134 @@ const parseLines = (text: string): Headers => {
     if (stop === i) break // the empty line that ends the block
     const colon = text.indexOf(":", i)
     if (colon > i && colon < stop) {
-      const raw = text.slice(i, colon).trim()
+      // The name as written (not trimmed: " ce-id" is not `ce-id`, as a single read does not find it either).
+      const raw = text.slice(i, colon)
       const name = raw.startsWith("Nats-") ? raw : raw.toLowerCase()
-      if (out[name] === undefined) out[name] = text.slice(colon + 1, stop).trim()
+      // Spaces and tabs only, as a single read trims (and Go's textproto): `trim()` would also eat a bare CR or
+      // LF and Unicode spaces, and the record would disagree with `get`.
+      if (out[name] === undefined) out[name] = trimBlanks(text.slice(colon + 1, stop))
     }
     i = stop + 2
+  }
+  return out
+}
+
+/**
+ * What a reader needs of a message's headers: the status, one header, all of them, and the block as it came (for
+ * copying it into a dead letter byte for byte).
+ */
+export interface HeaderSource {
+  readonly code: number
+  readonly description: string
+  readonly get: (name: string) => string | undefined
+  readonly headers: Headers
+  /** The raw header block; `undefined` without headers (or when the client would not give it). */
+  readonly bytes: Uint8Array | undefined
+}
+
+const EMPTY_SOURCE: HeaderSource = { code: 0, description: "", get: () => undefined, headers: EMPTY, bytes: undefined }
+
+/** The nats.js message fields the raw header block is read from; guarded, with `msg.headers` as the fallback. */
+interface RawMsg {
+  readonly _rdata?: unknown
+  readonly _msg?: { readonly hdr?: unknown }
+  /** A `JsMsg` wraps the core message. */
+  readonly msg?: unknown
+}
+
+/**
+ * The headers of a nats.js message (a core `Msg`, or a `JsMsg` wrapping one), read from its raw block without
+ * nats.js's decoder: that decoder throws on a value with a bare CR or LF and on a name it would not write, and a
+ * throw here used to become a message NAKed forever. The fallback (a client that hides the raw block) keeps what
+ * nats.js can decode and treats an undecodable block as no headers, never as an error.
+ */
+export const headerSourceOf = (msg: Msg): HeaderSource => {
+  let raw = msg as unknown as RawMsg
+  if (raw._msg === undefined && typeof raw.msg === "object" && raw.msg !== null) raw = raw.msg as RawMsg
+  const hdr = raw._msg?.hdr
+  if (typeof hdr === "number" && raw._rdata instanceof Uint8Array) {
+    return hdr > 0 ? new HeaderBlock(raw._rdata, hdr) : EMPTY_SOURCE
+  }
+  let h: MsgHdrs | undefined
+  try {
+    h = msg.headers
+  } catch {
+    return EMPTY_SOURCE
+  }
+  if (h === undefined) return EMPTY_SOURCE
+  const headers = fromMsgHdrs(h)
+  const encode = (h as { readonly encode?: () => Uint8Array }).encode
+  const bytes = typeof encode === "function" ? encode.call(h) : undefined
+  return { code: h.code, description: h.description, get: (name) => headers[name], headers, bytes }
+}
+
+/** `nats-` in lower case, for the case-insensitive prefix test below. */
+const NATS_PREFIX = [110, 97, 116, 115, 45]
+const STATUS_LINE = ENCODER.encode("NATS/1.0")
+
+/** Does the line `data[start, end)` name a `Nats-*` header (any case, leading blanks ignored)? */
+const isNatsLine = (data: Uint8Array, start: number, end: number): boolean => {
+  let i = start
+  while (i < end && (data[i] === 32 || data[i] === 9)) i++
+  if (end - i < NATS_PREFIX.length) return false
+  for (let k = 0; k < NATS_PREFIX.length; k++) {
+    // ASCII letters only: OR-ing 0x20 lower-cases A-Z and leaves '-' (45) as it is.
+    if ((data[i + k]! | (k < 4 ? 0x20 : 0)) !== NATS_PREFIX[k]) return false
+  }
+  return true
+}
+
+/**
+ * The header block of a dead-letter record: `own` lines first (the record's `Nats-Msg-Id` first of all, then the
+ * `cqbus-dlq-*` facts; their values must be single lines), then every line of the original block byte for byte —
+ * bare CR or LF, NUL, invalid UTF-8, names nats.js rejects and lines without a colon included — except empty lines
+ * and `Nats-*` lines. JetStream acts on `Nats-*` headers when it stores a message (`Nats-Msg-Id` dedupe,
+ * `Nats-Expected-*` checks, `Nats-Rollup`, TTLs): copied, they would make the server drop or refuse the record, and
+ * the dead-lettering would be retried forever. Own lines come first because readers (ours, nats-server's header
+ * lookup) take the first match, so a hostile original cannot override them. docs/wire-format.md has the layout.
+ */
+export const deadLetterBlock = (original: Uint8Array | undefined, own: ReadonlyArray<readonly [string, string]>): Uint8Array => {
+  let head = "NATS/1.0\r\n"
+  for (const [name, value] of own) head += `${name}: ${value}\r\n`
+  const first = ENCODER.encode(head)
+  if (original === undefined || original.length === 0) return concat([first, CRLF])
+  const parts: Array<Uint8Array> = [first]
+  const length = original.length
+  let at = 0
+  // The status line ("NATS/1.0[ code text]") is replaced by the record's own; anything else in first place is a line.
+  if (startsWith(original, STATUS_LINE)) {
+    const eol = indexOfCrlf(original, 0)
+    at = eol < 0 ? length : eol + 2
+  }
+  while (at < length) {
+    let eol = indexOfCrlf(original, at)
+    if (eol < 0) eol = length
+    if (eol > at && !isNatsLine(original, at, eol)) parts.push(original.subarray(at, eol), CRLF)
+    at = eol + 2
+  }
+  parts.push(CRLF)
+  return concat(parts)
+}
+
+const startsWith = (data: Uint8Array, prefix: Uint8Array): boolean => {
+  if (data.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (data[i] !== prefix[i]) return false
+  return true
+}
+
+const indexOfCrlf = (data: Uint8Array, from: number): number => {
+  for (let i = data.indexOf(CR, from); i >= 0; i = data.indexOf(CR, i + 1)) if (data[i + 1] === LF) return i
+  return -1
+}
+
+const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const part of parts) size += part.length
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
   }
   return out
 }

@@ -123,7 +123,12 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
         () => stream(c.stream),
         () => Options.oneOf("provisioning", c.provisioning, ["createOrUpdate", "createOnly", "validateOnly", "skip"]),
         () =>
-          sideStream("deadLetters", c.deadLetters, (d) => Options.duration("deadLetters.maxAge", d.maxAge, NatsRanges.maxAge)),
+          sideStream("deadLetters", c.deadLetters, (d) =>
+            Options.first(
+              () => Options.duration("deadLetters.maxAge", d.maxAge, NatsRanges.maxAge),
+              () => Options.integer("deadLetters.replicas", d.replicas, NatsRanges.replicas),
+              () => Options.oneOf("deadLetters.storage", d.storage, ["file", "memory"])
+            )),
         () => sideStream("health", c.health),
         () => Options.duration("publishTimeout", c.publishTimeout, Options.Ranges.timeout),
         () => Options.integer("maxPendingPublishes", c.maxPendingPublishes, NatsRanges.maxPendingPublishes),

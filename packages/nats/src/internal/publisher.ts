@@ -11,6 +11,12 @@
  * reply subscription lived on the lost connection), so those publishes fail at once, retriably; publishes made while
  * disconnected are held and sent after the reconnect if their deadline allows — nats.js would buffer them but
  * discards that buffer at each reconnect attempt. When the connection closes, everything pending fails `Closed`.
+ *
+ * A `503` "no responders" reply means either that no stream captures the subject or that the stream has no leader
+ * right now (a clustered stream during an election: only the leader listens on its subjects). JetStream is asked once
+ * which it is (`$JS.API.STREAM.NAMES` for the subject, shared by every publish to that topic for a second): no stream
+ * fails `NoStream` at once; a stream, or no answer, sends the message again every few hundred milliseconds until its
+ * deadline, and then fails `Unavailable`, retriable (issue 11).
  */
 import type { Headers, PublishAck, PublishError } from "@cqbus/core"
 import type { ApiError } from "@nats-io/jetstream"
@@ -25,7 +31,7 @@ import {
   type Status
 } from "@nats-io/nats-core"
 import { Effect, type Scope } from "effect"
-import { deniedPublishSubject, publishFailure, toPublishError } from "./errors.ts"
+import { deniedPublishSubject, isNoResponders, publishFailure, toPublishError } from "./errors.ts"
 
 /**
  * How the engine behaves.
@@ -55,14 +61,13 @@ export interface Publisher {
     msgId: string
   ) => Effect.Effect<PublishAck, PublishError>
   /**
-   * The same with headers already in nats.js's form, for messages that carry another message's headers as they came
-   * (a dead letter keeps repeated names and their spelling); `Nats-Msg-Id` is set on them.
+   * The same with a complete header block sent as it is (its `Nats-Msg-Id` included), for messages that carry another
+   * message's header lines byte for byte: a dead letter keeps lines nats.js would refuse to encode.
    */
-  readonly publishMsgHdrs: (
+  readonly publishBlock: (
     topic: string,
     body: Uint8Array,
-    headers: MsgHdrs,
-    msgId: string
+    block: Uint8Array
   ) => Effect.Effect<PublishAck, PublishError>
 }
 
@@ -84,16 +89,20 @@ class Entry {
   readonly topic: string
   readonly body: Uint8Array
   readonly headers: Headers
-  /** Headers in nats.js's form, sent instead of `headers` when given. */
-  readonly msgHdrs: MsgHdrs | undefined
+  /** A complete header block, sent as it is instead of `headers` and `msgId` when given. */
+  readonly block: Uint8Array | undefined
   readonly msgId: string
   readonly deadline: number
   readonly resume: Resume
+  /** When a publish the stream could not take (no leader) goes out again; meaningful while it is in `delayed`. */
+  retryAt = 0
+  /** The error it fails with if its deadline passes before a retry succeeds. */
+  failure: PublishError | undefined = undefined
   constructor(
     topic: string,
     body: Uint8Array,
     headers: Headers,
-    msgHdrs: MsgHdrs | undefined,
+    block: Uint8Array | undefined,
     msgId: string,
     deadline: number,
     resume: Resume
@@ -101,7 +110,7 @@ class Entry {
     this.topic = topic
     this.body = body
     this.headers = headers
-    this.msgHdrs = msgHdrs
+    this.block = block
     this.msgId = msgId
     this.deadline = deadline
     this.resume = resume
@@ -110,6 +119,29 @@ class Entry {
 
 const DECODER = new TextDecoder()
 const ENCODER = new TextEncoder()
+
+/** How long after a `503` for an existing stream the message goes out again (rounded up to the sweep interval). */
+const RETRY_MS = 200
+/** How long one answer to "does a stream capture this subject?" is reused for further `503`s on the topic. */
+const PROBE_REUSE_MS = 1_000
+/** How long that question may take; no answer counts as "unknown", i.e. retriable. */
+const PROBE_TIMEOUT_MS = 1_000
+const STREAM_NAMES = "$JS.API.STREAM.NAMES"
+
+/** What JetStream says about a subject that got "no responders". */
+type StreamVerdict = "missing" | "exists" | "unknown"
+
+/** The verdict in a `$JS.API.STREAM.NAMES` reply: no JetStream at all (a status reply) counts as no stream. */
+const streamVerdict = (msg: Msg): StreamVerdict => {
+  if (msg.data.length === 0) return msg.headers?.code === 503 ? "missing" : "unknown"
+  try {
+    const names = JSON.parse(DECODER.decode(msg.data)) as { readonly streams?: unknown; readonly error?: unknown }
+    if (names.error !== undefined) return "unknown"
+    return Array.isArray(names.streams) && names.streams.length > 0 ? "exists" : "missing"
+  } catch {
+    return "unknown"
+  }
+}
 
 /** The reply token at the end of an inbox subject (decimal digits from `from`); `-1` for anything else. */
 const tokenOf = (subject: string, from: number): number => {
@@ -251,12 +283,6 @@ export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
 
 const NO_HEADERS: Headers = Object.freeze({})
 
-/** nats.js headers with the event id as `Nats-Msg-Id`, as `js.publish`'s `msgID` option set it. */
-const withMsgId = (headers: MsgHdrs, msgId: string): MsgHdrs => {
-  headers.set("Nats-Msg-Id", msgId)
-  return headers
-}
-
 /** The result a reply on the inbox stands for. */
 const toResult = (topic: string, msg: Msg): Effect.Effect<PublishAck, PublishError> => {
   const data = msg.data
@@ -351,6 +377,10 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
     /** Not sent yet (window full or disconnected), in call order from `head`; settled entries are skipped. */
     let waiting: Array<Entry | undefined> = []
     let head = 0
+    /** Refused for want of a stream leader; queued again at their `retryAt` by the sweep. */
+    const delayed = new Set<Entry>()
+    /** Per topic, the last "does a stream capture it?" question: its answer and when, or the publishes awaiting it. */
+    const probes = new Map<string, { at: number; verdict: StreamVerdict | undefined; waiters: Array<(verdict: StreamVerdict) => void> }>()
     let counter = 0
     let connected = !nc.isClosed()
     /** Set once publishing has ended for good: every publish fails with it. */
@@ -378,9 +408,9 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       counter = counter === 999_999_999 ? 0 : counter + 1
       try {
         sendOptions.reply = prefix + token
-        sendOptions.headers = entry.msgHdrs === undefined
+        sendOptions.headers = entry.block === undefined
           ? encodeHeaders(entry.headers, entry.msgId)
-          : withMsgId(entry.msgHdrs, entry.msgId)
+          : new EncodedHeaders(entry.block)
         // Throws for a closed or draining connection and for a message over the server's max_payload.
         nc.publish(entry.topic, entry.body, sendOptions)
       } catch (cause) {
@@ -436,6 +466,48 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       }
       waiting = []
       head = 0
+      for (const entry of delayed) settle(entry, Effect.fail(error(entry)))
+      delayed.clear()
+    }
+
+    /** Asks JetStream whether a stream captures `topic`, once per topic at a time; `done` gets the answer. */
+    const probe = (topic: string, done: (verdict: StreamVerdict) => void): void => {
+      const now = clock.currentTimeMillisUnsafe()
+      const known = probes.get(topic)
+      if (known?.verdict === undefined && known !== undefined) return void known.waiters.push(done)
+      if (known?.verdict !== undefined && now - known.at < PROBE_REUSE_MS) return done(known.verdict)
+      const state = { at: now, verdict: undefined as StreamVerdict | undefined, waiters: [done] }
+      probes.set(topic, state)
+      const finish = (verdict: StreamVerdict): void => {
+        state.verdict = verdict
+        state.at = clock.currentTimeMillisUnsafe()
+        const waiters = state.waiters
+        state.waiters = []
+        for (const waiter of waiters) waiter(verdict)
+      }
+      if (nc.isClosed()) return finish("unknown")
+      nc.request(STREAM_NAMES, JSON.stringify({ subject: topic }), { timeout: PROBE_TIMEOUT_MS }).then(
+        (msg) => finish(streamVerdict(msg)),
+        (cause: unknown) => finish(isNoResponders(cause) ? "missing" : "unknown")
+      )
+    }
+
+    /** A `503` for a sent publish: `NoStream` when no stream captures the topic, else sent again until its deadline. */
+    const noResponders = (entry: Entry): void => {
+      entry.token = -1
+      probe(entry.topic, (verdict) => {
+        if (entry.done) return
+        if (verdict === "missing") return settle(entry, Effect.fail(publishFailure.noResponders(entry.topic)))
+        entry.failure = publishFailure.unavailable(
+          entry.topic,
+          verdict === "exists"
+            ? "the stream exists but nothing took the message: it has no leader right now"
+            : "no responders, and JetStream did not say whether a stream captures the subject"
+        )
+        entry.retryAt = clock.currentTimeMillisUnsafe() + RETRY_MS
+        if (ended !== undefined) return settle(entry, Effect.fail(ended(entry.topic)))
+        delayed.add(entry)
+      })
     }
 
     /** Publishing has ended (connection closed, engine closed): fail everything pending and all that comes. */
@@ -457,8 +529,23 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       for (let i = head; i < waiting.length; i++) {
         const entry = waiting[i]
         if (entry !== undefined && !entry.done && entry.deadline <= now) {
-          settle(entry, Effect.fail(publishFailure.notSent(entry.topic, connected)))
+          settle(entry, Effect.fail(entry.failure ?? publishFailure.notSent(entry.topic, connected)))
           expired = true
+        }
+      }
+      for (const entry of delayed) {
+        if (entry.done) delayed.delete(entry)
+        else if (entry.deadline <= now) {
+          delayed.delete(entry)
+          settle(entry, Effect.fail(entry.failure!))
+        } else if (entry.retryAt <= now) {
+          delayed.delete(entry)
+          waiting.push(entry)
+        }
+      }
+      if (probes.size > 0) {
+        for (const [topic, state] of probes) {
+          if (state.verdict !== undefined && now - state.at >= PROBE_REUSE_MS) probes.delete(topic)
         }
       }
       // Drop what expired or was interrupted, so a long outage with publishers retrying does not pile them up.
@@ -478,7 +565,8 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       // No entry: the PubAck came after the deadline, or the publish was interrupted.
       if (entry === undefined) return
       remove(entry)
-      settle(entry, toResult(entry.topic, msg))
+      if (msg.data.length === 0 && msg.headers?.code === 503) noResponders(entry)
+      else settle(entry, toResult(entry.topic, msg))
       pump()
     }
 
@@ -547,13 +635,13 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       topic: string,
       body: Uint8Array,
       headers: Headers,
-      msgHdrs: MsgHdrs | undefined,
+      block: Uint8Array | undefined,
       msgId: string
     ): Effect.Effect<PublishAck, PublishError> =>
       // A one-argument register: Effect then creates no AbortSignal per publish.
       Effect.callback<PublishAck, PublishError>((resume) => {
         const deadline = clock.currentTimeMillisUnsafe() + options.timeout
-        const entry = new Entry(topic, body, headers, msgHdrs, msgId, deadline, resume)
+        const entry = new Entry(topic, body, headers, block, msgId, deadline, resume)
         submit(entry)
         // An interrupted publish that is still waiting must not be sent later. One already sent keeps its slot until
         // its PubAck or deadline, as it is still in flight on the wire; skipping the canceller then saves two
@@ -563,6 +651,6 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
 
     return {
       publish: (topic, body, headers, msgId) => start(topic, body, headers, undefined, msgId),
-      publishMsgHdrs: (topic, body, headers, msgId) => start(topic, body, NO_HEADERS, headers, msgId)
+      publishBlock: (topic, body, block) => start(topic, body, NO_HEADERS, block, "")
     }
   })
