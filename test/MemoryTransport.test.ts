@@ -121,10 +121,10 @@ test("memory: subscribe refuses invalid options with a SubscribeError naming the
   withMemory({}, Effect.gen(function*() {
     const bus = yield* EventBus
     for (const [options, text] of [
-      [{ concurrency: 0 }, /concurrency must be a positive integer, got 0/],
-      [{ maxDeliver: 1.5 }, /maxDeliver must be a positive integer, got 1.5/],
-      [{ group: "" }, /must be a non-empty name/],
-      [{ group: "a b" }, /without whitespace, dots or wildcards/]
+      [{ concurrency: 0 }, /concurrency must be an integer from 1 to 10000, got 0/],
+      [{ maxDeliver: 1.5 }, /maxDeliver must be an integer from 1 to 10000, got 1.5/],
+      [{ group: "" }, /group must be a name of 1 to 255 characters/],
+      [{ group: "a b" }, /without whitespace, control characters, "\.", "\*", ">", "\/" or "\\"/]
     ] as const) {
       const error = yield* Effect.flip(bus.subscribe(AssetCreatedEvent, () => Effect.void, options))
       assert.ok(error instanceof SubscribeError && error.reason === "InvalidOptions")

@@ -6,6 +6,7 @@
  * @module
  */
 import { Duration } from "effect"
+import * as Options from "./Options.ts"
 
 /**
  * The delay before delivery `attempt + 1`, after delivery `attempt` (1-based) failed.
@@ -17,7 +18,8 @@ export type Backoff = (attempt: number) => Duration.Duration
 
 /**
  * Exponential backoff: `initial * factor^(attempt - 1)`, capped at `max`, with optional full jitter in
- * `[delay * (1 - jitter), delay]`.
+ * `[delay * (1 - jitter), delay]`. `initial` and `max` from 0 to 1 day, `factor` from 1 to 100, `jitter` from 0 to 1;
+ * anything else throws a `ConfigError` here, where the backoff is written.
  *
  * @since 0.1.0
  * @category constructors
@@ -30,6 +32,12 @@ export const exponential = (
     readonly jitter?: number
   } = {}
 ): Backoff => {
+  Options.orThrow(Options.first(
+    () => Options.duration("backoff.initial", initial, Options.Ranges.delay),
+    () => Options.number("backoff.factor", factor, { min: 1, max: 100 }),
+    () => Options.duration("backoff.max", max, Options.Ranges.delay),
+    () => Options.number("backoff.jitter", jitter, { min: 0, max: 1 })
+  ))
   const base = Duration.toMillis(initial)
   const cap = Duration.toMillis(max)
   return (attempt) => {
@@ -39,12 +47,13 @@ export const exponential = (
 }
 
 /**
- * The same delay after every failure.
+ * The same delay after every failure (0 to 1 day; anything else throws a `ConfigError`).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const constant = (delay: Duration.Input): Backoff => {
+  Options.orThrow(Options.duration("backoff.delay", delay, Options.Ranges.delay))
   const fixed = Duration.fromInputUnsafe(delay)
   return () => fixed
 }

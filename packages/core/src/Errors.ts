@@ -88,14 +88,15 @@ export type PublishErrorReason =
   | "PermissionDenied"
   | "Timeout"
   | "NotConnected"
+  | "InvalidOptions"
   | "Unavailable"
   | "Unknown"
 
 /**
  * A message could not be published (`MissingKey`: the event's ordering key is empty, see `defineEvent`'s
- * `allowEmptyKey`). Nothing was stored unless `reason` is `Timeout`, or `NotConnected` because the
- * connection was lost while the acknowledgement was on its way: then the outcome is unknown (publishing again with the
- * same event id is safe: the backend drops the duplicate).
+ * `allowEmptyKey`; `InvalidOptions`: a publish option is out of range, named in the message). Nothing was stored
+ * unless `reason` is `Timeout`, or `NotConnected` because the connection was lost while the acknowledgement was on its
+ * way: then the outcome is unknown (publishing again with the same event id is safe: the backend drops the duplicate).
  *
  * @since 0.1.0
  * @category errors
@@ -286,7 +287,7 @@ export class RpcError extends TaggedErrorBase<{ readonly code: string; readonly 
  * @since 0.1.0
  * @category errors
  */
-export type RequestFailedReason = "Encode" | "Decode" | "Closed" | "PermissionDenied" | "Transport"
+export type RequestFailedReason = "Encode" | "Decode" | "Closed" | "PermissionDenied" | "InvalidOptions" | "Transport"
 
 /**
  * Request-reply: the request could not be sent, or its reply could not be read (`Decode`: the body is not the
@@ -313,12 +314,26 @@ export class RequestFailed extends TaggedErrorBase<{
  */
 export class ServeError extends TaggedErrorBase<{
   readonly subject: string
-  readonly reason: "Closed" | "InvalidSubject" | "PermissionDenied" | "Transport"
+  readonly reason: "Closed" | "InvalidSubject" | "InvalidOptions" | "PermissionDenied" | "Transport"
   readonly message: string
   readonly cause?: unknown
 }> {
   /** @since 0.1.0 */
   readonly _tag = "ServeError"
+}
+
+/**
+ * An option is out of its accepted range where no more specific error applies: a bus layer's configuration
+ * (`EventBus.layer`, `MemoryTransport.layer`) or a plugin constructor (`retry`, `logging`, ...; those throw it, since
+ * they are plain functions). `option` is the option's path (`subscribe.concurrency`); `message` names the option, the
+ * value (never a credential) and the accepted range.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConfigError extends TaggedErrorBase<{ readonly option: string; readonly message: string }> {
+  /** @since 0.1.0 */
+  readonly _tag = "ConfigError"
 }
 
 /**

@@ -10,11 +10,13 @@ import { create, type DescMessage, fromBinary, type MessageInitShape, type Messa
 import { Context, Duration, Effect, Layer, Result, type Scope } from "effect"
 import * as Backoff from "./Backoff.ts"
 import { envelopeHeaders, HeaderNames, newEventId } from "./Envelope.ts"
-import { DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
+import { ConfigError, DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
 import type { EventDef } from "./EventDef.ts"
 import type { Handler, Middleware, PublishMiddleware, Send } from "./Handler.ts"
+import { checkEventBusConfig, checkPublishOptions, checkSubscribeOptions, WindowRange } from "./internal/checks.ts"
 import { makeProcess } from "./internal/process.ts"
 import { MemoryTransport, type MemoryTransportOptions } from "./MemoryTransport.ts"
+import * as Options from "./Options.ts"
 import { checkTopic } from "./Topic.ts"
 import {
   type DeliverPolicy,
@@ -43,7 +45,8 @@ export interface PublishOptions {
 }
 
 /**
- * Options of one subscription. Defaults come from the bus config, then from the values listed here.
+ * Options of one subscription. Defaults come from the bus config, then from the values listed here. A value outside
+ * its range fails `subscribe` with `SubscribeError` reason `InvalidOptions` naming it (docs/reliability.md, "Options").
  *
  * @since 0.1.0
  * @category models
@@ -55,7 +58,7 @@ export interface SubscribeOptions {
    * ephemeral: it starts with new messages and is forgotten when its scope closes.
    */
   readonly group?: string
-  /** Handlers running at once (default 8). */
+  /** Handlers running at once (default 8; 1 to 10,000). */
   readonly concurrency?: number
   /** `"key"`: one event at a time per ordering key, in publish order; keys run concurrently (default `"none"`). */
   readonly ordering?: "none" | "key"
@@ -65,15 +68,15 @@ export interface SubscribeOptions {
    * stops pulling until that key moves.
    */
   readonly maxBuffered?: number
-  /** Deliveries (first one included) before a failing message is dead-lettered (default 5). */
+  /** Deliveries (first one included) before a failing message is dead-lettered (default 5; 1 to 10,000). */
   readonly maxDeliver?: number
   /** Delay before redelivering a failed message (default exponential from 200 ms, ×2, up to 1 minute). */
   readonly backoff?: Backoff.Backoff
   /** Where a new group or an ephemeral subscription starts (default `"all"` for a group, `"new"` without one). */
   readonly deliverPolicy?: DeliverPolicy
-  /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s). */
+  /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s; 100 ms to 1 day). */
   readonly ackWait?: Duration.Input
-  /** How long closing the subscription waits for running handlers before handing their messages back (default 10 s). */
+  /** How long closing the subscription waits for running handlers before handing them back (default 10 s; 0 to 1 hour). */
   readonly drainTimeout?: Duration.Input
   /**
    * Marks an infrastructure subscription (the health heartbeat's): the bus-wide `middleware` (logging, metrics, ...)
@@ -177,20 +180,20 @@ const DEFAULTS = {
   drainTimeout: Duration.seconds(10)
 } as const
 
-/** Group names become durable consumer names, which NATS restricts to one token without wildcards. */
-const INVALID_GROUP = /[\s.*>]/
-
-const positiveInt = (value: number | undefined, name: string): string | undefined =>
-  value === undefined || (Number.isInteger(value) && value >= 1) ? undefined : `${name} must be a positive integer, got ${value}`
+const invalidPublish = (topic: string, found: Options.Problem): PublishError =>
+  new PublishError({ topic, reason: "InvalidOptions", retriable: false, message: `cannot publish to ${topic}: ${found.message}` })
 
 /**
- * Builds a bus over the `Transport` in context.
+ * Builds a bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, never, Transport> =>
-  Effect.map(Effect.service(Transport), (transport): EventBusShape => {
+export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, ConfigError, Transport> =>
+  Effect.suspend(() => {
+    const found = checkEventBusConfig(config)
+    return found === undefined ? Effect.void : Effect.fail(Options.toConfigError(found))
+  }).pipe(Effect.andThen(Effect.service(Transport)), Effect.map((transport): EventBusShape => {
     const source = config.source ?? "cqbus"
     const shared = config.subscribe ?? {}
     const checked = new WeakSet<EventDef<DescMessage>>()
@@ -226,6 +229,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
       options?: PublishOptions
     ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
       Effect.suspend(() => {
+        const invalidOptions = options === undefined ? undefined : checkPublishOptions(options)
+        if (invalidOptions !== undefined) return Effect.fail(invalidPublish(event.topic, invalidOptions))
         let full: MessageShape<S>
         let body: Uint8Array
         try {
@@ -273,7 +278,10 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
     ): Effect.Effect<PublishAck, PublishError | InvalidTopic> =>
       Effect.suspend(() => {
         const invalid = checkTopic(topic, "subject")
-        return invalid === undefined ? send(topic, body, options?.type, options?.key, options) : Effect.fail(invalid)
+        if (invalid !== undefined) return Effect.fail(invalid)
+        const invalidOptions = options === undefined ? undefined : checkPublishOptions(options)
+        if (invalidOptions !== undefined) return Effect.fail(invalidPublish(topic, invalidOptions))
+        return send(topic, body, options?.type, options?.key, options)
       })
 
     const start = <A, E, R>(
@@ -286,19 +294,22 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
       Effect.gen(function*() {
         const invalid = checkTopic(topic, "pattern")
         if (invalid !== undefined) return yield* invalid
+        const problem = checkSubscribeOptions(options)
+        if (problem !== undefined) {
+          const group = typeof options?.group === "string" ? options.group : undefined
+          return yield* new SubscribeError({
+            topic,
+            group,
+            reason: "InvalidOptions",
+            message: `cannot subscribe to ${topic}: ${problem.message}`
+          })
+        }
         const group = options.group
         const concurrency = options.concurrency ?? shared.concurrency ?? DEFAULTS.concurrency
         const maxDeliver = options.maxDeliver ?? shared.maxDeliver ?? DEFAULTS.maxDeliver
         const ordering = options.ordering ?? shared.ordering ?? "none"
-        const maxBuffered = options.maxBuffered ?? shared.maxBuffered ?? concurrency * 16
-        const problem = (group !== undefined && (group.length === 0 || INVALID_GROUP.test(group))
-          ? `group ${JSON.stringify(group)} must be a non-empty name without whitespace, dots or wildcards`
-          : undefined) ??
-          positiveInt(concurrency, "concurrency") ?? positiveInt(maxDeliver, "maxDeliver") ??
-          positiveInt(maxBuffered, "maxBuffered")
-        if (problem !== undefined) {
-          return yield* new SubscribeError({ topic, group, reason: "InvalidOptions", message: problem })
-        }
+        // The default grows with `concurrency` but stays inside the accepted range.
+        const maxBuffered = options.maxBuffered ?? shared.maxBuffered ?? Math.min(concurrency * 16, 1_000_000)
         const context = yield* Effect.context<R>()
         // Infrastructure subscriptions run their handler bare: bus-wide middleware is for the application's events.
         const wrapped = options.internal === true ? handler : wrap(handler)
@@ -368,7 +379,16 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
             return worker()
           })
         }
-        const workers = Math.min(items.length, Math.max(1, options?.window ?? 256))
+        const window = options?.window
+        const invalidWindow = Options.first(
+          () => Options.integer("window", window, WindowRange),
+          () => Options.func("publish", options?.publish)
+        )
+        if (invalidWindow !== undefined) {
+          const failure = Result.fail(invalidPublish(event.topic, invalidWindow))
+          return Effect.succeed(items.map(() => failure))
+        }
+        const workers = Math.min(items.length, window ?? 256)
         return Effect.as(
           Effect.all(Array.from({ length: workers }, () => Effect.suspend(worker)), { concurrency: "unbounded", discard: true }),
           results as ReadonlyArray<Result.Result<PublishAck, PublishError | InvalidTopic>>
@@ -376,7 +396,7 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
       })
 
     return { publish, publishAll, subscribe, publishRaw, subscribeRaw, check: transport.check }
-  })
+  }))
 
 /**
  * Decodes a delivery as the event's type. A `ce-type` header naming another type is a decode error too: protobuf
@@ -439,25 +459,25 @@ const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventB
  */
 export class EventBus extends EventBusKey {
   /**
-   * The bus over the `Transport` in context.
+   * The bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
    *
    * @since 0.1.0
    * @category layers
    */
-  static layer(config: EventBusConfig = {}): Layer.Layer<EventBus, never, Transport> {
+  static layer(config: EventBusConfig = {}): Layer.Layer<EventBus, ConfigError, Transport> {
     return Layer.effect(EventBus, make(config))
   }
 
   /**
    * The bus over a fresh in-memory transport; also provides `Transport` and `MemoryTransport` (dead letters,
-   * retained messages) for tests and tools.
+   * retained messages) for tests and tools. Fails with `ConfigError` when a bus or memory option is out of range.
    *
    * @since 0.1.0
    * @category layers
    */
   static layerMemory(
     options: EventBusConfig & { readonly memory?: MemoryTransportOptions } = {}
-  ): Layer.Layer<EventBus | Transport | MemoryTransport> {
+  ): Layer.Layer<EventBus | Transport | MemoryTransport, ConfigError> {
     return EventBus.layer(options).pipe(Layer.provideMerge(MemoryTransport.layer(options.memory)))
   }
 }

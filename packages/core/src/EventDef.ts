@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf"
+import { type DescMessage, type MessageShape, ScalarType } from "@bufbuild/protobuf"
+import * as Options from "./Options.ts"
 import { checkTopic, topicOf } from "./Topic.ts"
 
 /**
@@ -61,9 +62,25 @@ export interface DefineEventOptions<S extends DescMessage> {
 }
 
 /**
+ * A key option names a string field of the message or is a function: a key naming anything else would read
+ * `undefined` and put every event under the one key "undefined".
+ */
+const checkKey = (schema: DescMessage, key: unknown): Options.Check => {
+  if (key === undefined || typeof key === "function") return undefined
+  const fields = schema.fields.filter((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING).map((f) => f.localName)
+  return typeof key === "string" && fields.includes(key) ? undefined : {
+    option: "key",
+    message: `key must be a string field of ${schema.typeName} (${fields.join(", ") || "it has none"}) or a function, got ${
+      Options.show(key)
+    }`
+  }
+}
+
+/**
  * Defines a typed event. The topic defaults to the message's package and snake_case name
  * (`cqc.events.v1.asset_created`). An invalid topic override is a programming error and throws `InvalidTopic` here,
- * at definition time, instead of failing every publish later.
+ * at definition time, instead of failing every publish later; a `key` naming no string field of the message throws a
+ * `ConfigError` the same way.
  *
  * @example
  * ```ts
@@ -80,6 +97,7 @@ export const defineEvent = <S extends DescMessage>(schema: S, options: DefineEve
   const invalid = checkTopic(topic, "subject")
   if (invalid !== undefined) throw invalid
   const key = options.key
+  Options.orThrow(Options.first(() => checkKey(schema, key), () => Options.boolean("allowEmptyKey", options.allowEmptyKey)))
   return {
     schema,
     type: schema.typeName,

@@ -7,6 +7,7 @@
  */
 import { Duration, Effect } from "effect"
 import { HandlerTimeout } from "./Errors.ts"
+import * as Options from "./Options.ts"
 import type { PublishError } from "./Errors.ts"
 import type { Headers, OutgoingMessage, PublishAck } from "./Transport.ts"
 
@@ -87,12 +88,13 @@ export type PublishMiddleware = (next: Send) => Send
 
 /**
  * Fails a handler run with `HandlerTimeout` (and interrupts it) when it takes longer than `duration`; the message is
- * then redelivered like any failure. CQC's `WithTimeout`.
+ * then redelivered like any failure. CQC's `WithTimeout`. A `duration` outside 1 ms to 1 hour throws a `ConfigError`.
  *
  * @since 0.1.0
  * @category middleware
  */
 export const timeout = (duration: Duration.Input): Middleware<HandlerTimeout> => {
+  Options.orThrow(Options.duration("timeout", duration, Options.Ranges.timeout))
   const limit = Duration.fromInputUnsafe(duration)
   return (handler) => (event, delivery) =>
     handler(event, delivery).pipe(

@@ -19,7 +19,8 @@
  * @module
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
-import { HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
 import {
   type ConsumeOptions,
@@ -163,16 +164,35 @@ const lowerBound = (entries: ReadonlyArray<Entry>, from: number, sequence: numbe
   return lo
 }
 
+/** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
+const checkOptions = (options: unknown): Options.Check =>
+  Options.first(() => Options.object("memory", options), () => {
+    const o = (options ?? {}) as Record<string, unknown>
+    return Options.first(
+      () => Options.integer("maxMessagesPerTopic", o.maxMessagesPerTopic, { min: 1, max: Options.MAX_COUNT }),
+      () => Options.integer("maxBytesPerTopic", o.maxBytesPerTopic, { min: 1, max: Options.MAX_COUNT }),
+      () => Options.duration("maxAge", o.maxAge, { min: "1 millis", max: "36500 days" }),
+      // 64 MiB is nats-server's largest max_payload.
+      () => Options.integer("maxMessageSize", o.maxMessageSize, { min: 1, max: 64 * 1024 * 1024 }),
+      () => Options.oneOf("discard", o.discard, ["old", "new"]),
+      () => Options.duration("duplicateWindow", o.duplicateWindow, { min: 0, max: "7 days" }),
+      () => Options.name("stream", o.stream)
+    )
+  })
+
 /**
- * Builds a memory transport; it closes (publishes fail, subscriptions stop) when the scope closes.
+ * Builds a memory transport; it closes (publishes fail, subscriptions stop) when the scope closes. Fails with
+ * `ConfigError` when an option is out of range.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
   options: MemoryTransportOptions = {}
-): Effect.Effect<{ readonly transport: TransportShape; readonly memory: MemoryTransportShape }, never, Scope.Scope> =>
+): Effect.Effect<{ readonly transport: TransportShape; readonly memory: MemoryTransportShape }, ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
+    const invalid = checkOptions(options)
+    if (invalid !== undefined) return yield* Options.toConfigError(invalid)
     const maxMessages = options.maxMessagesPerTopic ?? 100_000
     const maxBytes = options.maxBytesPerTopic ?? 64 * 1024 * 1024
     const maxAge = options.maxAge === undefined ? Infinity : Duration.toMillis(options.maxAge)
@@ -673,7 +693,7 @@ export class MemoryTransport extends MemoryTransportKey {
    * @since 0.1.0
    * @category layers
    */
-  static layer(options: MemoryTransportOptions = {}): Layer.Layer<Transport | MemoryTransport> {
+  static layer(options: MemoryTransportOptions = {}): Layer.Layer<Transport | MemoryTransport, ConfigError> {
     return Layer.effectContext(
       Effect.map(make(options), ({ memory, transport }) =>
         Context.make(Transport, transport).pipe(Context.add(MemoryTransport, memory)))

@@ -23,7 +23,8 @@ import {
   toBinary
 } from "@bufbuild/protobuf"
 import { Cause, Context, Deferred, Duration, Effect, FiberSet, Layer, type Scope } from "effect"
-import { NoResponders, RequestFailed, RequestTimeout, RpcError, type ServeError } from "./Errors.ts"
+import { NoResponders, RequestFailed, RequestTimeout, RpcError, ServeError } from "./Errors.ts"
+import * as Options from "./Options.ts"
 import { checkTopic, snakeCase } from "./Topic.ts"
 import type { Headers } from "./Transport.ts"
 
@@ -326,6 +327,24 @@ export type RpcClient<S extends DescService> = {
 
 const message = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
+/** The options of a client or a call: a timeout within `Options.Ranges.timeout` and a headers object. */
+const checkCallOptions = (options: unknown, prefix: string): Options.Check =>
+  Options.first(
+    () => Options.object(prefix === "" ? "options" : prefix.slice(0, -1), options),
+    () => Options.duration(`${prefix}timeout`, (options as CallOptions | undefined)?.timeout, Options.Ranges.timeout),
+    () => Options.object(`${prefix}headers`, (options as CallOptions | undefined)?.headers)
+  )
+
+/** A queue group name: one token of printable characters (dots allowed, as in the default, the service's name). */
+const checkQueue = (value: unknown): Options.Check =>
+  Options.first(
+    () => Options.text("queue", value, { maxLength: Options.MAX_NAME_LENGTH }),
+    () =>
+      typeof value === "string" && /[\s*>]/.test(value)
+        ? { option: "queue", message: `queue must be a name without whitespace or wildcards, got ${Options.show(value)}` }
+        : undefined
+  )
+
 const methods = (def: ServiceDef): ReadonlyArray<readonly [DescMethod, string]> =>
   def.service.methods.flatMap((m) => {
     const subject = (def.subjects as Record<string, string>)[m.localName]
@@ -356,12 +375,21 @@ export const makeRpcClient = <S extends DescService>(
   options: RpcClientOptions = {}
 ): Effect.Effect<RpcClient<S>, never, RequestReply> =>
   Effect.map(Effect.service(RequestReply), (port) => {
-    const timeout = Duration.fromInputUnsafe(options.timeout ?? Duration.seconds(5))
+    // A bad client option fails every call with `InvalidOptions` rather than the construction, whose type (used by
+    // generated clients) has no error channel.
+    const invalidClient = checkCallOptions(options, "client.")
+    const timeout = invalidClient === undefined ? Duration.fromInputUnsafe(options.timeout ?? Duration.seconds(5)) : Duration.zero
     const base = options.headers ?? {}
     const out: Record<string, (request: never, call?: CallOptions) => Effect.Effect<unknown, RequestError>> = {}
     for (const [method, subject] of methods(def)) {
       out[method.localName] = (request: MessageInitShape<DescMessage>, call?: CallOptions) =>
         Effect.suspend(() => {
+          const invalid = invalidClient ?? (call === undefined ? undefined : checkCallOptions(call, ""))
+          if (invalid !== undefined) {
+            return Effect.fail(
+              new RequestFailed({ subject, reason: "InvalidOptions", message: `cannot request ${subject}: ${invalid.message}` })
+            )
+          }
           let body: Uint8Array
           try {
             body = toBinary(method.input, create(method.input, request))
@@ -488,6 +516,18 @@ export const serveRpc = <S extends DescService, R = never>(
   Effect.gen(function*() {
     const port = yield* RequestReply
     const context = yield* Effect.context<R>()
+    const invalid = Options.first(
+      () => Options.object("options", options),
+      () => checkQueue(options.queue),
+      () => Options.duration("drainTimeout", options.drainTimeout, Options.Ranges.drain)
+    )
+    if (invalid !== undefined) {
+      return yield* new ServeError({
+        subject: def.typeName,
+        reason: "InvalidOptions",
+        message: `cannot serve ${def.typeName}: ${invalid.message}`
+      })
+    }
     const queue = options.queue ?? def.typeName
     const drainTimeout = Duration.fromInputUnsafe(options.drainTimeout ?? Duration.seconds(10))
     for (const [method, subject] of methods(def)) {

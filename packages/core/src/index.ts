@@ -14,6 +14,7 @@ export {
   PROTOBUF_CONTENT_TYPE
 } from "./Envelope.ts"
 export {
+  ConfigError,
   DecodeError,
   errorMessage,
   errorTag,
@@ -44,6 +45,7 @@ export {
   type SubscribeOptions,
   type Subscription
 } from "./EventBus.ts"
+export { checkEventBusConfig } from "./internal/checks.ts"
 export { defineEvent, type DefineEventOptions, type EventDef, type StringFieldOf } from "./EventDef.ts"
 export {
   type Delivery,
@@ -87,6 +89,7 @@ export {
   type ServiceDef,
   type UnaryMethodName
 } from "./RequestReply.ts"
+export * as Options from "./Options.ts"
 export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"
 export { runMain, type RunMainOptions } from "./RunMain.ts"
 export {

@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { errorMessage, EventBus, redactDeep, Transport } from "@cqbus/core"
-import { Cause, Context, Duration, Effect, Exit, Option, type Redacted, Result } from "effect"
+import { errorMessage, EventBus, Options, redactDeep, Transport } from "@cqbus/core"
+import { Cause, Context, Duration, Effect, Exit, Option, Redacted, Result } from "effect"
 import { Hono } from "hono"
 import { Heartbeat } from "./Heartbeat.ts"
 
@@ -175,6 +175,47 @@ const causeMessage = (cause: Cause.Cause<unknown>): string => {
   return "interrupted"
 }
 
+const backlogRange = { min: 1, max: Options.MAX_COUNT }
+
+/** The accepted range of each option (docs/reliability.md, "Options"). */
+const checkOptions = (options: unknown): Options.Check =>
+  Options.first(() => Options.object("healthRouter", options), () => {
+    const o = options as Record<string, unknown>
+    const backlog = (o.backlog ?? {}) as Record<string, unknown>
+    return Options.first(
+      () =>
+        typeof o.runtime === "object" && o.runtime !== null
+          ? undefined
+          : { option: "healthRouter.runtime", message: `healthRouter.runtime must be a ManagedRuntime or a Context, got ${Options.show(o.runtime)}` },
+      () =>
+        Options.list("healthRouter.checks", o.checks, (option, check) =>
+          Options.first(
+            () => Options.object(option, check),
+            () => {
+              const c = check as Record<string, unknown>
+              return Options.first(
+                () => Options.text(`${option}.name`, c.name, { maxLength: 256 }),
+                () => Effect.isEffect(c.run) ? undefined : { option: `${option}.run`, message: `${option}.run must be an Effect, got ${Options.show(c.run)}` },
+                () => Options.boolean(`${option}.ready`, c.ready),
+                () => Options.duration(`${option}.timeout`, c.timeout, Options.Ranges.timeout)
+              )
+            }
+          )),
+      () => Options.duration("healthRouter.timeout", o.timeout, Options.Ranges.timeout),
+      () => Options.object("healthRouter.backlog", o.backlog),
+      () => Options.integer("healthRouter.backlog.warn", backlog.warn, backlogRange),
+      () => Options.integer("healthRouter.backlog.fail", backlog.fail, backlogRange),
+      () => Options.oneOf("healthRouter.heartbeat", o.heartbeat, ["full", "ready", false]),
+      () => Options.record("healthRouter.service", o.service, (option, v) => Options.text(option, v, { maxLength: 1024 })),
+      // Secrets are never shown, not even when they are the wrong type.
+      () =>
+        Options.list("healthRouter.secrets", o.secrets, (option, v) =>
+          typeof v === "string" || Redacted.isRedacted(v)
+            ? undefined
+            : { option, message: `${option} must be a string or a Redacted string` })
+    )
+  })
+
 interface NamedCheck<R> {
   readonly name: string
   readonly ready: boolean
@@ -315,6 +356,7 @@ const heartbeatCheck = (ready: boolean): NamedCheck<never> => ({
  * @category constructors
  */
 export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono => {
+  Options.orThrow(checkOptions(options))
   const run = runnerOf(options.runtime)
   const timeout = Duration.fromInputUnsafe(options.timeout ?? "2 seconds")
   const secrets = options.secrets ?? []

@@ -321,5 +321,5 @@ test("health: a Context works as the runtime too", async () => {
 class RuntimeScope extends Context.Service<RuntimeScope, Scope.Scope>()("test/RuntimeScope") {}
 
 const busWithScope = (): Layer.Layer<Services | RuntimeScope> =>
-  Layer.mergeAll(EventBus.layerMemory(), Layer.effect(RuntimeScope, Effect.scope))
+  Layer.mergeAll(Layer.orDie(EventBus.layerMemory()), Layer.effect(RuntimeScope, Effect.scope))
 

@@ -14,6 +14,7 @@ import {
   errorTag,
   type Headers,
   type Middleware,
+  Options,
   type OutgoingMessage,
   type PublishAck,
   type PublishError,
@@ -131,6 +132,22 @@ const DELIVERY_LEVELS: Required<LoggingLevels> = {
 }
 
 const PUBLISH_LEVELS: Required<LoggingPublishLevels> = { success: "Debug", failure: "Warn", defect: "Error" }
+
+const LEVEL_NAMES: ReadonlyArray<LoggingLevel> = ["Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]
+
+/** `levels` names known outcomes only, each with a level; `headers` lists header names (docs/reliability.md, "Options"). */
+const checkCommon = (options: unknown, prefix: string, outcomes: ReadonlyArray<string>): Options.Check =>
+  Options.first(() => Options.object(prefix, options), () => {
+    const o = (options ?? {}) as Record<string, unknown>
+    return Options.first(
+      () =>
+        Options.record(`${prefix}.levels`, o.levels, (option, value) =>
+          outcomes.includes(option.slice(`${prefix}.levels.`.length))
+            ? Options.oneOf(option, value, LEVEL_NAMES)
+            : { option, message: `${option} is not an outcome; the outcomes are ${outcomes.join(", ")}` }),
+      () => Options.list(`${prefix}.headers`, o.headers, (option, value) => Options.text(option, value, { maxLength: 256 }))
+    )
+  })
 
 /** Header names that may carry credentials: never logged, whatever the allow-list says. */
 const SENSITIVE_HEADER = /auth|cookie|token|secret|passw|api[-_]?key|credential|signature|session|bearer/i
@@ -270,6 +287,11 @@ const deliveryAnnotations = (delivery: Delivery, into: Annotations): Annotations
  * @category middleware
  */
 export const logging = (options: LoggingOptions = {}): Middleware => {
+  Options.orThrow(Options.first(
+    () => checkCommon(options, "logging", Object.keys(DELIVERY_LEVELS)),
+    () => Options.boolean("logging.logPayload", options.logPayload),
+    () => Options.func("logging.describe", options.describe)
+  ))
   const levels: Required<LoggingLevels> = { ...DELIVERY_LEVELS, ...options.levels }
   const describe = options.logPayload === true ? options.describe ?? describePayload : undefined
   const headers = allowedHeaders(options.headers)
@@ -409,6 +431,7 @@ const publishAnnotations = (
  * @category middleware
  */
 export const loggingPublish = (options: LoggingPublishOptions = {}): PublishMiddleware => {
+  Options.orThrow(checkCommon(options, "loggingPublish", Object.keys(PUBLISH_LEVELS)))
   const levels: Required<LoggingPublishLevels> = { ...PUBLISH_LEVELS, ...options.levels }
   const headers = allowedHeaders(options.headers)
   return (next) => (message) =>

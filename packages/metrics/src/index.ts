@@ -23,6 +23,7 @@ import {
   type Delivery,
   type HealthError,
   type Middleware,
+  Options,
   type OutgoingMessage,
   type PublishAck,
   type PublishError,
@@ -70,6 +71,37 @@ export interface MetricsOptions {
    */
   readonly boundaries?: ReadonlyArray<number>
 }
+
+/** Attribute values are label values: one line each. */
+const attributes = (option: string, value: unknown): Options.Check =>
+  Options.record(option, value, (name, v) => Options.text(name, v, { maxLength: 1024 }))
+
+/** Histogram boundaries in seconds: positive, finite, strictly increasing (a registry refuses anything else). */
+const boundaries = (option: string, value: unknown): Options.Check =>
+  Options.first(
+    () => Options.list(option, value, (name, v) => Options.number(name, v, { min: Number.MIN_VALUE, max: 1_000_000 }), { nonEmpty: true }),
+    () => {
+      const list = (value ?? []) as ReadonlyArray<number>
+      const at = list.findIndex((b, i) => i > 0 && b <= list[i - 1]!)
+      return at < 0 ? undefined : {
+        option: `${option}[${at}]`,
+        message: `${option} must be strictly increasing, got ${list[at]} after ${list[at - 1]}`
+      }
+    }
+  )
+
+/** `MetricsOptions` of `metrics` and `metricsPublish` (docs/reliability.md, "Options"). */
+const checkMetricsOptions = (options: unknown, prefix: string): Options.Check =>
+  Options.first(() => Options.object(prefix, options), () => {
+    const o = (options ?? {}) as Record<string, unknown>
+    return Options.first(() => attributes(`${prefix}.attributes`, o.attributes), () => boundaries(`${prefix}.boundaries`, o.boundaries))
+  })
+
+const checkLagOptions = (options: unknown, prefix: string): Options.Check =>
+  Options.first(
+    () => Options.object(prefix, options),
+    () => attributes(`${prefix}.attributes`, (options as ConsumerLagOptions | undefined)?.attributes)
+  )
 
 /** A counter and a histogram of one series (one attribute set). */
 interface Series {
@@ -140,6 +172,7 @@ const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(en
  * @category middleware
  */
 export const metrics = (options: MetricsOptions = {}): Middleware => {
+  Options.orThrow(checkMetricsOptions(options, "metrics"))
   const series = seriesCache(
     { name: "messaging_client_consumed_messages_total", description: "Number of messages delivered to a handler, by outcome." },
     { name: "messaging_process_duration_seconds", description: "Duration of processing one delivery, in seconds." },
@@ -192,6 +225,7 @@ export const metrics = (options: MetricsOptions = {}): Middleware => {
  * @category middleware
  */
 export const metricsPublish = (options: MetricsOptions = {}): PublishMiddleware => {
+  Options.orThrow(checkMetricsOptions(options, "metricsPublish"))
   const series = seriesCache(
     { name: "messaging_client_sent_messages_total", description: "Number of messages published, by outcome." },
     {
@@ -398,6 +432,7 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
  * @category consumer lag
  */
 export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<void, HealthError, Transport> => {
+  Options.orThrow(checkLagOptions(options, "consumerLag"))
   const extra = options.attributes ?? {}
   // Label sets recorded by an earlier read, by a key of their labels, so a vanished consumer can be set to 0.
   const known = new Map<string, Record<string, string>>()
@@ -446,6 +481,10 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
 export const consumerLagPolling = (
   options: ConsumerLagOptions & { readonly interval?: Duration.Input } = {}
 ): Layer.Layer<never, never, Transport> => {
+  Options.orThrow(Options.first(
+    () => checkLagOptions(options, "consumerLagPolling"),
+    () => Options.duration("consumerLagPolling.interval", options.interval, { min: "100 millis", max: "1 days" })
+  ))
   const read = consumerLag(options).pipe(Effect.ignore)
   return Layer.effectDiscard(
     Effect.forkScoped(Effect.repeat(read, Schedule.spaced(options.interval ?? "15 seconds")))
@@ -474,6 +513,12 @@ export interface PrometheusOptions {
  * @category constants
  */
 export const PROMETHEUS_CONTENT_TYPE: string = "text/plain; version=0.0.4; charset=utf-8"
+
+const checkPrometheusOptions = (options: unknown, prefix: string): Options.Check =>
+  Options.first(
+    () => Options.object(prefix, options),
+    () => Options.func(`${prefix}.include`, (options as PrometheusOptions | undefined)?.include)
+  )
 
 /** A metric name: invalid characters become `_`, and a leading digit gets a `_` prefix. */
 const metricName = (id: string): string => {
@@ -586,27 +631,29 @@ const renderSamples = (name: string, snapshot: Metric.Metric.Snapshot, out: Arra
  * @since 0.1.0
  * @category exposition
  */
-export const prometheus = (options: PrometheusOptions = {}): Effect.Effect<string> =>
-  Effect.map(Metric.snapshot, (snapshots) => {
-    const families = new Map<string, Array<Metric.Metric.Snapshot>>()
-    for (const snapshot of snapshots) {
-      if (options.include !== undefined && !options.include(snapshot.id)) continue
-      const name = familyName(snapshot)
-      const family = families.get(name)
-      if (family === undefined) families.set(name, [snapshot])
-      else if (family[0]!.type === snapshot.type) family.push(snapshot)
-    }
-    const out: Array<string> = []
-    for (const name of [...families.keys()].sort()) {
-      const family = families.get(name)!
-      const first = family[0]!
-      const description = family.find((s) => s.description !== undefined)?.description ?? first.id
-      out.push(`# HELP ${name} ${escapeHelp(description)}`)
-      out.push(`# TYPE ${name} ${PROMETHEUS_TYPE[first.type]}`)
-      for (const snapshot of family) renderSamples(name, snapshot, out)
-    }
-    return out.length === 0 ? "" : `${out.join("\n")}\n`
-  })
+export const prometheus = (options: PrometheusOptions = {}): Effect.Effect<string> => {
+  Options.orThrow(checkPrometheusOptions(options, "prometheus"))
+  return Effect.map(Metric.snapshot, (snapshots) => {
+      const families = new Map<string, Array<Metric.Metric.Snapshot>>()
+      for (const snapshot of snapshots) {
+        if (options.include !== undefined && !options.include(snapshot.id)) continue
+        const name = familyName(snapshot)
+        const family = families.get(name)
+        if (family === undefined) families.set(name, [snapshot])
+        else if (family[0]!.type === snapshot.type) family.push(snapshot)
+      }
+      const out: Array<string> = []
+      for (const name of [...families.keys()].sort()) {
+        const family = families.get(name)!
+        const first = family[0]!
+        const description = family.find((s) => s.description !== undefined)?.description ?? first.id
+        out.push(`# HELP ${name} ${escapeHelp(description)}`)
+        out.push(`# TYPE ${name} ${PROMETHEUS_TYPE[first.type]}`)
+        for (const snapshot of family) renderSamples(name, snapshot, out)
+      }
+      return out.length === 0 ? "" : `${out.join("\n")}\n`
+    })
+}
 
 /**
  * What `prometheusHandler` runs its Effects with: a `ManagedRuntime` (anything with its `runPromise`).
@@ -657,6 +704,17 @@ export interface PrometheusHandlerOptions extends PrometheusOptions {
  * @category exposition
  */
 export const prometheusHandler = (options: PrometheusHandlerOptions = {}): (request: Request) => Promise<Response> => {
+  Options.orThrow(Options.first(
+    () => checkPrometheusOptions(options, "prometheusHandler"),
+    () => Options.object("prometheusHandler.runtime", options.runtime),
+    // A runtime without `runPromise` would fail every scrape.
+    () =>
+      options.runtime === undefined
+        ? undefined
+        : Options.func("prometheusHandler.runtime.runPromise", options.runtime.runPromise ?? null),
+    () =>
+      typeof options.consumerLag === "boolean" ? undefined : checkLagOptions(options.consumerLag, "prometheusHandler.consumerLag")
+  ))
   const run = options.runtime?.runPromise ?? Effect.runPromise
   const lag = options.consumerLag === false
     ? undefined

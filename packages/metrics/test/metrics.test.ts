@@ -46,7 +46,7 @@ const run = <A, E>(
 
 /** Runs a bus program against a memory bus layer, same environment as `run`. */
 const runBus = <A, E>(
-  layer: Layer.Layer<EventBus, never>,
+  layer: Layer.Layer<EventBus, unknown>,
   program: Effect.Effect<A, E, EventBus | Scope.Scope>,
   options: { readonly registry?: Map<string, any>; readonly tracer?: Tracer.Tracer } = {}
 ): Promise<A> => run(Effect.provide(Effect.scoped(program), layer), options)

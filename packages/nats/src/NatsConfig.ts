@@ -48,7 +48,8 @@ export interface NatsStreamOptions {
 export type ProvisioningStrategy = "createOrUpdate" | "createOnly" | "validateOnly" | "skip"
 
 /**
- * Configuration of `NatsEventBus.layer`.
+ * Configuration of `NatsEventBus.layer`. Every option is checked before connecting; one out of its range fails
+ * start-up with `NatsError` reason `Config` naming it and the range (docs/reliability.md, "Options").
  *
  * @since 0.1.0
  * @category models

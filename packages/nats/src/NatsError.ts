@@ -17,7 +17,8 @@ import { TaggedErrorBase } from "@cqbus/core"
  * - `JetStreamUnavailable`: connected, but JetStream does not answer (not enabled on the server or the account);
  * - `Provision`: a stream could not be created, updated or validated (subjects overlap with another stream, a
  *   `validateOnly` difference, a missing stream, a permission error);
- * - `Config`: the configuration itself is unusable (a credentials file that cannot be read, ...).
+ * - `Config`: the configuration itself is unusable: an option out of its accepted range (named, with the range;
+ *   checked before connecting), a credentials file that cannot be read, ...
  *
  * @since 0.1.0
  * @category errors

@@ -5,10 +5,11 @@
  *
  * @module
  */
-import { EventBus, redactSecrets, type Transport } from "@cqbus/core"
+import { EventBus, makeEventBus, redactSecrets, type Transport } from "@cqbus/core"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import type { NatsConnection } from "./NatsConnection.ts"
+import { configError } from "./internal/options.ts"
 import { NatsError } from "./NatsError.ts"
 import { NatsTransport } from "./NatsTransport.ts"
 
@@ -36,7 +37,12 @@ import { NatsTransport } from "./NatsTransport.ts"
 export const layer = (
   config: NatsEventBusConfig = {}
 ): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError> =>
-  EventBus.layer(config).pipe(Layer.provideMerge(NatsTransport.layer(config)))
+  // The transport checks the whole configuration (the bus part included) before connecting, so the bus's own check
+  // cannot fail here; its `ConfigError` is mapped all the same, so start-up fails only with `NatsError`.
+  Layer.effect(
+    EventBus,
+    Effect.mapError(makeEventBus(config), (error) => configError({ option: error.option, message: error.message }))
+  ).pipe(Layer.provideMerge(NatsTransport.layer(config)))
 
 const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
   Config.option(config).pipe(Config.map(Option.getOrUndefined))

@@ -34,6 +34,7 @@ import { type Delivery, startPullConsumer } from "./internal/consumer.ts"
 import { ApiCodes, isNotFound, toHealthError, toSubscribeError } from "./internal/errors.ts"
 import { ensureConsumer } from "./internal/group.ts"
 import { deadLetterBlock, headerSourceOf } from "./internal/headers.ts"
+import { checkConfig, configError } from "./internal/options.ts"
 import { provisionStream, streamConfig } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
@@ -121,6 +122,9 @@ export const make = (
   Scope.Scope
 > =>
   Effect.gen(function*() {
+    // Before anything connects: a bad option must not reach the server (or silently become a default).
+    const invalid = checkConfig(config)
+    if (invalid !== undefined) return yield* configError(invalid)
     const resolved = resolveConfig(config)
     const managed = yield* acquire(config, "nats://127.0.0.1:4222")
     const { nc, state } = managed

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { type Middleware, TaggedErrorBase } from "@cqbus/core"
+import { type Middleware, Options, TaggedErrorBase } from "@cqbus/core"
 import { Cause, Effect } from "effect"
 
 /**
@@ -85,6 +85,7 @@ const describe = (defect: unknown): { readonly message: string; readonly stack: 
  * @category middleware
  */
 export const recovery = (options: RecoveryOptions = {}): Middleware<HandlerDefect> => {
+  Options.orThrow(Options.first(() => Options.object("recovery", options), () => Options.boolean("recovery.log", options.log)))
   const log = options.log ?? true
   const seen = new SeenStacks()
   return (handler) => (event, delivery) =>

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { errorTag, type Middleware } from "@cqbus/core"
+import { errorTag, type Middleware, Options } from "@cqbus/core"
 import { Duration, Effect, Schedule } from "effect"
 
 /**
@@ -40,13 +40,33 @@ const isDeliveryDecision = (error: unknown): boolean => {
   return tag === "Reject" || tag === "RetryLater"
 }
 
+/** The accepted range of each option (docs/reliability.md, "Options"). */
+const checkOptions = (options: unknown): Options.Check =>
+  Options.first(() => Options.object("retry", options), () => {
+    const o = (options ?? {}) as Record<string, unknown>
+    return Options.first(
+      () => Options.integer("retry.times", o.times, { min: 0, max: 10_000 }),
+      () => Options.duration("retry.delay", o.delay, Options.Ranges.delay),
+      () => Options.number("retry.factor", o.factor, { min: 1, max: 100 }),
+      () => Options.duration("retry.maxDelay", o.maxDelay, Options.Ranges.delay),
+      () => Options.duration("retry.maxElapsed", o.maxElapsed, Options.Ranges.delay),
+      () => Options.boolean("retry.jitter", o.jitter),
+      () =>
+        o.schedule === undefined || Schedule.isSchedule(o.schedule)
+          ? undefined
+          : { option: "retry.schedule", message: `retry.schedule must be a Schedule, got ${Options.show(o.schedule)}` },
+      () => Options.func("retry.while", o.while)
+    )
+  })
+
 /**
- * The schedule `retry` runs on for these options.
+ * The schedule `retry` runs on for these options. An option out of range throws a `ConfigError` naming it.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const retrySchedule = (options: RetryOptions = {}): Schedule.Schedule<unknown, unknown> => {
+  Options.orThrow(checkOptions(options))
   const maxDelay = Duration.toMillis(options.maxDelay ?? "10 seconds")
   const base: Schedule.Schedule<unknown, unknown> = options.schedule ?? Schedule.exponential(
     options.delay ?? "100 millis",
@@ -64,7 +84,8 @@ export const retrySchedule = (options: RetryOptions = {}): Schedule.Schedule<unk
 }
 
 /**
- * Retries a failing handler in process. `retry({ times: 3, delay: "1 second" })` is CQC's `WithRetry` shape.
+ * Retries a failing handler in process. `retry({ times: 3, delay: "1 second" })` is CQC's `WithRetry` shape. An option
+ * out of range (`times` 0 to 10,000, delays 0 to 1 day, `factor` 1 to 100) throws a `ConfigError` naming it.
  *
  * @example
  * ```ts

@@ -74,6 +74,7 @@ const explain: Record<PublishErrorReason, string> = {
   Closed: "the connection is closed",
   Encode: "the message could not be encoded",
   MissingKey: "the event's ordering key is empty",
+  InvalidOptions: "a publish option is out of range",
   NoStream:
     "no JetStream stream captures this subject (or JetStream is not answering); add it to the bus's stream.subjects, or publish on a topic inside them",
   TooLarge: "the message is larger than the server or stream allows",

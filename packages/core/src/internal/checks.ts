@@ -1,0 +1,109 @@
+/**
+ * The accepted ranges of the bus's own options (`EventBusConfig`, `SubscribeOptions`, `PublishOptions`, `publishAll`)
+ * in one place, written with the shared checks of `Options.ts`. Ranges follow what NATS stores where an option is
+ * passed on to the server, and a bound that keeps memory and timers sane everywhere else.
+ */
+import * as Options from "../Options.ts"
+
+/** The accepted ranges of the numeric subscription options (docs/reliability.md, "Options"). */
+const SubscribeRanges = {
+  concurrency: { min: 1, max: 10_000 },
+  maxBuffered: { min: 1, max: 1_000_000 },
+  maxDeliver: { min: 1, max: 10_000 },
+  // NATS keeps an unacknowledged delivery for `ack_wait`; cqbus sends keep-alives at a fraction of it, so below 100 ms
+  // it would mostly send keep-alives.
+  ackWait: { min: "100 millis", max: "1 days" },
+  drainTimeout: Options.Ranges.drain
+} as const
+
+/** How many publishes `publishAll` may keep awaiting their acknowledgement at once. */
+export const WindowRange: { readonly min: number; readonly max: number } = { min: 1, max: 65_536 } as const
+
+const deliverPolicy = (option: string, value: unknown): Options.Check => {
+  if (value === undefined || value === "all" || value === "new") return undefined
+  const rule = `${option} must be "all", "new", { fromSequence: 1 to ${Options.MAX_COUNT} } or { fromTime: a valid Date }`
+  if (typeof value === "object" && value !== null) {
+    if ("fromSequence" in value) {
+      return Options.integer(`${option}.fromSequence`, value.fromSequence, { min: 1, max: Options.MAX_COUNT })
+    }
+    if ("fromTime" in value) {
+      return value.fromTime instanceof Date && Number.isFinite(value.fromTime.getTime())
+        ? undefined
+        : { option: `${option}.fromTime`, message: `${rule}, got an invalid date` }
+    }
+  }
+  return { option, message: `${rule}, got ${Options.show(value)}` }
+}
+
+/**
+ * The subscription options that may also be bus-wide defaults (`EventBusConfig.subscribe`), each named with `prefix`.
+ * `options` is `unknown` on purpose: the checks must hold for whatever a JavaScript caller passes.
+ */
+const sharedSubscribe = (options: Record<string, unknown>, prefix: string): Options.Check =>
+  Options.first(
+    () => Options.integer(`${prefix}concurrency`, options.concurrency, SubscribeRanges.concurrency),
+    () => Options.integer(`${prefix}maxBuffered`, options.maxBuffered, SubscribeRanges.maxBuffered),
+    () => Options.integer(`${prefix}maxDeliver`, options.maxDeliver, SubscribeRanges.maxDeliver),
+    () => Options.oneOf(`${prefix}ordering`, options.ordering, ["none", "key"]),
+    () => Options.func(`${prefix}backoff`, options.backoff),
+    () => Options.duration(`${prefix}ackWait`, options.ackWait, SubscribeRanges.ackWait),
+    () => Options.duration(`${prefix}drainTimeout`, options.drainTimeout, SubscribeRanges.drainTimeout),
+    () => Options.boolean(`${prefix}internal`, options.internal)
+  )
+
+/** Checks the options of one `subscribe`/`subscribeRaw`. */
+export const checkSubscribeOptions = (options: unknown): Options.Check =>
+  Options.first(
+    () => Options.object("options", options),
+    () => {
+      const o = (options ?? {}) as Record<string, unknown>
+      return Options.first(
+        () => Options.name("group", o.group),
+        () => sharedSubscribe(o, ""),
+        () => deliverPolicy("deliverPolicy", o.deliverPolicy)
+      )
+    }
+  )
+
+const functions = (option: string, value: unknown): Options.Check => Options.list(option, value, Options.func)
+
+/**
+ * Checks a bus configuration (`EventBus.layer`, and the shared part of every backend's configuration).
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const checkEventBusConfig = (config: unknown): Options.Check =>
+  Options.first(
+    () => Options.object("config", config),
+    () => {
+      const c = (config ?? {}) as Record<string, unknown>
+      return Options.first(
+        // The CloudEvents `source` travels in a header: one line.
+        () => Options.text("source", c.source, { maxLength: 1024 }),
+        () => Options.object("subscribe", c.subscribe),
+        () => sharedSubscribe((c.subscribe ?? {}) as Record<string, unknown>, "subscribe."),
+        () => functions("middleware", c.middleware),
+        () => functions("publishMiddleware", c.publishMiddleware),
+        () => Options.boolean("logFailures", c.logFailures)
+      )
+    }
+  )
+
+/** Checks the options of one publish (`publish`, `publishRaw`, each item of `publishAll`). */
+export const checkPublishOptions = (options: unknown): Options.Check =>
+  Options.first(
+    () => Options.object("options", options),
+    () => {
+      const o = (options ?? {}) as Record<string, unknown>
+      return Options.first(
+        // Both travel in headers (`ce-id` and `Nats-Msg-Id`, `ce-correlationid`): one line each.
+        () => Options.text("eventId", o.eventId, { maxLength: 1024 }),
+        () => Options.text("correlationId", o.correlationId, { maxLength: 1024 }),
+        () => Options.text("type", o.type, { maxLength: 1024 }),
+        // An empty key is the event definition's business (`allowEmptyKey`); any other key is one line.
+        () => o.key === "" ? undefined : Options.text("key", o.key, { maxLength: 4096 }),
+        () => Options.object("headers", o.headers)
+      )
+    }
+  )

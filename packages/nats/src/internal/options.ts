@@ -1,0 +1,142 @@
+/**
+ * The accepted range of every option of `NatsEventBusConfig`, checked before anything connects, so a bad option fails
+ * start-up with `NatsError` reason `Config` naming it instead of reaching the server (as a `Transport` error, or worse,
+ * silently: `ackWait: -5000` written as -5 s, `maxPendingPublishes: NaN` making every publish time out). Ranges follow
+ * what nats-server stores where an option is passed on (names, counts, durations as int64 nanoseconds).
+ */
+import { checkEventBusConfig, Options } from "@cqbus/core"
+import { Redacted, Schedule } from "effect"
+import type { NatsEventBusConfig } from "../NatsConfig.ts"
+import { NatsError } from "../NatsError.ts"
+
+type Check = Options.Check
+type Bag = Record<string, unknown>
+
+/** NATS's "unlimited" for stream limits. */
+const UNLIMITED = [-1]
+
+/** The accepted ranges (docs/reliability.md, "Options"). */
+const NatsRanges = {
+  maxPendingPublishes: { min: 1, max: 1_000_000 },
+  reconnectAttempts: { min: 0, max: 1_000_000, also: UNLIMITED },
+  reconnectWait: { min: "1 millis", max: "1 hours" },
+  reconnectJitter: { min: 0, max: "1 hours" },
+  // nats-server refuses a max_age below 100 ms; 100 years is far inside its int64 nanoseconds.
+  maxAge: { min: "100 millis", max: "36500 days" },
+  duplicateWindow: { min: "100 millis", max: "7 days" },
+  count: { min: 1, max: Options.MAX_COUNT, also: UNLIMITED },
+  // max_msg_size is an int32 on the server.
+  maxMessageSize: { min: 1, max: 2_147_483_647, also: UNLIMITED },
+  // JetStream replicates a stream on at most 5 servers.
+  replicas: { min: 1, max: 5 }
+} as const
+
+/** A secret must arrive as `Redacted`: a plain string would be printed by accident somewhere, and is never shown here. */
+const redacted = (option: string, value: unknown): Check =>
+  value === undefined || Redacted.isRedacted(value)
+    ? undefined
+    : { option, message: `${option} must be a Redacted string (Redacted.make(...)), got ${typeof value === "string" ? "a plain string" : Options.show(value)}` }
+
+/** Server URLs may carry credentials: the check never shows the value. */
+const servers = (value: unknown): Check => {
+  if (value === undefined) return undefined
+  const list: ReadonlyArray<unknown> = Array.isArray(value) ? value : [value]
+  if (list.length === 0) return { option: "servers", message: "servers must be a URL or a non-empty list of URLs, got an empty list" }
+  for (let i = 0; i < list.length; i++) {
+    const found = Options.text(Array.isArray(value) ? `servers[${i}]` : "servers", list[i], { secret: true })
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
+const tls = (value: unknown): Check => {
+  if (value === undefined || typeof value === "boolean") return undefined
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { option: "tls", message: `tls must be true, false or { caFile, certFile, keyFile }, got ${Options.show(value)}` }
+  }
+  const files = value as Bag
+  return Options.first(
+    () => Options.text("tls.caFile", files.caFile),
+    () => Options.text("tls.certFile", files.certFile),
+    () => Options.text("tls.keyFile", files.keyFile)
+  )
+}
+
+const stream = (value: unknown): Check =>
+  Options.first(() => Options.object("stream", value), () => {
+    const s = (value ?? {}) as Bag
+    return Options.first(
+      () => Options.name("stream.name", s.name),
+      () => Options.patterns("stream.subjects", s.subjects),
+      () => Options.oneOf("stream.retention", s.retention, ["limits", "interest", "workqueue"]),
+      () => Options.oneOf("stream.storage", s.storage, ["file", "memory"]),
+      () => Options.duration("stream.maxAge", s.maxAge, NatsRanges.maxAge),
+      () => Options.integer("stream.maxBytes", s.maxBytes, NatsRanges.count),
+      () => Options.integer("stream.maxMessages", s.maxMessages, NatsRanges.count),
+      () => Options.integer("stream.maxMessageSize", s.maxMessageSize, NatsRanges.maxMessageSize),
+      () => Options.integer("stream.maxMessagesPerSubject", s.maxMessagesPerSubject, NatsRanges.count),
+      () => Options.oneOf("stream.discard", s.discard, ["old", "new"]),
+      () => Options.integer("stream.replicas", s.replicas, NatsRanges.replicas),
+      () => Options.duration("stream.duplicateWindow", s.duplicateWindow, NatsRanges.duplicateWindow)
+    )
+  })
+
+/** A side stream (`deadLetters`, `health`): its name and the subject prefix it captures (`<prefix>.>`). */
+const sideStream = (option: string, value: unknown, extra?: (bag: Bag) => Check): Check =>
+  Options.first(() => Options.object(option, value), () => {
+    const s = (value ?? {}) as Bag
+    return Options.first(
+      () => Options.name(`${option}.stream`, s.stream),
+      () => Options.subject(`${option}.subjectPrefix`, s.subjectPrefix),
+      () => extra?.(s)
+    )
+  })
+
+/**
+ * Checks a NATS bus configuration: the bus options every backend shares, then the NATS ones.
+ */
+export const checkConfig = (config: NatsEventBusConfig): Check =>
+  Options.first(
+    () => checkEventBusConfig(config),
+    () => {
+      const c = config as unknown as Bag
+      const reconnect = (c.reconnect ?? {}) as Bag
+      const connect = (c.connect ?? {}) as Bag
+      return Options.first(
+        () => servers(c.servers),
+        () => Options.text("name", c.name, { maxLength: 1024 }),
+        () => Options.text("user", c.user, { secret: true }),
+        () => redacted("password", c.password),
+        () => redacted("token", c.token),
+        () => redacted("nkeySeed", c.nkeySeed),
+        () => Options.text("credsFile", c.credsFile),
+        () => tls(c.tls),
+        () => Options.object("connect", c.connect),
+        () =>
+          connect.retry === undefined || Schedule.isSchedule(connect.retry)
+            ? undefined
+            : { option: "connect.retry", message: `connect.retry must be a Schedule, got ${Options.show(connect.retry)}` },
+        () => Options.object("reconnect", c.reconnect),
+        () => Options.integer("reconnect.maxAttempts", reconnect.maxAttempts, NatsRanges.reconnectAttempts),
+        () => Options.duration("reconnect.wait", reconnect.wait, NatsRanges.reconnectWait),
+        () => Options.duration("reconnect.jitter", reconnect.jitter, NatsRanges.reconnectJitter),
+        () => stream(c.stream),
+        () => Options.oneOf("provisioning", c.provisioning, ["createOrUpdate", "createOnly", "validateOnly", "skip"]),
+        () =>
+          sideStream("deadLetters", c.deadLetters, (d) =>
+            Options.first(
+              () => Options.duration("deadLetters.maxAge", d.maxAge, NatsRanges.maxAge),
+              () => Options.integer("deadLetters.replicas", d.replicas, NatsRanges.replicas),
+              () => Options.oneOf("deadLetters.storage", d.storage, ["file", "memory"])
+            )),
+        () => sideStream("health", c.health),
+        () => Options.duration("publishTimeout", c.publishTimeout, Options.Ranges.timeout),
+        () => Options.integer("maxPendingPublishes", c.maxPendingPublishes, NatsRanges.maxPendingPublishes),
+        () => Options.duration("checkTimeout", c.checkTimeout, Options.Ranges.timeout)
+      )
+    }
+  )
+
+/** The problem as the NATS backend's start-up error. */
+export const configError = (found: Options.Problem): NatsError =>
+  new NatsError({ reason: "Config", message: `invalid NATS bus configuration: ${found.message}` })
