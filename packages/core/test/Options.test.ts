@@ -111,7 +111,7 @@ test("property: every check answers a Problem naming the option or undefined, fo
       // A parsed duration is finite: no input slips through as infinite or NaN.
       if (Duration.isDuration(parsed)) assert.ok(Number.isFinite(Duration.toMillis(parsed)))
     }),
-    { numRuns: 2000 }
+    { numRuns: 2000, seed: 15 }
   )
 })
 
@@ -126,6 +126,6 @@ test("property: an accepted duration lies within the range, an accepted integer 
         assert.ok(Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 10, fc.stringify(value))
       }
     }),
-    { numRuns: 2000 }
+    { numRuns: 2000, seed: 15 }
   )
 })
