@@ -126,8 +126,19 @@ const scenario = (label: string, fault: (context: Context) => Effect.Effect<void
 
     const jsm = yield* Effect.promise(() => connect({ servers: [...cluster.urls] }).then(async (side) => {
       const manager = await jetstreamManager(side)
-      const dlq = await manager.streams.info("CQC_DLQ").then((info) => info, () => undefined)
-      const events = await manager.streams.info(STREAM)
+      // Just after a node came back a stream may still be electing its leader and not answer: ask until it does.
+      const info = async (name: string) => {
+        for (const deadline = Date.now() + 20_000; ;) {
+          try {
+            return await manager.streams.info(name)
+          } catch (cause) {
+            if (Date.now() > deadline) throw cause
+            await new Promise((resolve) => setTimeout(resolve, 250))
+          }
+        }
+      }
+      const dlq = await info("CQC_DLQ")
+      const events = await info(STREAM)
       await side.close()
       return { dlq, events }
     }))
@@ -138,13 +149,13 @@ const scenario = (label: string, fault: (context: Context) => Effect.Effect<void
       stored: jsm.events.state.messages,
       handled: handled.size,
       duplicates: deliveries - handled.size,
-      deadLettered: jsm.dlq?.state.messages ?? 0,
+      deadLettered: jsm.dlq.state.messages,
       givenUp: givenUp.size,
       lost,
       publishGapMs: publishGap,
       consumeGapMs: consumeGap,
       failures: Object.fromEntries(failures),
-      dlqReplicas: jsm.dlq?.config.num_replicas,
+      dlqReplicas: jsm.dlq.config.num_replicas,
       publishMs: publishedIn,
       totalMs: Date.now() - started,
       steps: notes
@@ -154,7 +165,7 @@ const scenario = (label: string, fault: (context: Context) => Effect.Effect<void
     assert.equal(lost, 0, "every acked event was handled")
     assert.equal(handled.size, acked.size, "nothing handled that was not acked (none invented)")
     assert.equal(figures.deadLettered, 0, "nothing dead-lettered")
-    assert.equal(jsm.dlq?.config.num_replicas, 3, "the dead-letter stream has the event stream's replicas")
+    assert.equal(jsm.dlq.config.num_replicas, 3, "the dead-letter stream has the event stream's replicas")
   }))
 
 test("nats cluster: the stream leader killed twice (restarted in between) under load loses nothing and gives up nothing", { timeout: 120_000 }, () =>
