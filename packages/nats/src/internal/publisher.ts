@@ -613,6 +613,10 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
     yield* Effect.forkScoped(Effect.promise(async () => {
       for await (const status of statuses) onStatus(status)
     }))
+    // And `closed()` settles on every path to a closed connection: a publish held while the connection was away must
+    // fail `Closed` at once, not wait out its deadline as `NotConnected`, even if the "close" status went unseen (seen
+    // once when expired credentials ended a reconnect).
+    yield* Effect.forkScoped(Effect.promise(() => nc.closed()).pipe(Effect.andThen(Effect.sync(() => end(publishFailure.closed)))))
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
