@@ -17,11 +17,12 @@ import {
 } from "@cqbus/testkit/control"
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
-import { Context, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Fiber, Layer } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { controlHandlers, failureOf } from "./support/control.ts"
 import { inScope, run, server } from "./support/nats.ts"
+import { rawConnect } from "./support/raw.ts"
 
 /** A plain nats.js connection, closed with the test's scope. */
 const plain = (url: string) =>
@@ -162,4 +163,49 @@ test("nats rpc: on the wire, a plain nats.js peer (as a Go service) calls and se
     assert.ok(goServed.error instanceof RpcError, `an RpcError, got ${String(goServed.error)}`)
     assert.equal(goServed.error.code, "409")
     assert.equal(goServed.error.message, "consumer locked by go")
+  })))
+
+test("nats rpc: a request or a reply whose header value holds a bare CR (from a raw peer) is served and read, not thrown on", { timeout: 30_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const nc = yield* plain(nats.url)
+    const rr = NatsRequestReply.make(nc)
+    const raw = yield* Effect.acquireRelease(Effect.promise(() => rawConnect(nats.url)), (r) => Effect.sync(() => r.close()))
+    const encoder = new TextEncoder()
+    // nats.js refuses to build this block, and its decoder throws on it; a Go peer or a hostile client can send it.
+    const hostile = encoder.encode("NATS/1.0\r\nce-id: a\rb\r\nx-peer: raw\r\n\r\n")
+    const waitUntil = (condition: () => boolean, what: string) =>
+      Effect.gen(function*() {
+        const deadline = Date.now() + 10_000
+        while (!condition()) {
+          if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting until ${what}`))
+          yield* Effect.sleep("10 millis")
+        }
+      })
+
+    // The cqbus server gets the hostile request and answers it.
+    const seen: Array<Record<string, string>> = []
+    yield* rr.serve("rpc.hostile.serve", { queue: undefined, drainTimeout: Duration.seconds(1) }, (request) =>
+      Effect.sync(() => {
+        seen.push({ ...request.headers })
+        return { body: encoder.encode("served"), headers: {} }
+      }))
+    const inbox = yield* Effect.promise(() => raw.subscribe("_INBOX.raw.hostile"))
+    yield* Effect.promise(() => raw.publish("rpc.hostile.serve", hostile, encoder.encode("ping"), "_INBOX.raw.hostile"))
+    yield* waitUntil(() => raw.messages(inbox).length === 1, "the hostile request is answered")
+    assert.equal(new TextDecoder().decode(raw.messages(inbox)[0]!.body), "served")
+    assert.equal(seen[0]?.["ce-id"], "a\rb", "the value is read whole, bare CR included")
+    assert.equal(seen[0]?.["x-peer"], "raw")
+
+    // The cqbus client gets a hostile reply and reads it.
+    const requests = yield* Effect.promise(() => raw.subscribe("rpc.hostile.reply"))
+    const answered = yield* Effect.forkChild(Effect.gen(function*() {
+      yield* waitUntil(() => raw.messages(requests).length === 1, "the request reaches the raw peer")
+      const reply = raw.messages(requests)[0]!.reply!
+      yield* Effect.promise(() => raw.publish(reply, hostile, encoder.encode("pong")))
+    }))
+    const reply = yield* rr.request("rpc.hostile.reply", encoder.encode("ping"), { headers: {}, timeout: Duration.seconds(5) })
+    yield* Fiber.join(answered)
+    assert.equal(new TextDecoder().decode(reply.body), "pong")
+    assert.equal(reply.headers["ce-id"], "a\rb")
   })))

@@ -18,7 +18,7 @@ import {
 import { errors, type NatsConnection as NatsClient, type RequestOptions } from "@nats-io/nats-core"
 import { Duration, Effect, FiberSet, Layer } from "effect"
 import { causes, message } from "./internal/errors.ts"
-import { fromMsgHdrs, toMsgHdrs } from "./internal/headers.ts"
+import { headerSourceOf, toMsgHdrs } from "./internal/headers.ts"
 import { NatsConnection } from "./NatsConnection.ts"
 
 const isEmpty = (headers: Headers): boolean => {
@@ -78,7 +78,7 @@ export const make = (nc: NatsClient): RequestReplyShape => {
         return nc.request(subject, body, opts)
       },
       catch: (cause) => requestError(cause, subject, options.timeout)
-    }).pipe(Effect.map((msg) => ({ body: msg.data, headers: fromMsgHdrs(msg.headers) })))
+    }).pipe(Effect.map((msg) => ({ body: msg.data, headers: headerSourceOf(msg).headers })))
 
   const serve: RequestReplyShape["serve"] = (subject, options, handle) =>
     Effect.gen(function*() {
@@ -97,8 +97,10 @@ export const make = (nc: NatsClient): RequestReplyShape => {
                   run(Effect.logError(`cqbus: the request-reply server on ${subject} was refused by NATS`, error))
                   return
                 }
+                // Headers read from the raw block: nats.js's decoder throws on a value with a bare CR or LF, and a
+                // peer may send one; that request is served like any other.
                 run(Effect.flatMap(
-                  handle({ subject: msg.subject, body: msg.data, headers: fromMsgHdrs(msg.headers) }),
+                  handle({ subject: msg.subject, body: msg.data, headers: headerSourceOf(msg).headers }),
                   (reply) =>
                     Effect.sync(() => {
                       // `respond` is a no-op for a message without a reply subject (a plain publish).
