@@ -14,6 +14,7 @@ import {
   type MemoryTransportShape,
   Reject,
   RetryLater,
+  Transport,
   Verdict
 } from "@cqbus/core"
 import { logging } from "@cqbus/logging"
@@ -231,4 +232,30 @@ test("the transport, logging() and metrics() agree with Verdict.of over a table 
       assert.equal(counted[0]!.attributes?.error_type, verdict.kind === "ack" ? undefined : verdict.errorTag)
     }
   }
+})
+
+test("a peer's event id with CR/LF cannot forge a log line: the default warning escapes it", async () => {
+  const { lines, provide } = captured()
+  await runScoped(
+    EventBus.layerMemory(),
+    provide(Effect.gen(function*() {
+      const bus = yield* EventBus
+      const memory = yield* MemoryTransport
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.fail("nope"), { group: "audit", maxDeliver: 1 })
+      // A peer writes the transport directly (as any NATS client may): its `ce-id` holds a line break.
+      yield* (yield* Transport).publish({
+        topic: AssetCreatedEvent.topic,
+        body: new Uint8Array(0),
+        headers: { "ce-id": "evt-1\r\nlevel=ERROR msg=forged" },
+        eventId: "evt-1",
+        dedupe: true,
+        key: undefined
+      })
+      for (let i = 0; i < 50 && (yield* memory.deadLetters).length === 0; i++) yield* letTimePass(100)
+    }))
+  )
+  const warnings = lines.filter((l) => l.level === "Warn")
+  assert.equal(warnings.length, 1)
+  assert.ok(!/[\r\n]/.test(warnings[0]!.message), `one line: ${JSON.stringify(warnings[0]!.message)}`)
+  assert.match(warnings[0]!.message, /event evt-1\\r\\nlevel=ERROR msg=forged, attempt 1 of 1/)
 })

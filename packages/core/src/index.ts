@@ -90,6 +90,7 @@ export {
   type UnaryMethodName
 } from "./RequestReply.ts"
 export * as Options from "./Options.ts"
+export { printable } from "./internal/printable.ts"
 export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"
 export { runMain, type RunMainOptions } from "./RunMain.ts"
 export {

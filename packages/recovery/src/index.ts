@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { type Middleware, Options, TaggedErrorBase } from "@cqbus/core"
+import { type Middleware, Options, printable, TaggedErrorBase } from "@cqbus/core"
 import { Cause, Effect } from "effect"
 
 /**
@@ -100,7 +100,8 @@ export const recovery = (options: RecoveryOptions = {}): Middleware<HandlerDefec
           defect
         })
         if (!log) return Effect.fail(error)
-        const where = `handler defect on ${delivery.topic} (event ${delivery.eventId}, attempt ${delivery.attempt})`
+        // The event id is the peer's `ce-id`: escaped, so a CR or LF in it cannot forge a log line.
+        const where = `handler defect on ${delivery.topic} (event ${printable(delivery.eventId)}, attempt ${delivery.attempt})`
         // Without an event id there is nothing to recognize the message by: the first attempt prints the stack.
         const first = delivery.eventId === ""
           ? delivery.attempt === 1

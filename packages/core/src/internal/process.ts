@@ -12,6 +12,7 @@ import type { Delivery, Handler } from "../Handler.ts"
 import { type Headers, type IncomingMessage, type Outcome, readHeader } from "../Transport.ts"
 import { classify, isReported, type Verdict } from "../Verdict.ts"
 import { makeKeyedLanes } from "./lanes.ts"
+import { printable } from "./printable.ts"
 
 /** What a subscription needs to process deliveries. */
 export interface ProcessConfig<A, E> {
@@ -72,11 +73,13 @@ interface FailureFacts {
 const warnFailure = (facts: FailureFacts, cause: Cause.Cause<unknown> | undefined): Effect.Effect<void> => {
   const where = `${facts.topic}${facts.group === undefined ? "" : ` (group ${facts.group})`}`
   const attempt = `attempt ${facts.attempt} of ${facts.maxDeliver}`
+  // The event id is the peer's `ce-id`: escaped, so a CR or LF in it cannot forge a line of its own.
+  const id = printable(facts.eventId)
   const text = facts.kind === "dead_letter"
-    ? `delivery dead-lettered on ${where}, event ${facts.eventId}, ${attempt}: ${
+    ? `delivery dead-lettered on ${where}, event ${id}, ${attempt}: ${
       facts.errorTag === "Reject" ? `Reject: ${facts.reason}` : facts.reason
     }`
-    : `delivery failed on ${where}, event ${facts.eventId}, ${attempt}; it will be redelivered: ${facts.reason}`
+    : `delivery failed on ${where}, event ${id}, ${attempt}; it will be redelivered: ${facts.reason}`
   const annotations: Record<string, unknown> = {
     "messaging.operation.type": "process",
     "messaging.destination.name": facts.topic,
