@@ -216,6 +216,25 @@ test("nats auth: TLS with a CA made at test time works, mutual TLS too; a wrong 
       tls: { caFile: certs.caFile, certFile: certs.clientCertFile, keyFile: certs.clientKeyFile }
     })
 
+    // Without a client certificate the server ends the TLS 1.3 handshake silently; only the attempt's timeout ends the
+    // wait (nats.js's default 20 s), so `connect.timeout` bounds it and the error points at the certificate.
+    const noCertificate = yield* Effect.gen(function*() {
+      const started = Date.now()
+      const exit = yield* Effect.exit(Effect.scoped(Layer.build(NatsEventBus.layer({
+        servers: mutual.url,
+        tls: { caFile: certs.caFile },
+        connect: { timeout: "1 second" }
+      }))).pipe(Effect.timeout("15 seconds")))
+      const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      assert.ok(error instanceof NatsError, `no client certificate: fails with a NatsError, got ${String(error)}`)
+      assert.equal(error.reason, "Connect", error.message)
+      assert.match(error.message, /timeout.*if the server requires a client certificate, set tls\.certFile and tls\.keyFile/i)
+      assertNoSecret(textsOf(exit), [key], "no client certificate")
+      return { message: error.message, ms: Date.now() - started }
+    })
+    // Generous for a loaded machine; without connect.timeout this takes nats.js's 20 s.
+    assert.ok(noCertificate.ms < 12_000, `the attempt ended after ${noCertificate.ms} ms; connect.timeout is 1 s`)
+
     const plain = yield* server()
     const failures: Record<string, string> = {}
     for (
@@ -231,7 +250,7 @@ test("nats auth: TLS with a CA made at test time works, mutual TLS too; a wrong 
       failures[label] = message
     }
     assertNoSecret([JSON.stringify(state), ...logLines], [key], "TLS")
-    console.log(`auth tls: ${JSON.stringify(failures)}`)
+    console.log(`auth tls: ${JSON.stringify({ ...failures, "mutual TLS without a client certificate": noCertificate })}`)
   })))
 
 test("nats auth: a user without publish permission gets PublishError PermissionDenied (not retriable) and readiness over HTTP stays 200; a reconnect shows no password", { timeout: 60_000 }, () =>

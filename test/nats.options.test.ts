@@ -42,6 +42,7 @@ test("nats options: each bad option fails start-up with NatsError Config naming 
     [{ reconnect: { wait: -250 } }, /reconnect\.wait must be a duration from 1ms to 1h, got -250ms/],
     [{ reconnect: { maxAttempts: -2 } }, /reconnect\.maxAttempts must be an integer from 0 to 1000000 or -1, got -2/],
     [{ reconnect: { jitter: Infinity } }, /reconnect\.jitter must be a duration .*got Infinity/],
+    [{ connect: { timeout: 0 } }, /connect\.timeout must be a duration from 10ms to 10m, got 0/],
     [{ stream: { subjects: [] } }, /stream\.subjects must be a non-empty list of subjects, got an array of 0/],
     [{ stream: { subjects: ["cqc..events"] } }, /stream\.subjects\[0\] is not a valid subject/],
     [{ stream: { name: "EVENTS.V1" } }, /stream\.name must be a name of 1 to 255 characters/],

@@ -76,9 +76,11 @@ export interface NatsEventBusConfig extends EventBusConfig {
    * schedule is done, e.g. `Schedule.spaced("2 seconds").pipe(Schedule.upTo({ times: 30 }))`. Only unreachable servers
    * (reason `Connect`) are retried; refused credentials (`Authentication`), a failed TLS handshake (`Tls`) and
    * unreadable credentials (`Config`) fail at once, whatever the schedule. Once connected, `reconnect` applies (nats.js
-   * closes the connection when a reconnect is refused twice for the same authentication reason).
+   * closes the connection when a reconnect is refused twice for the same authentication reason). `timeout` bounds one
+   * attempt (default 20 seconds, nats.js's): a server that requires a client certificate refuses a client without
+   * one inside the TLS handshake, and the client notices only when its attempt times out.
    */
-  readonly connect?: { readonly retry?: Schedule.Schedule<unknown, NatsError> }
+  readonly connect?: { readonly retry?: Schedule.Schedule<unknown, NatsError>; readonly timeout?: Duration.Input }
   /** Reconnect policy (default: forever, 250 ms apart with jitter). */
   readonly reconnect?: {
     readonly maxAttempts?: number

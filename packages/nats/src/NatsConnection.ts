@@ -134,6 +134,7 @@ const open = (config: NatsEventBusConfig, servers: string | ReadonlyArray<string
           noAsyncTraces: true,
           reconnectTimeWait: Duration.toMillis(config.reconnect?.wait ?? "250 millis"),
           reconnectJitter: Duration.toMillis(config.reconnect?.jitter ?? "100 millis"),
+          ...(config.connect?.timeout === undefined ? {} : { timeout: Duration.toMillis(config.connect.timeout) }),
           ...(auth.length > 0 ? { authenticator: [...auth] } : {}),
           ...(tls === undefined ? {} : { tls })
         })
@@ -142,9 +143,17 @@ const open = (config: NatsEventBusConfig, servers: string | ReadonlyArray<string
       catch: (cause) => {
         const { problem, reason } = connectProblem(cause)
         const failure = connectFailure(cause)
+        // The one TLS failure the client cannot see: a server that requires a client certificate ends the handshake
+        // without a word, and the attempt times out. Say so where it may be the cause.
+        const certificate = config.tls !== undefined && config.tls !== false &&
+            (config.tls === true || config.tls.certFile === undefined) && /timeout/i.test(failure)
+          ? "; if the server requires a client certificate, set tls.certFile and tls.keyFile"
+          : ""
         return new NatsError({
           reason,
-          message: `cannot connect to NATS at ${describeServers(servers)}: ${problem === undefined ? failure : `${problem} (${failure})`}`
+          message: `cannot connect to NATS at ${describeServers(servers)}: ${
+            problem === undefined ? failure : `${problem} (${failure})`
+          }${certificate}`
         })
       }
     })

@@ -20,6 +20,7 @@ const NatsRanges = {
   maxPendingPublishes: { min: 1, max: 1_000_000 },
   reconnectAttempts: { min: 0, max: 1_000_000, also: UNLIMITED },
   reconnectWait: { min: "1 millis", max: "1 hours" },
+  connectTimeout: { min: "10 millis", max: "10 minutes" },
   reconnectJitter: { min: 0, max: "1 hours" },
   // nats-server refuses a max_age below 100 ms; 100 years is far inside its int64 nanoseconds.
   maxAge: { min: "100 millis", max: "36500 days" },
@@ -116,6 +117,7 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
           connect.retry === undefined || Schedule.isSchedule(connect.retry)
             ? undefined
             : { option: "connect.retry", message: `connect.retry must be a Schedule, got ${Options.show(connect.retry)}` },
+        () => Options.duration("connect.timeout", connect.timeout, NatsRanges.connectTimeout),
         () => Options.object("reconnect", c.reconnect),
         () => Options.integer("reconnect.maxAttempts", reconnect.maxAttempts, NatsRanges.reconnectAttempts),
         () => Options.duration("reconnect.wait", reconnect.wait, NatsRanges.reconnectWait),
