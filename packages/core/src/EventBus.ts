@@ -42,6 +42,12 @@ export interface PublishOptions {
   readonly correlationId?: string
   /** Extra headers (`traceparent`, your own). The CloudEvents attributes win over a header of the same name. */
   readonly headers?: Headers
+  /**
+   * Marks an infrastructure publish (the health heartbeat's probes): the bus-wide `publishMiddleware` (publish logs,
+   * metrics, tracing) is not applied to it, as `SubscribeOptions.internal` keeps the bus-wide middleware off the
+   * probes' deliveries, so a probe every few seconds does not count as application traffic. Default `false`.
+   */
+  readonly internal?: boolean
 }
 
 /**
@@ -220,7 +226,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           correlationId: options?.correlationId,
           headers: options?.headers
         })
-        return transmit({ topic, body, headers, eventId, dedupe: given !== undefined, key })
+        const message = { topic, body, headers, eventId, dedupe: given !== undefined, key }
+        return options?.internal === true ? transport.publish(message) : transmit(message)
       })
 
     const publish = <S extends DescMessage>(

@@ -103,7 +103,8 @@ const make = (options: HeartbeatOptions) =>
         waiting.set(id, done)
         const clock = yield* Effect.clockWith(Effect.succeed)
         const started = clock.monotonicTimeNanosUnsafe()
-        yield* bus.publishRaw(topic, EMPTY, { eventId: id })
+        // Internal: the probe is no application traffic for the publish logs and metrics (its delivery is internal too).
+        yield* bus.publishRaw(topic, EMPTY, { eventId: id, internal: true })
         yield* Deferred.await(done)
         return Number(clock.monotonicTimeNanosUnsafe() - started) / 1e6
       }).pipe(Effect.ensuring(Effect.sync(() => waiting.delete(id))))

@@ -103,7 +103,8 @@ export const checkPublishOptions = (options: unknown): Options.Check =>
         () => Options.text("type", o.type, { maxLength: 1024 }),
         // An empty key is the event definition's business (`allowEmptyKey`); any other key is one line.
         () => o.key === "" ? undefined : Options.text("key", o.key, { maxLength: 4096 }),
-        () => Options.object("headers", o.headers)
+        () => Options.object("headers", o.headers),
+        () => Options.boolean("internal", o.internal)
       )
     }
   )
