@@ -19,34 +19,13 @@ import {
 } from "@cqbus/core"
 import { logging } from "@cqbus/logging"
 import { metrics } from "@cqbus/metrics"
-import { letTimePass, runScoped, testDelivery } from "@cqbus/testkit"
+import { captureLogs, letTimePass, runScoped, testDelivery } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { Cause, Effect, Exit, Logger, Metric, pipe, References } from "effect"
+import { Cause, Effect, Exit, Metric, pipe } from "effect"
 import { TestClock } from "effect/testing"
 import { decide } from "../packages/core/src/internal/process.ts"
 
-interface Line {
-  readonly level: string
-  readonly message: string
-  readonly annotations: Record<string, unknown>
-  readonly cause: Cause.Cause<unknown>
-}
-
-/** A logger that records every line, and a way to install it (at level `All`) around a program. */
-const captured = () => {
-  const lines: Array<Line> = []
-  const logger = Logger.make(({ cause, fiber, logLevel, message }) => {
-    lines.push({
-      level: logLevel,
-      message: Array.isArray(message) ? message.map(String).join(" ") : String(message),
-      annotations: { ...fiber.getRef(References.CurrentLogAnnotations) },
-      cause
-    })
-  })
-  const provide = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    effect.pipe(Effect.provideService(References.MinimumLogLevel, "All"), Effect.provide(Logger.layer([logger])))
-  return { lines, provide }
-}
+const captured = captureLogs
 
 /** Subscribes a handler that always throws, publishes one event and waits for its dead letter. */
 const throwingUntilDeadLetter = (

@@ -4,9 +4,9 @@ import { type Delivery, EventBus, MemoryTransport, type PublishError, type Publi
 import { logging, loggingPublish } from "@cqbus/logging"
 import { recovery } from "@cqbus/recovery"
 import { retry } from "@cqbus/retry"
-import { letTimePass, runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
+import { captureLogs, letTimePass, type LogLine, runScoped, testDelivery, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { Cause, Effect, Fiber, Logger, pipe, References, Result } from "effect"
+import { Cause, Effect, Fiber, pipe, Result } from "effect"
 import { TestClock } from "effect/testing"
 
 const delivery: Delivery = testDelivery({
@@ -38,42 +38,19 @@ const base = {
 }
 const own = { ...base, "cqbus.key": "asset-7", "cqbus.sequence": 42 }
 
-interface Line {
-  readonly level: string
-  readonly message: string
-  readonly annotations: Record<string, unknown>
-  readonly cause: Cause.Cause<unknown>
-}
-
 /**
  * Runs an effect under a `TestClock` with a logger that records every line (level, message, annotations, cause); the
- * minimum log level is `All` unless `minimum` says otherwise.
+ * minimum log level is `All` unless `minimum` says otherwise. `provide` is the same logger and level for a bus program
+ * run with `runScoped` (which adds the `TestClock`).
  */
 const captured = () => {
-  const lines: Array<Line> = []
-  const logger = Logger.make(({ cause, fiber, logLevel, message }) => {
-    lines.push({
-      level: logLevel,
-      message: Array.isArray(message) ? message.map(String).join(" ") : String(message),
-      annotations: { ...fiber.getRef(References.CurrentLogAnnotations) },
-      cause
-    })
-  })
+  const { lines, provide } = captureLogs()
   const run = <A, E>(effect: Effect.Effect<A, E>, minimum: "All" | "Info" = "All"): Promise<A> =>
-    Effect.runPromise(
-      effect.pipe(
-        Effect.provideService(References.MinimumLogLevel, minimum),
-        Effect.provide(Logger.layer([logger])),
-        Effect.provide(TestClock.layer())
-      )
-    )
-  /** The same logger and level for a bus program run with `runScoped` (which adds the `TestClock`). */
-  const provide = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    effect.pipe(Effect.provideService(References.MinimumLogLevel, "All"), Effect.provide(Logger.layer([logger])))
+    Effect.runPromise(provide(effect, minimum).pipe(Effect.provide(TestClock.layer())))
   return { lines, provide, run }
 }
 
-const summary = (lines: ReadonlyArray<Line>) => lines.map((l) => `${l.level} ${l.message}`)
+const summary = (lines: ReadonlyArray<LogLine>) => lines.map((l) => `${l.level} ${l.message}`)
 
 test("success: a start line at Debug, then \"delivery handled\" at Info with the duration from the TestClock", async () => {
   const { lines, run } = captured()

@@ -7,3 +7,4 @@
  */
 export { conformance, type ConformanceOptions, type Features } from "./Conformance.ts"
 export { letTimePass, runScoped, testDelivery, type TimeMode, waitUntil } from "./Harness.ts"
+export { type CapturedLogs, captureLogs, type LogLine } from "./Logs.ts"
