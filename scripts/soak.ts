@@ -14,7 +14,7 @@ import { jetstream } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Layer } from "effect"
 import process from "node:process"
-import { longestGap, publishCarefully, Tally } from "../test/support/load.ts"
+import { longestGap, publishCarefully, Tally } from "../packages/nats/test/support/load.ts"
 
 const usage = (problem: string): never => {
   console.error(`soak: ${problem}\nusage: npm run soak -- [--duration=2m] [--seed=N] [--workers=N] [--max-backlog=N]`)

@@ -1,5 +1,5 @@
 // The ControlService handlers and the failure helper shared by the request-reply tests on memory
-// (test/codegen.memory.test.ts) and on NATS (test/nats.rpc.test.ts). Not a test file itself (no `.test.ts`).
+// (test/codegen.memory.test.ts) and on NATS (packages/nats/test/rpc.test.ts). Not a test file itself (no `.test.ts`).
 import { RpcError } from "@cqbus/core"
 import type { ControlServiceHandlers } from "@cqbus/testkit/control"
 import { Cause, Effect, Exit } from "effect"

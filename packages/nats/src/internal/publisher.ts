@@ -267,7 +267,7 @@ const encodeText = (text: string): Uint8Array => {
 /**
  * The headers of one event, byte for byte what nats.js's `MsgHdrs` encodes (names checked, values checked and
  * trimmed as its `append` does): the envelope's headers, then `Nats-Msg-Id`, in the order `js.publish` sent them
- * (docs/wire-format.md, pinned by test/nats.interop.test.ts).
+ * (docs/wire-format.md, pinned by packages/nats/test/interop.test.ts).
  *
  * @since 0.1.0
  * @category encoding

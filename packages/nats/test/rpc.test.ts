@@ -20,7 +20,7 @@ import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Fiber, Layer } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { controlHandlers, failureOf } from "./support/control.ts"
+import { controlHandlers, failureOf } from "../../../test/support/control.ts"
 import { inScope, run, server } from "./support/nats.ts"
 import { rawConnect } from "./support/raw.ts"
 

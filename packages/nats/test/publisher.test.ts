@@ -13,7 +13,7 @@ import { Effect, Fiber, Redacted, Result } from "effect"
 import { TestClock } from "effect/testing"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { encodeHeaders, readPubAck } from "../packages/nats/src/internal/publisher.ts"
+import { encodeHeaders, readPubAck } from "../src/internal/publisher.ts"
 import { bus, inScope, run, server, waitFor } from "./support/nats.ts"
 
 /** A plain nats.js connection to the test server, closed with the test's scope. */

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict"
 import { Buffer } from "node:buffer"
 import { test } from "node:test"
-import { HeaderBlock } from "../packages/nats/src/internal/headers.ts"
+import { HeaderBlock } from "../src/internal/headers.ts"
 
 const block = (text: string): HeaderBlock => {
   const bytes = new TextEncoder().encode(text)

@@ -1,4 +1,4 @@
-// Load and bookkeeping for the fault tests (test/nats.faults.test.ts) and the soak script (scripts/soak.ts): a
+// Load and bookkeeping for the fault tests (packages/nats/test/faults.test.ts) and the soak script (scripts/soak.ts): a
 // publisher that behaves like a careful caller (retries exactly when a PublishError says `retriable`, with the same
 // event id, and gives up otherwise), a tally of what was sent, acked and handled, and the gaps in a series of
 // timestamps. Not a test file itself (no `.test.ts`).

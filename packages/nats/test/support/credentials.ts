@@ -1,4 +1,4 @@
-// Credentials made at test time for the authentication and TLS tests (test/nats.auth.test.ts): a CA with a server and
+// Credentials made at test time for the authentication and TLS tests (packages/nats/test/auth.test.ts): a CA with a server and
 // a client certificate, a second CA nobody trusts, an nkey user, and an operator with an account and users whose
 // `.creds` files a server in operator mode (`resolver: MEMORY`) accepts. Everything is written into a temporary
 // directory the caller removes; nothing generated is committed. Not a test file itself (no `.test.ts`).

@@ -1,4 +1,4 @@
-// Helpers for the NATS fault-injection tests (test/nats.*.test.ts): run a test body in a scope that owns its own
+// Helpers for the NATS fault-injection tests (packages/nats/test/*.test.ts): run a test body in a scope that owns its own
 // nats-server, build a bus in that scope, wait in real time. Not a test file itself (no `.test.ts`).
 import { EventBus, type EventBusShape, Transport, type TransportShape } from "@cqbus/core"
 import { type NatsEventBusConfig, NatsEventBus, NatsTransport, type NatsTransportShape } from "@cqbus/nats"

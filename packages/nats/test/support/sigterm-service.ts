@@ -1,4 +1,4 @@
-// A small consuming service for the SIGTERM test in test/nats.faults.test.ts, run as a child process with the test's
+// A small consuming service for the SIGTERM test in packages/nats/test/faults.test.ts, run as a child process with the test's
 // own runtime: it subscribes a slow handler as a group member and runs under `runMain`, so SIGTERM starts the graceful
 // shutdown. It reports on stdout, one line each: `ready`, `start <event id>` when a handler begins, `done <event id>`
 // when it has finished (its ack follows), `exiting` when the main effect's scopes have closed, `exit <code>` as the

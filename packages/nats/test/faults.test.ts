@@ -1,7 +1,7 @@
 // Faults on one nats-server under load (issue 11, item 3): a server that hangs (SIGSTOP, then SIGCONT), a stream at its
 // limits that discards new messages, SIGTERM to a consuming service with events in flight, and a slow consumer facing
 // a large backlog. Each test owns its server and counts every event: sent, acked, handled, duplicates, given up (by a
-// caller that honours `retriable`) and lost. test/nats.reliability.test.ts covers the killed server, the subscriber
+// caller that honours `retriable`) and lost. packages/nats/test/reliability.test.ts covers the killed server, the subscriber
 // closed mid-stream and `check` against a hung server; these do not repeat them.
 import { PublishError } from "@cqbus/core"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
@@ -166,7 +166,7 @@ const serviceCommand = (script: string): { readonly command: string; readonly ar
   return { command: process.execPath, args: [...process.execArgv.filter((a) => !a.startsWith("--test")), script] }
 }
 
-/** A running `test/support/sigterm-service.ts` and what it reported so far. */
+/** A running `packages/nats/test/support/sigterm-service.ts` and what it reported so far. */
 interface ServiceProcess {
   readonly child: ReturnType<typeof spawn>
   /** Event ids whose handler started / finished. */
