@@ -1,0 +1,18 @@
+/**
+ * The option checks the metrics, consumer lag and Prometheus modules share, so an option means the same and is
+ * refused with the same message wherever it is accepted (docs/reliability.md, "Options").
+ *
+ * @module
+ */
+import { Options } from "@cqbus/core"
+
+/** Attribute values are label values: one line each. */
+export const attributes = (option: string, value: unknown): Options.Check =>
+  Options.record(option, value, (name, v) => Options.text(name, v, { maxLength: 1024 }))
+
+/** `ConsumerLagOptions` of `consumerLag`, `consumerLagPolling` and `prometheusHandler`'s `consumerLag`. */
+export const checkLagOptions = (options: unknown, prefix: string): Options.Check =>
+  Options.first(
+    () => Options.object(prefix, options),
+    () => attributes(`${prefix}.attributes`, (options as { readonly attributes?: unknown } | undefined)?.attributes)
+  )
