@@ -9,47 +9,19 @@
  *
  * @module
  */
-import { errorMessage, EventBus, Options, redactDeep, Transport } from "@cqbus/core"
-import { Cause, Context, Duration, Effect, Exit, Option, Redacted, Result } from "effect"
+import { errorMessage, type EventBus, Options, redactDeep, type Transport } from "@cqbus/core"
+import { Context, Duration, Effect, Exit, Redacted } from "effect"
 import { Hono } from "hono"
-import { Heartbeat } from "./Heartbeat.ts"
-
-/**
- * A health status: `pass` (healthy), `warn` (healthy, with a concern), `fail` (unhealthy: the endpoint answers 503).
- *
- * @since 0.1.0
- * @category models
- */
-export type HealthStatus = "pass" | "warn" | "fail"
-
-/**
- * What one check observed: the fields a check object of `application/health+json` carries besides `time`. `status`
- * defaults to `pass`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Observation {
-  readonly status?: HealthStatus
-  readonly componentId?: string
-  readonly componentType?: string
-  readonly observedValue?: string | number | boolean
-  readonly observedUnit?: string
-  /** Why the status is not `pass` (left out for `pass`, as the draft recommends). */
-  readonly output?: string
-}
-
-/**
- * One check object of a health response.
- *
- * @since 0.1.0
- * @category models
- */
-export interface CheckResult extends Observation {
-  readonly status: HealthStatus
-  /** When it was observed (ISO 8601, on Effect's `Clock`). */
-  readonly time: string
-}
+import type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
+import {
+  backlogCheck,
+  busCheck,
+  causeMessage,
+  connectionCheck,
+  drainingCheck,
+  heartbeatCheck,
+  type NamedCheck
+} from "./internal/checks.ts"
 
 /**
  * A health response (`application/health+json`).
@@ -66,35 +38,6 @@ export interface HealthResponse {
   readonly output?: string
   /** Check objects keyed `component:measurement` (e.g. `bus:responseTime`), one or more per key. */
   readonly checks: Readonly<Record<string, ReadonlyArray<CheckResult>>>
-}
-
-/**
- * A check of your own: an Effect that observes something. Its failure or defect reports `fail` with the error's
- * message as `output`; a check that outlives its timeout reports `fail` too.
- *
- * @example
- * ```ts
- * import type { HealthCheck } from "@cqbus/health"
- * import { Effect } from "effect"
- *
- * const disk: HealthCheck = {
- *   name: "disk:utilization",
- *   run: Effect.succeed({ observedValue: 41, observedUnit: "percent" })
- * }
- * ```
- *
- * @since 0.1.0
- * @category models
- */
-export interface HealthCheck<R = never> {
-  /** The key in `checks`: `component:measurement` (`"postgres:responseTime"`) or a bare measurement (`"uptime"`). */
-  readonly name: string
-  /** What it observed: nothing (a pass), one observation, or one per component instance. */
-  readonly run: Effect.Effect<Observation | ReadonlyArray<Observation> | void, unknown, R>
-  /** Part of `/ready` as well as the full report (default `true`). */
-  readonly ready?: boolean
-  /** Overrides the router's `timeout` for this check. */
-  readonly timeout?: Duration.Input
 }
 
 /**
@@ -163,18 +106,6 @@ const worst = (statuses: Iterable<HealthStatus>): HealthStatus => {
   return result
 }
 
-/** Milliseconds with microsecond precision: what `observedValue` of a response time shows. */
-const millisSince = (startNanos: bigint, endNanos: bigint): number => Math.round(Number(endNanos - startNanos) / 1e3) / 1e3
-
-/** The message of a check's failure, defect or interruption. */
-const causeMessage = (cause: Cause.Cause<unknown>): string => {
-  const failure = Cause.findError(cause)
-  if (Result.isSuccess(failure)) return errorMessage(failure.success)
-  const defect = Cause.findDefect(cause)
-  if (Result.isSuccess(defect)) return `defect: ${errorMessage(defect.success)}`
-  return "interrupted"
-}
-
 const backlogRange = { min: 1, max: Options.MAX_COUNT }
 
 /** The accepted range of each option (docs/reliability.md, "Options"). */
@@ -215,119 +146,6 @@ const checkOptions = (options: unknown): Options.Check =>
             : { option, message: `${option} must be a string or a Redacted string` })
     )
   })
-
-interface NamedCheck<R> {
-  readonly name: string
-  readonly ready: boolean
-  readonly timeout: Duration.Duration | undefined
-  readonly run: Effect.Effect<Observation | ReadonlyArray<Observation> | void, unknown, R>
-}
-
-/** The bus's own probe, timed. */
-const busCheck: NamedCheck<EventBus | Transport> = {
-  name: "bus:responseTime",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
-    const bus = yield* EventBus
-    const transport = yield* Transport
-    const clock = yield* Effect.clockWith(Effect.succeed)
-    const started = clock.monotonicTimeNanosUnsafe()
-    const exit = yield* Effect.exit(bus.check)
-    const took = millisSince(started, clock.monotonicTimeNanosUnsafe())
-    const base = { componentId: transport.name, componentType: "component", observedValue: took, observedUnit: "ms" }
-    return Exit.isSuccess(exit) ? base : { ...base, status: "fail" as const, output: causeMessage(exit.cause) }
-  })
-}
-
-/** The connection to the broker, where the transport has one. */
-const connectionCheck: NamedCheck<Transport> = {
-  name: "bus:connection",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
-    const transport = yield* Transport
-    if (transport.connection === undefined) return []
-    const state = yield* transport.connection.get
-    const observation: Observation = {
-      componentId: state.server ?? transport.name,
-      componentType: "datastore",
-      observedValue: state.status
-    }
-    if (state.status === "connected") return observation
-    return {
-      ...observation,
-      status: "fail",
-      output: `${state.status} (${state.reconnects} reconnects so far)${state.lastError === undefined ? "" : `: ${state.lastError}`}`
-    }
-  })
-}
-
-/** Fails while the transport shuts down or a group subscription drains, so traffic moves elsewhere first. */
-const drainingCheck: NamedCheck<Transport> = {
-  name: "bus:draining",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
-    const transport = yield* Transport
-    if (transport.draining === undefined) return []
-    const draining = yield* transport.draining
-    return draining
-      ? { observedValue: true, status: "fail", output: "shutting down: subscriptions are draining" }
-      : { observedValue: false }
-  })
-}
-
-/** One observation per live consumer, by its backlog of undelivered messages. */
-const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport> => ({
-  name: "consumers:backlog",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
-    const transport = yield* Transport
-    if (transport.consumers === undefined) return []
-    const lags = yield* Effect.result(transport.consumers)
-    // The backlog cannot be read (the broker does not answer): a concern, not a verdict; the bus checks decide
-    // whether the bus itself is down.
-    if (Result.isFailure(lags)) {
-      return { status: "warn", output: `cannot read the consumers: ${lags.failure.message}` }
-    }
-    return lags.success.map((lag): Observation => {
-      const status: HealthStatus = lag.pending >= thresholds.fail
-        ? "fail"
-        : lag.pending >= thresholds.warn
-        ? "warn"
-        : "pass"
-      const observation: Observation = {
-        componentId: lag.consumer,
-        componentType: "consumer",
-        observedValue: lag.pending,
-        observedUnit: "messages"
-      }
-      return status === "pass" ? observation : {
-        ...observation,
-        status,
-        output: `${lag.pending} messages on ${lag.topic} not yet delivered (${lag.ackPending} awaiting ack, ` +
-          `${lag.redelivered} redelivered); ${status} at ${status === "fail" ? thresholds.fail : thresholds.warn}`
-      }
-    })
-  })
-})
-
-const heartbeatCheck = (ready: boolean): NamedCheck<never> => ({
-  name: "heartbeat:responseTime",
-  ready,
-  timeout: undefined,
-  run: Effect.flatMap(Effect.serviceOption(Heartbeat), (heartbeat): Effect.Effect<Observation | [], unknown> =>
-    Option.isNone(heartbeat)
-      ? Effect.succeed([])
-      : Effect.map(heartbeat.value.probe, (ms): Observation => ({
-        componentId: heartbeat.value.topic,
-        componentType: "component",
-        observedValue: Math.round(ms * 1000) / 1000,
-        observedUnit: "ms"
-      })))
-})
 
 /**
  * A Hono app with `GET /` (the full report), `GET /live` (liveness: answers without touching any dependency) and

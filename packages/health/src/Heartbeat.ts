@@ -6,11 +6,11 @@
  *
  * @module
  */
-import { EventBus, type InvalidTopic, newEventId, type SubscribeError } from "@cqbus/core"
-import { Context, Deferred, Effect, Exit, Layer } from "effect"
+import { EventBus, type InvalidTopic, newEventId, type PublishError, type SubscribeError } from "@cqbus/core"
+import { Context, Deferred, Effect, Exit, Layer, type Scope } from "effect"
 
 /**
- * Options of `Heartbeat.layer`.
+ * Options of `Heartbeat.layer` and `Heartbeat.make`.
  *
  * @since 0.1.0
  * @category models
@@ -34,7 +34,7 @@ export interface HeartbeatOptions {
  */
 export interface HeartbeatShape {
   readonly topic: string
-  readonly probe: Effect.Effect<number, unknown>
+  readonly probe: Effect.Effect<number, PublishError | InvalidTopic>
 }
 
 /**
@@ -62,28 +62,30 @@ const HeartbeatKey: Context.ServiceClass<Heartbeat, "@cqbus/health/Heartbeat", H
  * ```ts
  * import { EventBus } from "@cqbus/core"
  * import { Heartbeat } from "@cqbus/health"
- * import { Layer } from "effect"
+ * import { Effect, Layer } from "effect"
  *
  * const layer = Heartbeat.layer().pipe(Layer.provideMerge(EventBus.layerMemory()))
+ * const roundTrip = Effect.gen(function*() {
+ *   const heartbeat = yield* Heartbeat.Heartbeat
+ *   return yield* heartbeat.probe // milliseconds
+ * })
  * ```
  *
  * @since 0.1.0
  * @category services
  */
-export class Heartbeat extends HeartbeatKey {
-  /**
-   * Subscribes (ephemerally, from new messages on) to the heartbeat topic for the layer's lifetime and provides the
-   * probe. Each process sees every process's probes and completes only its own.
-   *
-   * @since 0.1.0
-   * @category layers
-   */
-  static layer(options: HeartbeatOptions = {}): Layer.Layer<Heartbeat, SubscribeError | InvalidTopic, EventBus> {
-    return Layer.effect(Heartbeat, make(options))
-  }
-}
+export class Heartbeat extends HeartbeatKey {}
 
-const make = (options: HeartbeatOptions) =>
+/**
+ * Subscribes (ephemerally, from new messages on) to the heartbeat topic for the scope's lifetime and returns the
+ * probe. Each process sees every process's probes and completes only its own.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: HeartbeatOptions = {}
+): Effect.Effect<HeartbeatShape, SubscribeError | InvalidTopic, EventBus | Scope.Scope> =>
   Effect.gen(function*() {
     const bus = yield* EventBus
     const topic = options.topic ?? DEFAULT_TOPIC
@@ -96,7 +98,7 @@ const make = (options: HeartbeatOptions) =>
         const done = waiting.get(delivery.eventId)
         if (done !== undefined) Deferred.doneUnsafe(done, Exit.void)
       }), { concurrency: 4, maxDeliver: 1, internal: true })
-    const probe: Effect.Effect<number, unknown> = Effect.suspend(() => {
+    const probe: Effect.Effect<number, PublishError | InvalidTopic> = Effect.suspend(() => {
       const id = `${PROBE_PREFIX}${newEventId()}`
       return Effect.gen(function*() {
         const done = yield* Deferred.make<void>()
@@ -111,3 +113,12 @@ const make = (options: HeartbeatOptions) =>
     })
     return { topic, probe }
   })
+
+/**
+ * The heartbeat as a layer: `make` for the layer's lifetime.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: HeartbeatOptions = {}): Layer.Layer<Heartbeat, SubscribeError | InvalidTopic, EventBus> =>
+  Layer.effect(Heartbeat, make(options))

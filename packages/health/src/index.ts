@@ -5,15 +5,13 @@
  *
  * @module
  */
+export type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
 export {
-  type CheckResult,
   HEALTH_CONTENT_TYPE,
-  type HealthCheck,
   healthRouter,
   type HealthResponse,
   type HealthRouterOptions,
-  type HealthRuntime,
-  type HealthStatus,
-  type Observation
+  type HealthRuntime
 } from "./HealthRouter.ts"
-export { Heartbeat, type HeartbeatOptions, type HeartbeatShape } from "./Heartbeat.ts"
+export * as Heartbeat from "./Heartbeat.ts"
+export type { HeartbeatOptions, HeartbeatShape } from "./Heartbeat.ts"

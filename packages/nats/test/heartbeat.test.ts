@@ -20,7 +20,7 @@ test("nats heartbeat: the default topic works with a custom events stream, unsee
       stream: { name: "ORDERS", subjects: ["orders.v1.>"] },
       middleware: [counting]
     }))))
-    const heartbeat = Context.get(context, Heartbeat)
+    const heartbeat = Context.get(context, Heartbeat.Heartbeat)
     const bus = Context.get(context, EventBus)
     const transport = Context.get(context, Transport)
     assert.equal(heartbeat.topic, "cqbus.health.v1.probe")
