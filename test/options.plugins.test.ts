@@ -29,18 +29,18 @@ test("options: retry and recovery throw a ConfigError naming a bad option; bound
   throwsConfig(() => retry({ times: -1 }), "retry.times", /retry\.times must be an integer from 0 to 10000, got -1/)
   throwsConfig(() => retry({ times: NaN }), "retry.times", /got NaN/)
   throwsConfig(() => retry({ times: 10_001 }), "retry.times", /got 10001/)
-  throwsConfig(() => retry({ delay: -5 }), "retry.delay", /retry\.delay must be a duration from 0 to 1d, got -5ms/)
-  throwsConfig(() => retry({ delay: bad("1 sec") }), "retry.delay", /must be a duration .*got "1 sec"/)
-  throwsConfig(() => retry({ maxDelay: "2 days" }), "retry.maxDelay", /from 0 to 1d, got "2 days"/)
+  throwsConfig(() => retry({ initial: -5 }), "retry.initial", /retry\.initial must be a duration from 0 to 1d, got -5ms/)
+  throwsConfig(() => retry({ initial: bad("1 sec") }), "retry.initial", /must be a duration .*got "1 sec"/)
+  throwsConfig(() => retry({ max: "2 days" }), "retry.max", /from 0 to 1d, got "2 days"/)
   throwsConfig(() => retry({ maxElapsed: Infinity }), "retry.maxElapsed", /must be a duration .*got Infinity/)
   throwsConfig(() => retry({ factor: 0.5 }), "retry.factor", /retry\.factor must be a number from 1 to 100, got 0.5/)
-  throwsConfig(() => retry({ jitter: bad("yes") }), "retry.jitter", /must be true or false/)
+  throwsConfig(() => retry({ jitter: bad("yes") }), "retry.jitter", /must be a number from 0 to 1, got "yes"/)
   throwsConfig(() => retry({ schedule: bad(5) }), "retry.schedule", /must be a Schedule, got 5/)
   throwsConfig(() => retry({ while: bad("Timeout") }), "retry.while", /must be a function/)
   throwsConfig(() => recovery({ log: bad("false") }), "recovery.log", /recovery\.log must be true or false, got "false"/)
   const boundaries: ReadonlyArray<RetryOptions> = [
-    { times: 0, delay: 0, factor: 1, maxDelay: 0 },
-    { times: 10_000, delay: "1 days", factor: 100, maxDelay: "1 days", maxElapsed: "1 days" }
+    { times: 0, initial: 0, factor: 1, max: 0, jitter: 0 },
+    { times: 10_000, initial: "1 days", factor: 100, max: "1 days", jitter: 1, maxElapsed: "1 days" }
   ]
   for (const options of boundaries) {
     assert.equal(typeof retry(options), "function")
@@ -134,7 +134,7 @@ test("property: arbitrary retry, metrics and health options build the plugin or 
   try {
     fc.assert(
       fc.property(numberish, numberish, numberish, numberish, (a, b, c, d) => {
-        attempt(() => retry(bad({ times: a, delay: b, factor: c, maxDelay: d })))
+        attempt(() => retry(bad({ times: a, initial: b, factor: c, max: d })))
         attempt(() => metrics(bad({ boundaries: [a, b].filter((x) => x !== undefined) })))
         attempt(() => consumerLagPolling(bad({ interval: c })))
         attempt(() => healthRouter(bad({ runtime, timeout: a, backlog: { warn: b, fail: c } })))

@@ -63,7 +63,7 @@ export const makeHttpService = (options: HttpServiceOptions = {}): HttpService =
   const handler = pipe(
     index,
     recovery(),
-    retry({ times: 3, delay: "20 millis" }),
+    retry({ times: 3, initial: "20 millis" }),
     logging({ levels: { success: "Debug" } }),
     metrics()
   )

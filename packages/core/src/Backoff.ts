@@ -17,27 +17,53 @@ import * as Options from "./Options.ts"
 export type Backoff = (attempt: number) => Duration.Duration
 
 /**
- * Exponential backoff: `initial * factor^(attempt - 1)`, capped at `max`, with optional full jitter in
- * `[delay * (1 - jitter), delay]`. `initial` and `max` from 0 to 1 day, `factor` from 1 to 100, `jitter` from 0 to 1;
- * anything else throws a `ConfigError` here, where the backoff is written.
+ * How a delay grows from one failure to the next, in the one vocabulary of cqbus: `Backoff.exponential` (redelivery
+ * by the transport) and `retry` of `@cqbus/retry` (in-process retries) take these options with the same meanings;
+ * only their defaults differ.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExponentialOptions {
+  /** The first delay (0 to 1 day). */
+  readonly initial?: Duration.Input
+  /** Growth of the delay per failure (1 to 100; 1 gives a constant delay). */
+  readonly factor?: number
+  /** The longest delay (0 to 1 day); jitter only shortens a delay, so no delay exceeds it. */
+  readonly max?: Duration.Input
+  /**
+   * The fraction (0 to 1) by which each delay is shortened at random: it is drawn from `[delay × (1 − jitter),
+   * delay]`, so consumers that failed together do not retry together. 0 is no jitter.
+   */
+  readonly jitter?: number
+}
+
+/**
+ * The check of `ExponentialOptions` that both `Backoff.exponential` and `retry` run, naming a bad option
+ * `<prefix>.<name>` (`backoff.jitter`, `retry.max`) with its range.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const checkExponential = (prefix: string, options: ExponentialOptions): Options.Check =>
+  Options.first(
+    () => Options.duration(`${prefix}.initial`, options.initial, Options.Ranges.delay),
+    () => Options.number(`${prefix}.factor`, options.factor, { min: 1, max: 100 }),
+    () => Options.duration(`${prefix}.max`, options.max, Options.Ranges.delay),
+    () => Options.number(`${prefix}.jitter`, options.jitter, { min: 0, max: 1 })
+  )
+
+/**
+ * Exponential backoff: `initial * factor^(attempt - 1)`, capped at `max`, shortened by `jitter` (see
+ * `ExponentialOptions`). Defaults: 200 ms, ×2, at most 1 minute, no jitter. An option out of range throws a
+ * `ConfigError` here, where the backoff is written.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const exponential = (
-  { factor = 2, initial = "200 millis", jitter = 0, max = "1 minute" }: {
-    readonly initial?: Duration.Input
-    readonly factor?: number
-    readonly max?: Duration.Input
-    readonly jitter?: number
-  } = {}
-): Backoff => {
-  Options.orThrow(Options.first(
-    () => Options.duration("backoff.initial", initial, Options.Ranges.delay),
-    () => Options.number("backoff.factor", factor, { min: 1, max: 100 }),
-    () => Options.duration("backoff.max", max, Options.Ranges.delay),
-    () => Options.number("backoff.jitter", jitter, { min: 0, max: 1 })
-  ))
+export const exponential = (options: ExponentialOptions = {}): Backoff => {
+  Options.orThrow(checkExponential("backoff", options))
+  const { factor = 2, initial = "200 millis", jitter = 0, max = "1 minute" } = options
   const base = Duration.toMillis(initial)
   const cap = Duration.toMillis(max)
   return (attempt) => {

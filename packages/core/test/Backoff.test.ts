@@ -19,3 +19,9 @@ test("constant backoff waits the same after every failure", () => {
   const backoff = Backoff.constant("3 seconds")
   assert.deepEqual([1, 5, 50].map((n) => Duration.toMillis(backoff(n))), [3000, 3000, 3000])
 })
+
+test("checkExponential is the one check of the backoff options, naming a bad one under the caller's prefix", () => {
+  assert.equal(Backoff.checkExponential("retry", { jitter: 2 })?.option, "retry.jitter")
+  assert.equal(Backoff.checkExponential("backoff", { max: "2 days" })?.option, "backoff.max")
+  assert.equal(Backoff.checkExponential("retry", { initial: 0, factor: 100, max: "1 days", jitter: 1 }), undefined)
+})

@@ -285,7 +285,7 @@ test("outermost in pipe(handler, recovery(), retry(), logging()) it logs the fin
         if (++runs < 3) throw new Error("flaky")
       }),
     recovery({ log: false }),
-    retry({ times: 3, delay: "100 millis", factor: 1, jitter: false }),
+    retry({ times: 3, initial: "100 millis", factor: 1, jitter: 0 }),
     logging()
   )
   await run(Effect.gen(function*() {

@@ -70,7 +70,7 @@ test("on a bus, retry sees recovered defects, and the dead letter names HandlerD
           throw new Error("bug")
         }),
       recovery({ log: false }),
-      retry({ times: 2, delay: "1 millis" })
+      retry({ times: 2, initial: "1 millis" })
     )
     yield* bus.subscribe(AssetCreatedEvent, handler, { group: "buggy", maxDeliver: 1 })
     yield* bus.publish(AssetCreatedEvent, { assetId: "x" })
@@ -101,7 +101,7 @@ test("the stack is logged once per message: in-process retries and redeliveries 
             throw new Error(`bug in ${event.assetId}`)
           }),
         recovery(),
-        retry({ times: 2, delay: "10 millis" })
+        retry({ times: 2, initial: "10 millis" })
       )
       yield* bus.subscribe(AssetCreatedEvent, handler, { group: "buggy", maxDeliver: 2, backoff: Backoff.constant("1 second") })
       yield* bus.publish(AssetCreatedEvent, { assetId: "a" }, { eventId: "evt-a" })

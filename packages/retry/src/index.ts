@@ -6,29 +6,23 @@
  *
  * @module
  */
-import { errorTag, type Middleware, Options } from "@cqbus/core"
-import { Duration, Effect, Schedule } from "effect"
+import { Backoff, errorTag, type Middleware, Options } from "@cqbus/core"
+import { Duration, Effect, Random, Schedule } from "effect"
 
 /**
- * Options of `retry`. The default is 3 retries, exponential from 100 ms (×2, up to 10 s), with jitter.
+ * Options of `retry`. The delays use core's backoff vocabulary (`Backoff.ExponentialOptions`: `initial`, `factor`,
+ * `max`, `jitter`, with the meanings `Backoff.exponential` gives them); the defaults here are 3 retries, from 100 ms,
+ * ×2, at most 10 s, with jitter 0.2 (each delay drawn from 80 % to 100 % of its nominal value).
  *
  * @since 0.1.0
  * @category models
  */
-export interface RetryOptions {
+export interface RetryOptions extends Backoff.ExponentialOptions {
   /** Retries after the first run (default 3). */
   readonly times?: number
-  /** The first delay (default 100 ms). */
-  readonly delay?: Duration.Input
-  /** Growth of the delay per retry (default 2; 1 gives a constant delay). */
-  readonly factor?: number
-  /** The longest delay (default 10 s). */
-  readonly maxDelay?: Duration.Input
   /** Schedule no further retry once this much time has passed since the first failure. */
   readonly maxElapsed?: Duration.Input
-  /** Randomise each delay between 80 % and 120 % (default true), so retries of many consumers spread out. */
-  readonly jitter?: boolean
-  /** A schedule of your own instead of `delay`/`factor`/`maxDelay`/`jitter`; `times` and `maxElapsed` still bound it. */
+  /** A schedule of your own instead of `initial`/`factor`/`max`/`jitter`; `times` and `maxElapsed` still bound it. */
   readonly schedule?: Schedule.Schedule<unknown, unknown>
   /** Retry only the errors this accepts (default: all but `Reject` and `RetryLater`). */
   readonly while?: (error: unknown) => boolean
@@ -40,17 +34,14 @@ const isDeliveryDecision = (error: unknown): boolean => {
   return tag === "Reject" || tag === "RetryLater"
 }
 
-/** The accepted range of each option (docs/reliability.md, "Options"). */
+/** The accepted range of each option (docs/reliability.md, "Options"); the delays are checked as `Backoff`'s are. */
 const checkOptions = (options: unknown): Options.Check =>
   Options.first(() => Options.object("retry", options), () => {
     const o = (options ?? {}) as Record<string, unknown>
     return Options.first(
       () => Options.integer("retry.times", o.times, { min: 0, max: 10_000 }),
-      () => Options.duration("retry.delay", o.delay, Options.Ranges.delay),
-      () => Options.number("retry.factor", o.factor, { min: 1, max: 100 }),
-      () => Options.duration("retry.maxDelay", o.maxDelay, Options.Ranges.delay),
+      () => Backoff.checkExponential("retry", o),
       () => Options.duration("retry.maxElapsed", o.maxElapsed, Options.Ranges.delay),
-      () => Options.boolean("retry.jitter", o.jitter),
       () =>
         o.schedule === undefined || Schedule.isSchedule(o.schedule)
           ? undefined
@@ -67,15 +58,22 @@ const checkOptions = (options: unknown): Options.Check =>
  */
 export const retrySchedule = (options: RetryOptions = {}): Schedule.Schedule<unknown, unknown> => {
   Options.orThrow(checkOptions(options))
-  const maxDelay = Duration.toMillis(options.maxDelay ?? "10 seconds")
+  const max = Duration.toMillis(options.max ?? "10 seconds")
+  const jitter = options.jitter ?? 0.2
+  // An Effect `Schedule` and `Random` rather than a `Backoff` function: the retries run inside the handler's fiber, so
+  // a `TestClock` (and a seeded `Random`) controls them.
   const base: Schedule.Schedule<unknown, unknown> = options.schedule ?? Schedule.exponential(
-    options.delay ?? "100 millis",
+    options.initial ?? "100 millis",
     options.factor ?? 2
   ).pipe(
-    Schedule.modifyDelay((metadata) => Effect.succeed(Duration.millis(Math.min(Duration.toMillis(metadata.duration), maxDelay))))
+    Schedule.modifyDelay((metadata) => {
+      const delay = Math.min(Duration.toMillis(metadata.duration), max)
+      return jitter === 0
+        ? Effect.succeed(Duration.millis(delay))
+        : Effect.map(Random.next, (random) => Duration.millis(delay * (1 - jitter * random)))
+    })
   )
-  const spread = options.schedule === undefined && options.jitter !== false ? Schedule.jittered(base) : base
-  return spread.pipe(
+  return base.pipe(
     Schedule.upTo({
       times: options.times ?? 3,
       ...(options.maxElapsed === undefined ? {} : { duration: options.maxElapsed })
@@ -84,14 +82,15 @@ export const retrySchedule = (options: RetryOptions = {}): Schedule.Schedule<unk
 }
 
 /**
- * Retries a failing handler in process. `retry({ times: 3, delay: "1 second" })` is CQC's `WithRetry` shape. An option
- * out of range (`times` 0 to 10,000, delays 0 to 1 day, `factor` 1 to 100) throws a `ConfigError` naming it.
+ * Retries a failing handler in process. `retry({ times: 3, initial: "1 second" })` is CQC's `WithRetry` shape. An
+ * option out of range (`times` 0 to 10,000, delays 0 to 1 day, `factor` 1 to 100, `jitter` 0 to 1) throws a
+ * `ConfigError` naming it.
  *
  * @example
  * ```ts
  * import { Effect, pipe } from "effect"
  * import { retry } from "@cqbus/retry"
- * const handler = pipe((_: unknown) => Effect.void, retry({ times: 3, delay: "1 second" }))
+ * const handler = pipe((_: unknown) => Effect.void, retry({ times: 3, initial: "1 second" }))
  * ```
  *
  * @since 0.1.0

@@ -22,10 +22,10 @@ const flaky = (failures: number, error: unknown = new Error("transient")) => {
 
 const virtual = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(Effect.provide(effect, TestClock.layer()))
 
-test("retry({ times: 3, delay: \"1 second\", factor: 1 }) retries with a fixed delay on the TestClock, then succeeds", () =>
+test("retry({ times: 3, initial: \"1 second\", factor: 1 }) retries with a fixed delay on the TestClock, then succeeds", () =>
   virtual(Effect.gen(function*() {
     const { at, handler } = flaky(2)
-    const fiber = yield* Effect.forkChild(retry({ times: 3, delay: "1 second", factor: 1, jitter: false })(handler)("x", delivery))
+    const fiber = yield* Effect.forkChild(retry({ times: 3, initial: "1 second", factor: 1, jitter: 0 })(handler)("x", delivery))
     yield* TestClock.adjust("999 millis")
     assert.equal(at.length, 1, "no retry before the delay")
     yield* TestClock.adjust("1 millis")
@@ -35,11 +35,11 @@ test("retry({ times: 3, delay: \"1 second\", factor: 1 }) retries with a fixed d
     assert.deepEqual(at, [0, 1000, 2000])
   })))
 
-test("the default backoff is exponential and capped by maxDelay", () =>
+test("the default backoff is exponential and capped by max", () =>
   virtual(Effect.gen(function*() {
     const { at, handler } = flaky(5)
     const fiber = yield* Effect.forkChild(
-      retry({ times: 5, delay: "100 millis", maxDelay: "300 millis", jitter: false })(handler)("x", delivery)
+      retry({ times: 5, initial: "100 millis", max: "300 millis", jitter: 0 })(handler)("x", delivery)
     )
     yield* TestClock.adjust("10 seconds")
     yield* Fiber.join(fiber)
@@ -47,12 +47,12 @@ test("the default backoff is exponential and capped by maxDelay", () =>
     assert.deepEqual(gaps, [100, 200, 300, 300, 300])
   })))
 
-test("jitter spreads the delays around the nominal one", () =>
+test("the default jitter spreads the delays below the nominal one", () =>
   virtual(Effect.gen(function*() {
     const gaps: Array<number> = []
     for (let run = 0; run < 20; run++) {
       const { at, handler } = flaky(1)
-      const fiber = yield* Effect.forkChild(retry({ times: 1, delay: "1 second" })(handler)("x", delivery))
+      const fiber = yield* Effect.forkChild(retry({ times: 1, initial: "1 second" })(handler)("x", delivery))
       yield* TestClock.adjust("2 seconds")
       yield* Fiber.join(fiber)
       gaps.push(at[1]! - at[0]!)
@@ -64,7 +64,7 @@ test("jitter spreads the delays around the nominal one", () =>
 test("when the retries are used up the last failure is passed on", () =>
   virtual(Effect.gen(function*() {
     const { at, handler } = flaky(10, new Error("still down"))
-    const fiber = yield* Effect.forkChild(Effect.flip(retry({ times: 2, delay: "10 millis" })(handler)("x", delivery)))
+    const fiber = yield* Effect.forkChild(Effect.flip(retry({ times: 2, initial: "10 millis" })(handler)("x", delivery)))
     yield* TestClock.adjust("1 second")
     const error = yield* Fiber.join(fiber)
     assert.equal(at.length, 3)
@@ -75,7 +75,7 @@ test("maxElapsed schedules no retry once the time since the first run has passed
   virtual(Effect.gen(function*() {
     const { at, handler } = flaky(100)
     const fiber = yield* Effect.forkChild(
-      Effect.flip(retry({ times: 100, delay: "1 second", factor: 1, jitter: false, maxElapsed: "3500 millis" })(handler)("x", delivery))
+      Effect.flip(retry({ times: 100, initial: "1 second", factor: 1, jitter: 0, maxElapsed: "3500 millis" })(handler)("x", delivery))
     )
     yield* TestClock.adjust("1 minute")
     yield* Fiber.join(fiber)
@@ -87,7 +87,7 @@ test("Reject, RetryLater and errors the predicate refuses are not retried", () =
   virtual(Effect.gen(function*() {
     for (const error of [new Reject({ reason: "no" }), new RetryLater({ delay: "1 minute" }), { _tag: "Fatal" }]) {
       const { at, handler } = flaky(10, error)
-      const wrapped = retry({ times: 5, delay: "1 millis", while: (e) => (e as { _tag?: string })._tag !== "Fatal" })(handler)
+      const wrapped = retry({ times: 5, initial: "1 millis", while: (e) => (e as { _tag?: string })._tag !== "Fatal" })(handler)
       const fiber = yield* Effect.forkChild(Effect.flip(wrapped("x", delivery)))
       yield* TestClock.adjust("1 second")
       assert.equal(yield* Fiber.join(fiber), error)
@@ -108,7 +108,7 @@ test("on a bus: in-process retries run first, then the transport redelivers, and
           if (e.assetId === "bad") return Effect.fail(new Reject({ reason: "bad" }))
           return ++flakyRuns <= 3 ? Effect.fail(new Error("down")) : Effect.void
         }),
-      retry({ times: 1, delay: "10 millis" })
+      retry({ times: 1, initial: "10 millis" })
     )
     yield* bus.subscribe(AssetCreatedEvent, handler, { group: "retrying", backoff: Backoff.constant("1 second") })
     yield* bus.publish(AssetCreatedEvent, { assetId: "flaky" })
