@@ -190,24 +190,13 @@ const deliveryAnnotations = (delivery: Delivery, into: Annotations): Annotations
 }
 
 /**
- * Logs each delivery: `"delivery start"` before the handler runs, then one line for its result, decided by
- * `Verdict.of` (the rule the bus and the metrics plugin follow too) — `"delivery handled"`, `"delivery failed"` (a
- * typed failure, with `error.type` = its `_tag` and `error.message`; the message will be redelivered), `"delivery
- * defect"` (with the cause, so the logger prints the stack), `"delivery interrupted"`, or `"delivery dead-lettered"`
- * (`Reject`, or any failure on the last allowed attempt; with `cqbus.dead_letter.reason`) — with `cqbus.outcome`
- * (`handled`, `failed`, `defect`, `interrupted`, `dead_letter`) and `cqbus.duration_ms` (measured on Effect's
- * `Clock`).
- *
- * The plugin replaces the bus's default warning line for the deliveries it sees (it marks each one with
- * `Verdict.markReported`), so a failure is logged once whatever the middleware order; lines for messages no handler
- * ran for (a body that cannot be decoded) still come from the bus.
- *
- * Every line, the handler's own included, is annotated with `messaging.operation.type` (`process`),
- * `messaging.destination.name` (the topic), `messaging.message.id` (the event id), `cqbus.attempt`, and for a group
- * subscription `messaging.consumer.group.name` and `cqbus.group`; the plugin's lines add `cqbus.key` and
- * `cqbus.sequence` where known. The failure passes through unchanged: logging never changes what happens to the
- * message. Put it outermost, so it logs the final result of the retried, recovered handler:
- * `pipe(handler, recovery(), retry(), logging())`.
+ * Logs each delivery: `"delivery start"` before the handler runs, then one line for its result as `Verdict.of`
+ * decides it (the rule the bus and `metrics()` follow too): `"delivery handled"`, `"delivery failed"`, `"delivery
+ * defect"` (with the cause, so the stack is printed), `"delivery interrupted"` or `"delivery dead-lettered"`. Every
+ * line, the handler's own included, carries the delivery's topic, event id, attempt and group (the README lists the
+ * annotations). It replaces the bus's default warning line for the deliveries it sees (`Verdict.markReported`), so a
+ * failure is logged once whatever the middleware order. The failure passes through unchanged. Put it outermost, so
+ * it logs the final result of the retried, recovered handler: `pipe(handler, recovery(), retry(), logging())`.
  *
  * @example
  * ```ts

@@ -123,18 +123,12 @@ const secondsSince = (startNanos: bigint, endNanos: bigint): number => Number(en
 
 /**
  * Counts and times each delivery: `messaging_client_consumed_messages_total` (counter) and
- * `messaging_process_duration_seconds` (histogram, seconds, OpenTelemetry semconv buckets `DURATION_BOUNDARIES`,
- * measured on Effect's `Clock`), with the attributes `messaging_destination_name` (the topic), `messaging_operation`
- * (`"process"`), `messaging_consumer_group_name` (for a group subscription), `outcome` and, on failure, `error_type`.
- *
- * `outcome` is the `kind` of `Verdict.of(exit, delivery)`, the rule the bus itself follows: `"ack"` on success,
- * `"dead_letter"` when the handler fails with `Reject` or fails, dies or is interrupted on its last allowed attempt
- * (`delivery.attempt >= delivery.maxDeliver`), and `"retry"` otherwise; `error_type` is the verdict's `errorTag` (a
- * failure's `_tag`, `"Defect"` for a defect, `"Interrupted"` for an interruption, such as a drain, whose message is
- * handed back). Bodies that cannot be decoded are dead-lettered
- * before any handler runs, so no middleware sees them: count those from the dead letters. The failure passes through
- * unchanged. Put it outermost, so it measures the retried,
- * recovered handler once per delivery: `pipe(handler, recovery(), retry(), metrics())`.
+ * `messaging_process_duration_seconds` (histogram, seconds, `DURATION_BOUNDARIES`), by topic, group, `outcome` and,
+ * on failure, `error_type`. `outcome` is the `kind` of `Verdict.of(exit, delivery)` (`ack`, `retry`, `dead_letter`),
+ * the rule the bus itself follows, so metrics, logs and the transport agree; `error_type` is the verdict's `errorTag`.
+ * Undecodable bodies are dead-lettered before any handler runs, so no middleware counts them. The failure passes
+ * through unchanged. Put it outermost, so it measures the retried, recovered handler once per delivery:
+ * `pipe(handler, recovery(), retry(), metrics())`.
  *
  * @example
  * ```ts

@@ -24,7 +24,6 @@ export class HandlerDefect extends TaggedErrorBase<{
   readonly defectStack: string | undefined
   readonly defect: unknown
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "HandlerDefect"
 }
 
