@@ -5,16 +5,8 @@
  *
  * @module
  */
-import {
-  type Delivery,
-  type Middleware,
-  Options,
-  type OutgoingMessage,
-  type PublishAck,
-  type PublishError,
-  type PublishMiddleware,
-  Verdict
-} from "@cqbus/core"
+import type { Delivery, Middleware, OutgoingMessage, PublishAck, PublishError, PublishMiddleware } from "@cqbus/core"
+import { Options, Verdict } from "@cqbus/core"
 import { Cause, Effect, Exit, Metric, Result } from "effect"
 import { attributes } from "./internal/checks.ts"
 

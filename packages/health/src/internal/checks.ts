@@ -30,12 +30,18 @@ export interface NamedCheck<R> {
   readonly run: Effect.Effect<Observation | ReadonlyArray<Observation> | void, unknown, R>
 }
 
-/** The bus's own probe, timed. */
-export const busCheck: NamedCheck<EventBus | Transport> = {
-  name: "bus:responseTime",
-  ready: true,
+/** A built-in check: under the router's timeout, and part of `/ready` unless `ready` says otherwise. */
+const builtIn = <R>(name: string, run: NamedCheck<R>["run"], ready = true): NamedCheck<R> => ({
+  name,
+  ready,
   timeout: undefined,
-  run: Effect.gen(function*() {
+  run
+})
+
+/** The bus's own probe, timed. */
+export const busCheck: NamedCheck<EventBus | Transport> = builtIn(
+  "bus:responseTime",
+  Effect.gen(function*() {
     const bus = yield* EventBus
     const transport = yield* Transport
     const clock = yield* Effect.clockWith(Effect.succeed)
@@ -45,14 +51,12 @@ export const busCheck: NamedCheck<EventBus | Transport> = {
     const base = { componentId: transport.name, componentType: "component", observedValue: took, observedUnit: "ms" }
     return Exit.isSuccess(exit) ? base : { ...base, status: "fail" as const, output: causeMessage(exit.cause) }
   })
-}
+)
 
 /** The connection to the broker, where the transport has one. */
-export const connectionCheck: NamedCheck<Transport> = {
-  name: "bus:connection",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
+export const connectionCheck: NamedCheck<Transport> = builtIn(
+  "bus:connection",
+  Effect.gen(function*() {
     const transport = yield* Transport
     if (transport.connection === undefined) return []
     const state = yield* transport.connection.get
@@ -68,14 +72,12 @@ export const connectionCheck: NamedCheck<Transport> = {
       output: `${state.status} (${state.reconnects} reconnects so far)${state.lastError === undefined ? "" : `: ${state.lastError}`}`
     }
   })
-}
+)
 
 /** Fails while the transport shuts down or a group subscription drains, so traffic moves elsewhere first. */
-export const drainingCheck: NamedCheck<Transport> = {
-  name: "bus:draining",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
+export const drainingCheck: NamedCheck<Transport> = builtIn(
+  "bus:draining",
+  Effect.gen(function*() {
     const transport = yield* Transport
     if (transport.draining === undefined) return []
     const draining = yield* transport.draining
@@ -83,56 +85,55 @@ export const drainingCheck: NamedCheck<Transport> = {
       ? { observedValue: true, status: "fail", output: "shutting down: subscriptions are draining" }
       : { observedValue: false }
   })
-}
+)
 
 /** One observation per live consumer, by its backlog of undelivered messages. */
-export const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport> => ({
-  name: "consumers:backlog",
-  ready: true,
-  timeout: undefined,
-  run: Effect.gen(function*() {
-    const transport = yield* Transport
-    if (transport.consumers === undefined) return []
-    const lags = yield* Effect.result(transport.consumers)
-    // The backlog cannot be read (the broker does not answer): a concern, not a verdict; the bus checks decide
-    // whether the bus itself is down.
-    if (Result.isFailure(lags)) {
-      return { status: "warn", output: `cannot read the consumers: ${lags.failure.message}` }
-    }
-    return lags.success.map((lag): Observation => {
-      const status: HealthStatus = lag.pending >= thresholds.fail
-        ? "fail"
-        : lag.pending >= thresholds.warn
-        ? "warn"
-        : "pass"
-      const observation: Observation = {
-        componentId: lag.consumer,
-        componentType: "consumer",
-        observedValue: lag.pending,
-        observedUnit: "messages"
+export const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport> =>
+  builtIn(
+    "consumers:backlog",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      if (transport.consumers === undefined) return []
+      const lags = yield* Effect.result(transport.consumers)
+      // The backlog cannot be read (the broker does not answer): a concern, not a verdict; the bus checks decide
+      // whether the bus itself is down.
+      if (Result.isFailure(lags)) {
+        return { status: "warn", output: `cannot read the consumers: ${lags.failure.message}` }
       }
-      return status === "pass" ? observation : {
-        ...observation,
-        status,
-        output: `${lag.pending} messages on ${lag.topic} not yet delivered (${lag.ackPending} awaiting ack, ` +
-          `${lag.redelivered} redelivered); ${status} at ${status === "fail" ? thresholds.fail : thresholds.warn}`
-      }
+      return lags.success.map((lag): Observation => {
+        const status: HealthStatus = lag.pending >= thresholds.fail
+          ? "fail"
+          : lag.pending >= thresholds.warn
+          ? "warn"
+          : "pass"
+        const observation: Observation = {
+          componentId: lag.consumer,
+          componentType: "consumer",
+          observedValue: lag.pending,
+          observedUnit: "messages"
+        }
+        return status === "pass" ? observation : {
+          ...observation,
+          status,
+          output: `${lag.pending} messages on ${lag.topic} not yet delivered (${lag.ackPending} awaiting ack, ` +
+            `${lag.redelivered} redelivered); ${status} at ${status === "fail" ? thresholds.fail : thresholds.warn}`
+        }
+      })
     })
-  })
-})
+  )
 
 /** The heartbeat's round trip, when the runtime provides `Heartbeat` (no entry otherwise). */
-export const heartbeatCheck = (ready: boolean): NamedCheck<never> => ({
-  name: "heartbeat:responseTime",
-  ready,
-  timeout: undefined,
-  run: Effect.flatMap(Effect.serviceOption(Heartbeat), (heartbeat): Effect.Effect<Observation | [], unknown> =>
-    Option.isNone(heartbeat)
-      ? Effect.succeed([])
-      : Effect.map(heartbeat.value.probe, (ms): Observation => ({
-        componentId: heartbeat.value.topic,
-        componentType: "component",
-        observedValue: Math.round(ms * 1000) / 1000,
-        observedUnit: "ms"
-      })))
-})
+export const heartbeatCheck = (ready: boolean): NamedCheck<never> =>
+  builtIn(
+    "heartbeat:responseTime",
+    Effect.flatMap(Effect.serviceOption(Heartbeat), (heartbeat): Effect.Effect<Observation | [], unknown> =>
+      Option.isNone(heartbeat)
+        ? Effect.succeed([])
+        : Effect.map(heartbeat.value.probe, (ms): Observation => ({
+          componentId: heartbeat.value.topic,
+          componentType: "component",
+          observedValue: Math.round(ms * 1000) / 1000,
+          observedUnit: "ms"
+        }))),
+    ready
+  )
