@@ -3,9 +3,10 @@
  * error is classified by nats.js's own vocabulary (its error classes and JetStream API codes) and says whether
  * retrying can help.
  */
-import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
+import { HealthError, PublishError, type PublishErrorReason, redactSecrets, SubscribeError } from "@cqbus/core"
 import { type ApiError, JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
 import { errors } from "@nats-io/nats-core"
+import { NatsError } from "../NatsError.ts"
 
 /** JetStream API error codes this package reacts to (nats-server's `errors.json`). */
 export const ApiCodes = {
@@ -228,6 +229,15 @@ export const connectProblem = (cause: unknown): ConnectProblem => {
   return { reason: "Connect", problem: undefined }
 }
 
+/** Connected, but the JetStream API does not answer (not enabled on the server or the account). */
+export const toJetStreamUnavailable = (cause: unknown): NatsError =>
+  new NatsError({
+    reason: "JetStreamUnavailable",
+    message: `JetStream is not available on this connection (is the server started with JetStream, and is it enabled for the account?): ${
+      redactSecrets(message(cause))
+    }`
+  })
+
 /** A failed health probe. */
 export const toHealthError = (component: string, cause: unknown): HealthError =>
   new HealthError({ component, message: `${component}: ${message(cause)}`, cause })
@@ -242,5 +252,3 @@ export const isNoResponders = (cause: unknown): boolean =>
     e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders())
   )
 
-/** Whether nats.js reports a JetStream-level failure (for logs). */
-export const isJetStreamError = (cause: unknown): boolean => causes(cause).some((e) => e instanceof JetStreamError)
