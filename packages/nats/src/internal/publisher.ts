@@ -184,14 +184,17 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       const token = counter
       counter = counter === 999_999_999 ? 0 : counter + 1
       try {
-        sendOptions.reply = prefix + token
         sendOptions.headers = entry.block === undefined
           ? encodeHeaders(entry.headers, entry.msgId)
           : new EncodedHeaders(entry.block)
-        // Throws for a closed or draining connection and for a message over the server's max_payload.
+      } catch (cause) {
+        return settle(entry, Effect.fail(publishFailure.encode(cause, entry.topic)))
+      }
+      try {
+        sendOptions.reply = prefix + token
         nc.publish(entry.topic, entry.body, sendOptions)
       } catch (cause) {
-        return settle(entry, Effect.fail(toPublishError(cause, entry.topic)))
+        return settle(entry, Effect.fail(publishFailure.refused(cause, entry.topic)))
       }
       entry.token = token
       inFlight.set(token, entry)
