@@ -237,13 +237,6 @@ const NatsConnectionKey: Context.ServiceClass<NatsConnection, "@cqbus/nats/NatsC
  * `NatsEventBus.layer` and `NatsTransport.layer` provide it too; `NatsConnection.layer` provides it alone, for
  * request-reply without JetStream.
  *
- * @example
- * ```ts
- * import { Layer } from "effect"
- * import { NatsConnection, NatsRequestReply } from "@cqbus/nats"
- * const live = NatsRequestReply.layer.pipe(Layer.provideMerge(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
- * ```
- *
  * @since 0.1.0
  * @category services
  */
@@ -251,6 +244,13 @@ export class NatsConnection extends NatsConnectionKey {}
 
 /**
  * The connection alone: opened (or `config.connection` adopted) for the layer's lifetime; no JetStream call is made.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { NatsConnection, NatsRequestReply } from "@cqbus/nats"
+ * const live = NatsRequestReply.layer.pipe(Layer.provideMerge(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
+ * ```
  *
  * @since 0.1.0
  * @category layers

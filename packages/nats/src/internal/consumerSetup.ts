@@ -36,7 +36,7 @@ const COMPARED = [
 type Compared = Partial<Record<(typeof COMPARED)[number], unknown>>
 
 /** What one subscription needs to know about its consumer. */
-export interface ConsumerRequest {
+interface ConsumerRequest {
   readonly stream: string
   readonly name: string
   readonly topic: string
@@ -116,7 +116,7 @@ const comparable = (config: Partial<ConsumerConfig>): Compared => {
  * The fields where the existing consumer differs from the wanted one, split into those an update can change and those
  * it cannot.
  */
-export const compare = (
+const compare = (
   have: Partial<ConsumerConfig>,
   want: Partial<ConsumerConfig>,
   options: { readonly recreating?: boolean } = {}

@@ -1,6 +1,7 @@
 /**
- * Start-up provisioning of the event stream, the dead-letter stream and the health stream, under the chosen strategy. Validation compares
- * only the fields the options set, so a stream tuned by operators in other respects still validates.
+ * Start-up provisioning of the event stream, the dead-letter stream and the health stream, under the chosen strategy.
+ * Validation compares only the fields the options set, so a stream tuned by operators in other respects still
+ * validates.
  */
 import { redactSecrets as redact } from "@cqbus/core"
 import { JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream"
