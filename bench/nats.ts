@@ -109,7 +109,7 @@ const runtime = ManagedRuntime.make(NatsEventBus.layer({
   name: "bench-cqbus",
   ...(injected === undefined ? {} : { connection: injected })
 }))
-const cqbusNats = await runtime.runPromise(Effect.service(NatsTransport))
+const cqbusNats = await runtime.runPromise(Effect.service(NatsTransport.NatsTransport))
 const cqbusJsm: JetStreamManager = await jetstreamManager(cqbusNats.connection)
 
 /**

@@ -89,7 +89,7 @@ const authenticators = async (
 }
 
 /** Strips anything that looks like a credential out of an error text before it is stored or shown (core's rules). */
-export const redact: (text: string) => string = redactSecrets
+const redact: (text: string) => string = redactSecrets
 
 const describeServers = (servers: string | ReadonlyArray<string>): string =>
   redact(typeof servers === "string" ? servers : servers.join(","))
@@ -237,6 +237,14 @@ const NatsConnectionKey: Context.ServiceClass<NatsConnection, "@cqbus/nats/NatsC
  * `NatsEventBus.layer` and `NatsTransport.layer` provide it too; `NatsConnection.layer` provides it alone, for
  * request-reply without JetStream.
  *
+ * @since 0.1.0
+ * @category services
+ */
+export class NatsConnection extends NatsConnectionKey {}
+
+/**
+ * The connection alone: opened (or `config.connection` adopted) for the layer's lifetime; no JetStream call is made.
+ *
  * @example
  * ```ts
  * import { Layer } from "effect"
@@ -245,16 +253,7 @@ const NatsConnectionKey: Context.ServiceClass<NatsConnection, "@cqbus/nats/NatsC
  * ```
  *
  * @since 0.1.0
- * @category services
+ * @category layers
  */
-export class NatsConnection extends NatsConnectionKey {
-  /**
-   * Opens the connection (or adopts `config.connection`) for the layer's lifetime; no JetStream call is made.
-   *
-   * @since 0.1.0
-   * @category layers
-   */
-  static layer(config: ConnectionConfig = {}): Layer.Layer<NatsConnection, NatsError> {
-    return Layer.effect(NatsConnection, acquire(config, "nats://127.0.0.1:4222"))
-  }
-}
+export const layer = (config: ConnectionConfig = {}): Layer.Layer<NatsConnection, NatsError> =>
+  Layer.effect(NatsConnection, acquire(config, "nats://127.0.0.1:4222"))

@@ -52,6 +52,5 @@ export class NatsError extends TaggedErrorBase<{
   readonly stream?: string
   readonly code?: number
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "NatsError"
 }

@@ -8,10 +8,10 @@
 import { EventBus, makeEventBus, redactSecrets, type Transport } from "@cqbus/core"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
-import type { NatsConnection } from "./NatsConnection.ts"
+import type * as NatsConnection from "./NatsConnection.ts"
 import { configError } from "./internal/options.ts"
 import { NatsError } from "./NatsError.ts"
-import { NatsTransport } from "./NatsTransport.ts"
+import * as NatsTransport from "./NatsTransport.ts"
 
 /**
  * The bus over NATS JetStream; also provides `Transport`, `NatsTransport` and `NatsConnection`. Start-up fails only
@@ -36,7 +36,7 @@ import { NatsTransport } from "./NatsTransport.ts"
  */
 export const layer = (
   config: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError> =>
+): Layer.Layer<EventBus | Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   // The transport checks the whole configuration (the bus part included) before connecting, so the bus's own check
   // cannot fail here; its `ConfigError` is mapped all the same, so start-up fails only with `NatsError`.
   Layer.effect(
@@ -59,7 +59,7 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  */
 export const layerConfig = (
   overrides: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport | NatsConnection, NatsError> =>
+): Layer.Layer<EventBus | Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))

@@ -5,9 +5,13 @@
  *
  * @module
  */
+export * as NatsConnection from "./NatsConnection.ts"
 export * as NatsEventBus from "./NatsEventBus.ts"
 export * as NatsRequestReply from "./RequestReply.ts"
+export * as NatsTransport from "./NatsTransport.ts"
+
+export { DeadLetterHeaders } from "./internal/deadLetters.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
-export { type ConnectionState, type ManagedConnection, NatsConnection } from "./NatsConnection.ts"
+export type { ConnectionState, ManagedConnection } from "./NatsConnection.ts"
 export { NatsError, type NatsErrorReason } from "./NatsError.ts"
-export { DeadLetterHeaders, make as makeNatsTransport, NatsTransport, type NatsTransportShape } from "./NatsTransport.ts"
+export type { NatsTransportShape } from "./NatsTransport.ts"

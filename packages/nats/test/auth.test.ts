@@ -301,7 +301,7 @@ test("nats auth: a user without publish permission gets PublishError PermissionD
     const reconnected = yield* Effect.promise(() => runtime.runPromise(Effect.gen(function*() {
       const started = Date.now()
       yield* (yield* EventBus).check.pipe(Effect.retry(Schedule.spaced("100 millis")), Effect.timeout("15 seconds"))
-      const state = yield* SubscriptionRef.get((yield* NatsTransport).state)
+      const state = yield* SubscriptionRef.get((yield* NatsTransport.NatsTransport).state)
       assert.ok(state.reconnects >= 1, `the bus reconnected: ${JSON.stringify(state)}`)
       bodies.push(JSON.stringify(state))
       return Date.now() - started

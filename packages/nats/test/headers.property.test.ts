@@ -9,8 +9,8 @@ import assert from "node:assert/strict"
 import { Buffer } from "node:buffer"
 import { test } from "node:test"
 import fc from "fast-check"
-import { deadLetterBlock, HeaderBlock } from "../src/internal/headers.ts"
-import { encodeHeaders } from "../src/internal/publisher.ts"
+import { deadLetterBlock } from "../src/internal/deadLetters.ts"
+import { encodeHeaders, HeaderBlock } from "../src/internal/headers.ts"
 
 const RUNS = { seed: 11, numRuns: 1_000 } as const
 const ENCODER = new TextEncoder()

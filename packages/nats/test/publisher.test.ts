@@ -13,7 +13,8 @@ import { Effect, Fiber, Redacted, Result } from "effect"
 import { TestClock } from "effect/testing"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { encodeHeaders, readPubAck } from "../src/internal/publisher.ts"
+import { encodeHeaders } from "../src/internal/headers.ts"
+import { readPubAck } from "../src/internal/pubAck.ts"
 import { bus, inScope, run, server, waitFor } from "./support/nats.ts"
 
 /** A plain nats.js connection to the test server, closed with the test's scope. */

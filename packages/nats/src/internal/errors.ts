@@ -3,9 +3,10 @@
  * error is classified by nats.js's own vocabulary (its error classes and JetStream API codes) and says whether
  * retrying can help.
  */
-import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
+import { HealthError, PublishError, type PublishErrorReason, redactSecrets, SubscribeError } from "@cqbus/core"
 import { type ApiError, JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
 import { errors } from "@nats-io/nats-core"
+import { NatsError } from "../NatsError.ts"
 
 /** JetStream API error codes this package reacts to (nats-server's `errors.json`). */
 export const ApiCodes = {
@@ -45,13 +46,6 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
       return { reason: "PermissionDenied", retriable: false }
     }
     if (error instanceof errors.ConnectionError) return { reason: "NotConnected", retriable: true }
-    if (error instanceof errors.InvalidArgumentError && /payload/i.test(error.message)) {
-      return { reason: "TooLarge", retriable: false }
-    }
-    // A header name or value nats.js (or the publish engine, with its checks) refuses: sending again cannot help.
-    if (error instanceof errors.InvalidArgumentError && /header/i.test(error.message)) {
-      return { reason: "Encode", retriable: false }
-    }
     if (error instanceof JetStreamApiError) {
       switch (error.code) {
         case ApiCodes.MessageTooLarge:
@@ -88,24 +82,40 @@ const explain: Record<PublishErrorReason, string> = {
   Unknown: "an unexpected error"
 }
 
-/** A publish failure as a typed `PublishError`. */
-export const toPublishError = (cause: unknown, topic: string): PublishError => {
-  const { reason, retriable } = classify(cause)
-  return new PublishError({
+const publishError = (
+  cause: unknown,
+  topic: string,
+  { reason, retriable }: { readonly reason: PublishErrorReason; readonly retriable: boolean }
+): PublishError =>
+  new PublishError({
     topic,
     reason,
     retriable,
     message: `cannot publish to ${topic}: ${explain[reason]} (${message(cause)})`,
     cause
   })
-}
+
+/** A publish failure as a typed `PublishError`. */
+export const toPublishError = (cause: unknown, topic: string): PublishError => publishError(cause, topic, classify(cause))
 
 /**
- * Failures the publish engine (`publisher.ts`) detects itself — a PubAck carrying an API error, a no-responders status,
- * a missed deadline, a lost or closed connection — expressed as the nats.js errors they stand for, so they take the
- * same classification as the errors nats.js throws and keep a nats.js error as their `cause`.
+ * Failures the publish engine (`publisher.ts`) detects itself — a refused header, an oversized message, a PubAck
+ * carrying an API error, a no-responders status, a missed deadline, a lost or closed connection — told apart by where
+ * they happen, or expressed as the nats.js errors they stand for, so they take the same classification as the errors
+ * nats.js throws and keep a nats.js error as their `cause`.
  */
 export const publishFailure = {
+  /** The header encoder refused a name or value (as nats.js's would): sending again cannot help. */
+  encode: (cause: unknown, topic: string): PublishError =>
+    publishError(cause, topic, { reason: "Encode", retriable: false }),
+  /**
+   * `nc.publish` threw. Its one argument error is a message over the server's `max_payload` (nats.js 3.3: the
+   * subject checks throw `InvalidSubjectError`); the rest (closed, draining) classify as usual.
+   */
+  refused: (cause: unknown, topic: string): PublishError =>
+    cause instanceof errors.InvalidArgumentError
+      ? publishError(cause, topic, { reason: "TooLarge", retriable: false })
+      : toPublishError(cause, topic),
   /** The PubAck is a JetStream API error (`{"error":{"code":..,"err_code":..,"description":..}}`). */
   api: (error: ApiError, topic: string): PublishError => toPublishError(new JetStreamApiError(error), topic),
   /** A `503` status instead of a PubAck: nothing subscribes to the subject, i.e. no stream captures it. */
@@ -228,6 +238,15 @@ export const connectProblem = (cause: unknown): ConnectProblem => {
   return { reason: "Connect", problem: undefined }
 }
 
+/** Connected, but the JetStream API does not answer (not enabled on the server or the account). */
+export const toJetStreamUnavailable = (cause: unknown): NatsError =>
+  new NatsError({
+    reason: "JetStreamUnavailable",
+    message: `JetStream is not available on this connection (is the server started with JetStream, and is it enabled for the account?): ${
+      redactSecrets(message(cause))
+    }`
+  })
+
 /** A failed health probe. */
 export const toHealthError = (component: string, cause: unknown): HealthError =>
   new HealthError({ component, message: `${component}: ${message(cause)}`, cause })
@@ -242,5 +261,3 @@ export const isNoResponders = (cause: unknown): boolean =>
     e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders())
   )
 
-/** Whether nats.js reports a JetStream-level failure (for logs). */
-export const isJetStreamError = (cause: unknown): boolean => causes(cause).some((e) => e instanceof JetStreamError)

@@ -1,9 +1,17 @@
 /**
- * Conversion between cqbus headers (a plain record, lower-case CloudEvents names) and nats.js `MsgHdrs`. Incoming
- * names are lower-cased, except NATS's own `Nats-*` headers, so a Go publisher's `Ce-Id` reads as `ce-id`.
+ * NATS header blocks, both ways: cqbus headers (a plain record, lower-case CloudEvents names) encoded for a publish,
+ * and incoming blocks read without nats.js's decoder. Incoming names are lower-cased, except NATS's own `Nats-*`
+ * headers, so a Go publisher's `Ce-Id` reads as `ce-id`.
  */
 import type { Headers } from "@cqbus/core"
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
+import {
+  headers as natsHeaders,
+  InvalidArgumentError,
+  type Match,
+  type Msg,
+  type MsgHdrs,
+  MsgHdrsImpl
+} from "@nats-io/nats-core"
 
 /** Headers for an outgoing message; `Nats-Msg-Id` is set by the publish call from the event id. */
 export const toMsgHdrs = (headers: Headers): MsgHdrs => {
@@ -33,6 +41,128 @@ const CR = 13
 const LF = 10
 const CRLF = Uint8Array.of(CR, LF)
 const END = Uint8Array.of(CR, LF, CR, LF)
+
+/**
+ * A header block encoded in one pass, for `nc.publish`, whose only use of its `headers` option is `encode()`. Building
+ * a nats.js `MsgHdrs` instead (`append` per header: a name check that builds an array, a search of all names, a
+ * regular expression per value, a `Map` and an array per name) was about a tenth of the client's time per publish.
+ * Anything else a caller asks of it is answered by a `MsgHdrs` decoded from the block on first use.
+ */
+export class EncodedHeaders implements MsgHdrs {
+  #block: Uint8Array | undefined
+  #view: MsgHdrsImpl | undefined
+  constructor(block: Uint8Array) {
+    this.#block = block
+  }
+  #read(): MsgHdrsImpl {
+    return this.#view ??= MsgHdrsImpl.decode(this.#block!)
+  }
+  #write(): MsgHdrsImpl {
+    const view = this.#read()
+    this.#block = undefined
+    return view
+  }
+  encode(): Uint8Array {
+    return this.#block ??= this.#read().encode()
+  }
+  [Symbol.iterator](): IterableIterator<[string, Array<string>]> {
+    return this.#read()[Symbol.iterator]()
+  }
+  get hasError(): boolean {
+    return this.#read().hasError
+  }
+  get status(): string {
+    return this.#read().status
+  }
+  get code(): number {
+    return this.#read().code
+  }
+  get description(): string {
+    return this.#read().description
+  }
+  get(k: string, match?: Match): string {
+    return this.#read().get(k, match as "exact" | undefined)
+  }
+  last(k: string, match?: Match): string {
+    return this.#read().last(k, match as "exact" | undefined)
+  }
+  has(k: string, match?: Match): boolean {
+    return this.#read().has(k, match)
+  }
+  keys(): Array<string> {
+    return this.#read().keys()
+  }
+  values(k: string, match?: Match): Array<string> {
+    return this.#read().values(k, match)
+  }
+  set(k: string, v: string, match?: Match): void {
+    this.#write().set(k, v, match)
+  }
+  append(k: string, v: string, match?: Match): void {
+    this.#write().append(k, v, match)
+  }
+  delete(k: string, match?: Match): void {
+    this.#write().delete(k, match)
+  }
+}
+
+/** Header names already checked; the envelope's names repeat on every publish. Bounded: caller-chosen names vary. */
+const validNames = new Set<string>()
+
+/** The checks nats.js's `append` makes, with its errors: printable ASCII names without `:`, values without CR/LF. */
+const checkName = (name: string): void => {
+  if (validNames.has(name)) return
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i)
+    if (c === 58 || c < 33 || c > 126) {
+      throw new InvalidArgumentError(`'header' ${JSON.stringify(name[i])} is not a valid character in a header name`)
+    }
+  }
+  if (validNames.size < 1024) validNames.add(name)
+}
+
+const headerValue = (value: string): string => {
+  if (value.indexOf("\r") >= 0 || value.indexOf("\n") >= 0) {
+    throw new InvalidArgumentError("'header' values cannot contain \\r or \\n")
+  }
+  return value.trim()
+}
+
+/**
+ * UTF-8 bytes of `text`, carved out of a shared slab: a `new Uint8Array` of a few hundred bytes (what
+ * `TextEncoder.encode` returns) gets a backing store of its own outside the JavaScript heap, slow to allocate and to
+ * collect; a view of a slab does not. nats.js copies the block into its outgoing buffer at the next flush, and a slab
+ * region is never written twice, so a slab lives only as long as some of its blocks are still referenced.
+ */
+const SLAB = 64 * 1024
+let slab = new Uint8Array(SLAB)
+let slabUsed = 0
+const encodeText = (text: string): Uint8Array => {
+  const most = text.length * 3
+  if (most > SLAB / 8) return ENCODER.encode(text)
+  if (slabUsed + most > SLAB) {
+    slab = new Uint8Array(SLAB)
+    slabUsed = 0
+  }
+  const { written } = ENCODER.encodeInto(text, slab.subarray(slabUsed))
+  const bytes = slab.subarray(slabUsed, slabUsed + written)
+  slabUsed += written
+  return bytes
+}
+
+/**
+ * The headers of one event, byte for byte what nats.js's `MsgHdrs` encodes (names checked, values checked and
+ * trimmed as its `append` does): the envelope's headers, then `Nats-Msg-Id`, in the order `js.publish` sent them
+ * (docs/wire-format.md, pinned by packages/nats/test/interop.test.ts).
+ */
+export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
+  let block = "NATS/1.0\r\n"
+  for (const name in headers) {
+    checkName(name)
+    block += `${name}: ${headerValue(headers[name]!)}\r\n`
+  }
+  return new EncodedHeaders(encodeText(`${block}Nats-Msg-Id: ${headerValue(msgId)}\r\n\r\n`))
+}
 
 /**
  * The `Buffer` methods (Node, Bun; nats.js hands messages over as `Buffer`s there) that read part of a buffer without
@@ -298,75 +428,4 @@ export const headerSourceOf = (msg: Msg): HeaderSource => {
   const encode = (h as { readonly encode?: () => Uint8Array }).encode
   const bytes = typeof encode === "function" ? encode.call(h) : undefined
   return { code: h.code, description: h.description, get: (name) => headers[name], headers, bytes }
-}
-
-/** `nats-` in lower case, for the case-insensitive prefix test below. */
-const NATS_PREFIX = [110, 97, 116, 115, 45]
-const STATUS_LINE = ENCODER.encode("NATS/1.0")
-
-/** Does the line `data[start, end)` name a `Nats-*` header (any case, leading blanks ignored)? */
-const isNatsLine = (data: Uint8Array, start: number, end: number): boolean => {
-  let i = start
-  while (i < end && (data[i] === 32 || data[i] === 9)) i++
-  if (end - i < NATS_PREFIX.length) return false
-  for (let k = 0; k < NATS_PREFIX.length; k++) {
-    // ASCII letters only: OR-ing 0x20 lower-cases A-Z and leaves '-' (45) as it is.
-    if ((data[i + k]! | (k < 4 ? 0x20 : 0)) !== NATS_PREFIX[k]) return false
-  }
-  return true
-}
-
-/**
- * The header block of a dead-letter record: `own` lines first (the record's `Nats-Msg-Id` first of all, then the
- * `cqbus-dlq-*` facts; their values must be single lines), then every line of the original block byte for byte —
- * bare CR or LF, NUL, invalid UTF-8, names nats.js rejects and lines without a colon included — except empty lines
- * and `Nats-*` lines. JetStream acts on `Nats-*` headers when it stores a message (`Nats-Msg-Id` dedupe,
- * `Nats-Expected-*` checks, `Nats-Rollup`, TTLs): copied, they would make the server drop or refuse the record, and
- * the dead-lettering would be retried forever. Own lines come first because readers (ours, nats-server's header
- * lookup) take the first match, so a hostile original cannot override them. docs/wire-format.md has the layout.
- */
-export const deadLetterBlock = (original: Uint8Array | undefined, own: ReadonlyArray<readonly [string, string]>): Uint8Array => {
-  let head = "NATS/1.0\r\n"
-  for (const [name, value] of own) head += `${name}: ${value}\r\n`
-  const first = ENCODER.encode(head)
-  if (original === undefined || original.length === 0) return concat([first, CRLF])
-  const parts: Array<Uint8Array> = [first]
-  const length = original.length
-  let at = 0
-  // The status line ("NATS/1.0[ code text]") is replaced by the record's own; anything else in first place is a line.
-  if (startsWith(original, STATUS_LINE)) {
-    const eol = indexOfCrlf(original, 0)
-    at = eol < 0 ? length : eol + 2
-  }
-  while (at < length) {
-    let eol = indexOfCrlf(original, at)
-    if (eol < 0) eol = length
-    if (eol > at && !isNatsLine(original, at, eol)) parts.push(original.subarray(at, eol), CRLF)
-    at = eol + 2
-  }
-  parts.push(CRLF)
-  return concat(parts)
-}
-
-const startsWith = (data: Uint8Array, prefix: Uint8Array): boolean => {
-  if (data.length < prefix.length) return false
-  for (let i = 0; i < prefix.length; i++) if (data[i] !== prefix[i]) return false
-  return true
-}
-
-const indexOfCrlf = (data: Uint8Array, from: number): number => {
-  for (let i = data.indexOf(CR, from); i >= 0; i = data.indexOf(CR, i + 1)) if (data[i + 1] === LF) return i
-  return -1
-}
-
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  let size = 0
-  for (const part of parts) size += part.length
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const part of parts) {
-    out.set(part, at)
-    at += part.length
-  }
-  return out
 }

@@ -1,12 +1,13 @@
 /**
- * Start-up provisioning of the event stream and the dead-letter stream, under the chosen strategy. Validation compares
- * only the fields the options set, so a stream tuned by operators in other respects still validates.
+ * Start-up provisioning of the event stream, the dead-letter stream and the health stream, under the chosen strategy.
+ * Validation compares only the fields the options set, so a stream tuned by operators in other respects still
+ * validates.
  */
 import { redactSecrets as redact } from "@cqbus/core"
 import { JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
 import { Duration, Effect } from "effect"
-import type { NatsStreamOptions, ProvisioningStrategy } from "../NatsConfig.ts"
+import type { NatsStreamOptions, ProvisioningStrategy, ResolvedConfig } from "../NatsConfig.ts"
 import { NatsError } from "../NatsError.ts"
 import { ApiCodes, causes, isNotFound, message } from "./errors.ts"
 
@@ -127,3 +128,39 @@ export const provisionStream = (
     // Only a defect of the code above lands here; every management failure was turned into a `NatsError` already.
     catch: (cause) => new NatsError({ reason: "Provision", stream: want.name, message: redact(message(cause)) })
   }).pipe(Effect.flatMap((error) => error === undefined ? Effect.void : Effect.fail(error)))
+
+/** The bus's three streams: events under the strategy; dead letters and heartbeat probes created when missing. */
+export const provisionStreams = (jsm: JetStreamManager, resolved: ResolvedConfig): Effect.Effect<void, NatsError> =>
+  Effect.gen(function*() {
+    yield* provisionStream(jsm, streamConfig(resolved.stream), resolved.provisioning)
+    if (resolved.provisioning !== "skip") {
+      yield* provisionStream(
+        jsm,
+        streamConfig({
+          name: resolved.deadLetterStream,
+          subjects: [`${resolved.deadLetterPrefix}.>`],
+          ...(resolved.deadLetterMaxAge === undefined ? {} : { maxAge: resolved.deadLetterMaxAge }),
+          ...(resolved.deadLetterReplicas === undefined ? {} : { replicas: resolved.deadLetterReplicas }),
+          ...(resolved.deadLetterStorage === undefined ? {} : { storage: resolved.deadLetterStorage })
+        }),
+        resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
+      )
+    }
+    if (resolved.provisioning === "createOrUpdate" || resolved.provisioning === "createOnly") {
+      // Probes are worth something for seconds: memory storage, a short age and a small cap keep them cheap.
+      yield* provisionStream(
+        jsm,
+        streamConfig({
+          name: resolved.healthStream,
+          subjects: [`${resolved.healthPrefix}.>`],
+          storage: "memory",
+          maxAge: "1 minute",
+          maxMessages: 10_000,
+          discard: "old",
+          // As safe as the events on a cluster: a heartbeat that fails whenever one node is away would be a false alarm.
+          ...(resolved.stream.replicas === undefined ? {} : { replicas: resolved.stream.replicas })
+        }),
+        "createOnly"
+      )
+    }
+  })

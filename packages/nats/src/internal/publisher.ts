@@ -19,25 +19,14 @@
  * deadline, and then fails `Unavailable`, retriable (issue 11).
  */
 import type { Headers, PublishAck, PublishError } from "@cqbus/core"
-import type { ApiError } from "@nats-io/jetstream"
-import {
-  createInbox,
-  InvalidArgumentError,
-  type Match,
-  type Msg,
-  type MsgHdrs,
-  MsgHdrsImpl,
-  type NatsConnection,
-  type Status
-} from "@nats-io/nats-core"
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Status } from "@nats-io/nats-core"
 import { Effect, type Scope } from "effect"
 import { deniedPublishSubject, isNoResponders, publishFailure, toPublishError } from "./errors.ts"
+import { EncodedHeaders, encodeHeaders } from "./headers.ts"
+import { toResult } from "./pubAck.ts"
 
 /**
  * How the engine behaves.
- *
- * @since 0.1.0
- * @category models
  */
 export interface PublisherOptions {
   /** How long a publish may take until its PubAck, waiting for a slot or a connection included, in milliseconds. */
@@ -48,9 +37,6 @@ export interface PublisherOptions {
 
 /**
  * The engine of one connection.
- *
- * @since 0.1.0
- * @category models
  */
 export interface Publisher {
   /** Publishes `body` on `topic` with `headers` and `Nats-Msg-Id: msgId`; succeeds with the PubAck. */
@@ -69,14 +55,6 @@ export interface Publisher {
     body: Uint8Array,
     block: Uint8Array
   ) => Effect.Effect<PublishAck, PublishError>
-}
-
-/** The PubAck JetStream sends: a stored message, or an API error. */
-interface PubAckJson {
-  readonly stream?: unknown
-  readonly seq?: unknown
-  readonly duplicate?: unknown
-  readonly error?: ApiError
 }
 
 type Resume = (effect: Effect.Effect<PublishAck, PublishError>) => void
@@ -118,7 +96,6 @@ class Entry {
 }
 
 const DECODER = new TextDecoder()
-const ENCODER = new TextEncoder()
 
 /** How long after a `503` for an existing stream the message goes out again (rounded up to the sweep interval). */
 const RETRY_MS = 200
@@ -156,212 +133,12 @@ const tokenOf = (subject: string, from: number): number => {
   return token
 }
 
-/**
- * A header block encoded in one pass, for `nc.publish`, whose only use of its `headers` option is `encode()`. Building
- * a nats.js `MsgHdrs` instead (`append` per header: a name check that builds an array, a search of all names, a
- * regular expression per value, a `Map` and an array per name) was about a tenth of the client's time per publish.
- * Anything else a caller asks of it is answered by a `MsgHdrs` decoded from the block on first use.
- */
-class EncodedHeaders implements MsgHdrs {
-  #block: Uint8Array | undefined
-  #view: MsgHdrsImpl | undefined
-  constructor(block: Uint8Array) {
-    this.#block = block
-  }
-  #read(): MsgHdrsImpl {
-    return this.#view ??= MsgHdrsImpl.decode(this.#block!)
-  }
-  #write(): MsgHdrsImpl {
-    const view = this.#read()
-    this.#block = undefined
-    return view
-  }
-  encode(): Uint8Array {
-    return this.#block ??= this.#read().encode()
-  }
-  [Symbol.iterator](): IterableIterator<[string, Array<string>]> {
-    return this.#read()[Symbol.iterator]()
-  }
-  get hasError(): boolean {
-    return this.#read().hasError
-  }
-  get status(): string {
-    return this.#read().status
-  }
-  get code(): number {
-    return this.#read().code
-  }
-  get description(): string {
-    return this.#read().description
-  }
-  get(k: string, match?: Match): string {
-    return this.#read().get(k, match as "exact" | undefined)
-  }
-  last(k: string, match?: Match): string {
-    return this.#read().last(k, match as "exact" | undefined)
-  }
-  has(k: string, match?: Match): boolean {
-    return this.#read().has(k, match)
-  }
-  keys(): Array<string> {
-    return this.#read().keys()
-  }
-  values(k: string, match?: Match): Array<string> {
-    return this.#read().values(k, match)
-  }
-  set(k: string, v: string, match?: Match): void {
-    this.#write().set(k, v, match)
-  }
-  append(k: string, v: string, match?: Match): void {
-    this.#write().append(k, v, match)
-  }
-  delete(k: string, match?: Match): void {
-    this.#write().delete(k, match)
-  }
-}
-
-/** Header names already checked; the envelope's names repeat on every publish. Bounded: caller-chosen names vary. */
-const validNames = new Set<string>()
-
-/** The checks nats.js's `append` makes, with its errors: printable ASCII names without `:`, values without CR/LF. */
-const checkName = (name: string): void => {
-  if (validNames.has(name)) return
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i)
-    if (c === 58 || c < 33 || c > 126) {
-      throw new InvalidArgumentError(`'header' ${JSON.stringify(name[i])} is not a valid character in a header name`)
-    }
-  }
-  if (validNames.size < 1024) validNames.add(name)
-}
-
-const headerValue = (value: string): string => {
-  if (value.indexOf("\r") >= 0 || value.indexOf("\n") >= 0) {
-    throw new InvalidArgumentError("'header' values cannot contain \\r or \\n")
-  }
-  return value.trim()
-}
-
-/**
- * UTF-8 bytes of `text`, carved out of a shared slab: a `new Uint8Array` of a few hundred bytes (what
- * `TextEncoder.encode` returns) gets a backing store of its own outside the JavaScript heap, slow to allocate and to
- * collect; a view of a slab does not. nats.js copies the block into its outgoing buffer at the next flush, and a slab
- * region is never written twice, so a slab lives only as long as some of its blocks are still referenced.
- */
-const SLAB = 64 * 1024
-let slab = new Uint8Array(SLAB)
-let slabUsed = 0
-const encodeText = (text: string): Uint8Array => {
-  const most = text.length * 3
-  if (most > SLAB / 8) return ENCODER.encode(text)
-  if (slabUsed + most > SLAB) {
-    slab = new Uint8Array(SLAB)
-    slabUsed = 0
-  }
-  const { written } = ENCODER.encodeInto(text, slab.subarray(slabUsed))
-  const bytes = slab.subarray(slabUsed, slabUsed + written)
-  slabUsed += written
-  return bytes
-}
-
-/**
- * The headers of one event, byte for byte what nats.js's `MsgHdrs` encodes (names checked, values checked and
- * trimmed as its `append` does): the envelope's headers, then `Nats-Msg-Id`, in the order `js.publish` sent them
- * (docs/wire-format.md, pinned by packages/nats/test/interop.test.ts).
- *
- * @since 0.1.0
- * @category encoding
- */
-export const encodeHeaders = (headers: Headers, msgId: string): MsgHdrs => {
-  let block = "NATS/1.0\r\n"
-  for (const name in headers) {
-    checkName(name)
-    block += `${name}: ${headerValue(headers[name]!)}\r\n`
-  }
-  return new EncodedHeaders(encodeText(`${block}Nats-Msg-Id: ${headerValue(msgId)}\r\n\r\n`))
-}
-
 const NO_HEADERS: Headers = Object.freeze({})
-
-/** The result a reply on the inbox stands for. */
-const toResult = (topic: string, msg: Msg): Effect.Effect<PublishAck, PublishError> => {
-  const data = msg.data
-  if (data.length === 0) {
-    // A status message instead of a PubAck: 503 "no responders" means no stream captures the subject.
-    const status = msg.headers
-    return Effect.fail(
-      status?.code === 503
-        ? publishFailure.noResponders(topic)
-        : publishFailure.invalid(topic, status === undefined ? "an empty reply" : `status ${status.status}`)
-    )
-  }
-  const text = DECODER.decode(data)
-  const stored = readPubAck(text)
-  if (stored !== undefined) {
-    return Effect.succeed({ topic, stream: stored.stream, sequence: stored.seq, duplicate: stored.duplicate })
-  }
-  let ack: PubAckJson
-  try {
-    ack = JSON.parse(text) as PubAckJson
-  } catch (cause) {
-    return Effect.fail(toPublishError(cause, topic))
-  }
-  if (ack.error !== undefined) return Effect.fail(publishFailure.api(ack.error, topic))
-  if (typeof ack.stream !== "string" || ack.stream === "" || typeof ack.seq !== "number") {
-    return Effect.fail(publishFailure.invalid(topic, text.slice(0, 200)))
-  }
-  return Effect.succeed({ topic, stream: ack.stream, sequence: ack.seq, duplicate: ack.duplicate === true })
-}
-
-/** The stream name of the previous PubAck: nearly every PubAck names the same stream, so its string is reused. */
-let lastStream = ""
-
-/** Skips spaces from `i`. */
-const skipSpaces = (text: string, i: number): number => {
-  while (text.charCodeAt(i) === 32) i++
-  return i
-}
-
-/**
- * A PubAck of a stored message in the shape nats-server writes (`{"stream":"NAME", "seq": N}`, maybe with
- * `"domain"` and `"duplicate": true`), read without `JSON.parse` (which costs more than the rest of the reply's
- * handling). `undefined` for anything else — an error, escapes, another layout — which `JSON.parse` then reads.
- *
- * @since 0.1.0
- * @category decoding
- */
-export const readPubAck = (
-  text: string
-): { readonly stream: string; readonly seq: number; readonly duplicate: boolean } | undefined => {
-  if (text.charCodeAt(0) !== 123 || text.indexOf('"error"') >= 0) return undefined
-  const key = text.indexOf('"stream":')
-  if (key < 0) return undefined
-  const start = skipSpaces(text, key + 9) + 1
-  if (text.charCodeAt(start - 1) !== 34) return undefined
-  const end = text.indexOf('"', start)
-  if (end <= start || text.lastIndexOf("\\", end) >= start) return undefined
-  const stream = end - start === lastStream.length && text.startsWith(lastStream, start)
-    ? lastStream
-    : (lastStream = text.slice(start, end))
-  const seqKey = text.indexOf('"seq":')
-  if (seqKey < 0) return undefined
-  let i = skipSpaces(text, seqKey + 6)
-  const first = i
-  let seq = 0
-  for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) seq = seq * 10 + (c - 48)
-  if (i === first || i - first > 15) return undefined
-  const dupKey = text.indexOf('"duplicate":')
-  const duplicate = dupKey >= 0 && text.startsWith("true", skipSpaces(text, dupKey + 12))
-  return { stream, seq, duplicate }
-}
 
 /**
  * Starts the engine on a connection: subscribes its inbox, watches the connection's status, and sweeps deadlines.
  * When the scope closes, publishes still waiting for a slot fail `Closed`, those already sent get their PubAck or
  * time out, and the inbox is unsubscribed.
- *
- * @since 0.1.0
- * @category constructors
  */
 export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effect<Publisher, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -407,14 +184,17 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       const token = counter
       counter = counter === 999_999_999 ? 0 : counter + 1
       try {
-        sendOptions.reply = prefix + token
         sendOptions.headers = entry.block === undefined
           ? encodeHeaders(entry.headers, entry.msgId)
           : new EncodedHeaders(entry.block)
-        // Throws for a closed or draining connection and for a message over the server's max_payload.
+      } catch (cause) {
+        return settle(entry, Effect.fail(publishFailure.encode(cause, entry.topic)))
+      }
+      try {
+        sendOptions.reply = prefix + token
         nc.publish(entry.topic, entry.body, sendOptions)
       } catch (cause) {
-        return settle(entry, Effect.fail(toPublishError(cause, entry.topic)))
+        return settle(entry, Effect.fail(publishFailure.refused(cause, entry.topic)))
       }
       entry.token = token
       inFlight.set(token, entry)

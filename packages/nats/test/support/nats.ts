@@ -32,7 +32,7 @@ export const bus = (config: NatsEventBusConfig): Effect.Effect<Bus, Error, Scope
   Effect.map(Layer.build(NatsEventBus.layer(config)), (context) => ({
     bus: Context.get(context, EventBus),
     transport: Context.get(context, Transport),
-    nats: Context.get(context, NatsTransport)
+    nats: Context.get(context, NatsTransport.NatsTransport)
   }))
 
 /** Runs `body` in a scope of its own, which the test closes when it wants (a subscriber "process" going away). */

@@ -11,126 +11,43 @@
  * the inbox (their reply subject `$JS.ACK....` carries delivery count, stream sequence and timestamp), idle heartbeats
  * (status 100) while the request waits, and ends an unfulfilled request with status 408 (expired) or 409 (e.g.
  * consumer deleted), whose `Nats-Pending-Messages` header says how many of its messages will not come.
+ *
+ * This module is the loop alone (pulls, read-ahead, keep-alives, recovery, the drain); the answers to a delivery
+ * (`acks.ts`), dead letters (`deadLetters.ts`) and the consumer on the server (`consumerSetup.ts`) are its
+ * collaborators.
  */
-import type { Headers, IncomingMessage, Outcome } from "@cqbus/core"
+import type { IncomingMessage, Outcome } from "@cqbus/core"
 import { createInbox, type Msg, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
 import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import type { Acker } from "./acks.ts"
+import type { ConsumerSettings, ServerConsumer } from "./consumerSetup.ts"
+import type { DeadLetterWriter } from "./deadLetters.ts"
 import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
 import { type HeaderSource, headerSourceOf } from "./headers.ts"
+import { type JetStreamDelivery, readDelivery } from "./jetStreamDelivery.ts"
 
-const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
-const NAK = Uint8Array.of(45, 78, 65, 75) // -NAK
-const WPI = Uint8Array.of(43, 87, 80, 73) // +WPI (working: reset the ack timer)
 const ENCODER = new TextEncoder()
 const HANDBACK: Outcome = { _tag: "Handback" }
 
-/**
- * One delivery: the message as the bus sees it (`IncomingMessage`) plus what settling it needs. The stream timestamp
- * becomes a `Date` only when something reads it.
- *
- * @internal
- */
-export class Delivery implements IncomingMessage {
-  readonly body: Uint8Array
-  readonly deliveryCount: number
-  readonly sequence: number
-  readonly reply: string
-  readonly #msg: Msg
-  readonly #headers: HeaderSource
-  /** Index of the stream's token in the reply subject (2, or 4 with domain and account hash). */
-  readonly #offset: number
-  /** When the handler started, for keep-alives (0 while it is not running in the background). */
-  since = 0
-  constructor(msg: Msg, reply: string, offset: number, deliveryCount: number, sequence: number, headers: HeaderSource) {
-    this.#msg = msg
-    this.#headers = headers
-    this.#offset = offset
-    this.reply = reply
-    this.body = msg.data
-    this.deliveryCount = deliveryCount
-    this.sequence = sequence
-  }
-  /** Decoded from the wire only when read (the bus reads it only when a handler asks for the topic). */
-  get subject(): string {
-    return this.#msg.subject
-  }
-  get headers(): Headers {
-    return this.#headers.headers
-  }
-  header(name: string): string | undefined {
-    return this.#headers.get(name)
-  }
-  get publishedAt(): Date {
-    return new Date(Math.floor(Number(this.#token(5)) / 1_000_000))
-  }
-  /** The stream, from the reply subject. */
-  get stream(): string {
-    return this.#token(0)
-  }
-  /** The consumer, from the reply subject. */
-  get consumer(): string {
-    return this.#token(1)
-  }
-  /** Publishes an acknowledgement (`+ACK`, `-NAK`, `+WPI`, `+TERM`) to the reply subject. */
-  respond(data: Uint8Array): void {
-    this.#msg.respond(data)
-  }
-  /** The header block as it came, for the rare path that copies it whole (dead letters, byte for byte). */
-  get rawHeaders(): Uint8Array | undefined {
-    return this.#headers.bytes
-  }
-  #token(index: number): string {
-    return this.reply.split(".")[this.#offset + index] ?? ""
-  }
-}
-
-/** Dot positions of the reply subject being read (one array reused: the callback runs one message at a time). */
-const dots = new Int32Array(12)
-
-/** The decimal number between two positions of a string, without allocating the token. */
-const numberAt = (text: string, start: number, end: number): number => {
-  let n = 0
-  for (let i = start; i < end; i++) n = n * 10 + text.charCodeAt(i) - 48
-  return n
-}
-
-/** What a consumer needs from the transport. */
-export interface PullConsumerConfig {
+/** What a pull loop works with: the consumer it pulls from and its named collaborators. */
+export interface PullLoopConfig {
   readonly nc: NatsConnection
   readonly stream: string
   readonly consumer: string
-  /** Handlers running at once; the consumer also reads ahead this many. */
+  /** Handlers running at once; the loop also reads ahead this many. */
   readonly maxInFlight: number
-  /**
-   * The consumer's ackWait in ms as the server reports it (not as the subscription asked: an existing group may differ):
-   * keep-alives for running handlers go out at a third of it.
-   */
-  readonly ackWait: number
-  /**
-   * The server's `max_deliver`, when finite: the server never delivers a message again after that many deliveries, so
-   * the last one that would be naked or handed back is dead-lettered instead of silently dropped.
-   */
-  readonly maxDeliver: number | undefined
   readonly drainTimeout: Duration.Duration
-  readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
-  /** Stores a dead letter and terminates the message (or naks it when the record cannot be stored). */
-  readonly deadLetter: (delivery: Delivery, outcome: Extract<Outcome, { _tag: "DeadLetter" }>) => Effect.Effect<void>
   /**
-   * Makes sure the consumer exists, creating it from `floor` (the oldest unsettled stream sequence) when the server
-   * lost it. `undefined` when nothing was delivered yet: create it as first configured. Returns the settings now in
-   * force, which the keep-alives and dead letters follow from then on.
+   * The consumer's settings as the server reports them (not as the subscription asked: an existing group may differ):
+   * keep-alives for running handlers go out at a third of its ackWait, and the last delivery its finite
+   * `max_deliver` allows is dead-lettered instead of being silently dropped by the server.
    */
-  readonly recreate: (
-    floor: number | undefined
-  ) => Effect.Effect<{ readonly ackWait: number; readonly maxDeliver: number | undefined }, unknown>
-  /** `true` when the server no longer has the consumer. */
-  readonly missing: Effect.Effect<boolean>
-  /** The consumer's ack floor (stream sequence) as the server reports it; `undefined` when it cannot be read. */
-  readonly ackFloor: Effect.Effect<number | undefined>
-  /** The consumer's `max_batch`, when it has one: no pull asks for more. */
-  readonly maxBatch: number | undefined
-  /** The consumer's `max_expires` in ms, when it has one: no pull waits longer. */
-  readonly maxExpires: number | undefined
+  readonly settings: ConsumerSettings
+  readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
+  readonly acker: Acker
+  readonly deadLetters: DeadLetterWriter
+  /** The consumer on the server: whether it is missing, its ack floor, recreating it. */
+  readonly server: ServerConsumer
 }
 
 /** A running pull consumer. */
@@ -153,17 +70,15 @@ interface PullRequest {
  * Starts a pull consumer; it runs until the scope closes, then drains (stop pulling, hand back what is buffered, let
  * running handlers finish within `drainTimeout`, interrupt and hand back the rest, flush). Fails with the server's
  * permission error when this connection may not consume (subscribe to the inbox, publish the pull request).
- *
- * @internal
  */
-export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<PullConsumer, unknown, Scope.Scope> =>
+export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullConsumer, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const { maxInFlight, nc } = config
+    const { acker, maxInFlight, nc, server, settings } = config
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const inbox = createInbox()
     const nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${config.stream}.${config.consumer}`
-    const expires = config.maxExpires !== undefined && config.maxExpires < EXPIRES_MS ? config.maxExpires : EXPIRES_MS
+    const expires = settings.maxExpires !== undefined && settings.maxExpires < EXPIRES_MS ? settings.maxExpires : EXPIRES_MS
     const capacity = maxInFlight * 2
     // Pull again once a quarter of the capacity is free: big enough batches, small enough gaps.
     const threshold = Math.max(1, Math.floor(capacity / 4))
@@ -171,10 +86,10 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     const requests: Array<PullRequest> = []
     let requested = 0
     let running = 0
-    const queue: Array<Delivery> = []
+    const queue: Array<JetStreamDelivery> = []
     let queueHead = 0
     /** Deliveries whose handler runs in the background, with their fibers (to interrupt at the end of a drain). */
-    const background = new Map<Delivery, Fiber.Fiber<Outcome>>()
+    const background = new Map<JetStreamDelivery, Fiber.Fiber<Outcome>>()
     let lastSequence = 0
     /** Stream sequences naked with a delay and not delivered again yet. */
     const naked = new Set<number>()
@@ -190,17 +105,11 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     /** Called by the drain once the open requests are used up (`requested` reached 0). */
     let requestsWaiter: (() => void) | undefined
 
-    // Through the message's own `respond` (the protocol's publish, as nats.js's `JsMsg.ack()` does) rather than
-    // `nc.publish`, which validates the subject with a regular expression on every call.
-    const respond = (delivery: Delivery, data: Uint8Array) => {
-      if (!nc.isClosed()) delivery.respond(data)
-    }
-
     const pull = () => {
       if (stopping || nc.isClosed()) return
       let free = capacity - requested - running - (queue.length - queueHead)
       if (free < threshold) return
-      if (config.maxBatch !== undefined && free > config.maxBatch) free = config.maxBatch
+      if (settings.maxBatch !== undefined && free > settings.maxBatch) free = settings.maxBatch
       requests.push({ batch: free, expiresAt: Date.now() + expires })
       requested += free
       nc.publish(
@@ -231,8 +140,8 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       requested = 0
     }
 
-    let serverMaxDeliver = config.maxDeliver
-    const settle = (delivery: Delivery, outcome: Outcome): void => {
+    let serverMaxDeliver = settings.maxDeliver
+    const settle = (delivery: JetStreamDelivery, outcome: Outcome): void => {
       if (
         serverMaxDeliver !== undefined && delivery.deliveryCount >= serverMaxDeliver &&
         (outcome._tag === "Nak" || outcome._tag === "Handback")
@@ -249,28 +158,28 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       }
       switch (outcome._tag) {
         case "Ack":
-          respond(delivery, ACK)
+          acker.ack(delivery)
           return release()
         case "Nak":
-          respond(delivery, ENCODER.encode(`-NAK {"delay":${nanos(Duration.toMillis(outcome.delay))}}`))
+          acker.nak(delivery, Duration.toMillis(outcome.delay))
           // Waiting on the server for its redelivery: a consumer recreated meanwhile must start at or below it.
           naked.add(delivery.sequence)
           return release()
         case "Handback":
-          respond(delivery, NAK)
+          acker.handBack(delivery)
           return release()
         case "DeadLetter":
           // Storing the record is a publish awaiting its PubAck; the slot stays taken until it is done.
-          runFork(config.deadLetter(delivery, outcome)).addObserver(release)
+          runFork(config.deadLetters.settle(delivery, outcome)).addObserver(release)
       }
     }
 
-    const finish = (delivery: Delivery, exit: Exit.Exit<Outcome>) => {
+    const finish = (delivery: JetStreamDelivery, exit: Exit.Exit<Outcome>) => {
       background.delete(delivery)
       settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
     }
 
-    const start = (delivery: Delivery) => {
+    const start = (delivery: JetStreamDelivery) => {
       running++
       let effect: Effect.Effect<Outcome>
       try {
@@ -310,7 +219,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       pumping = true
       while (running < maxInFlight && queueHead < queue.length && !stopping) {
         const next = queue[queueHead]!
-        queue[queueHead++] = undefined as unknown as Delivery
+        queue[queueHead++] = undefined as unknown as JetStreamDelivery
         if (queueHead === queue.length) {
           queue.length = 0
           queueHead = 0
@@ -364,27 +273,12 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
         return
       }
       took()
-      // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (9 tokens), or with <domain>.<account
-      // hash> after ACK and a random token at the end (11–12): read the two numbers the bus needs in place.
-      if (!reply.startsWith("$JS.ACK.")) return
-      let count = 0
-      for (let at = reply.indexOf("."); at >= 0 && count < 12; at = reply.indexOf(".", at + 1)) dots[count++] = at
-      const tokens = count + 1
-      if (tokens !== 9 && tokens < 11) return
-      const offset = tokens === 9 ? 2 : 4
-      const delivery = new Delivery(
-        msg,
-        reply,
-        offset,
-        numberAt(reply, dots[offset + 1]! + 1, dots[offset + 2]!),
-        numberAt(reply, dots[offset + 2]! + 1, dots[offset + 3]!),
-        parsed
-      )
+      const delivery = readDelivery(msg, reply, parsed)
+      if (delivery === undefined) return
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
       if (naked.size > 0) naked.delete(delivery.sequence)
-      const pendingAt = offset + 6
-      streamPending = numberAt(reply, dots[pendingAt - 1]! + 1, pendingAt < count ? dots[pendingAt]! : reply.length)
-      if (stopping) return holding ? void queue.push(delivery) : respond(delivery, NAK)
+      streamPending = delivery.pending
+      if (stopping) return holding ? void queue.push(delivery) : acker.handBack(delivery)
       if (running < maxInFlight) start(delivery)
       else queue.push(delivery)
     }
@@ -423,7 +317,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
 
     // Not while stopping: an ephemeral consumer is deleted after the drain and must not come back.
     const recover: Effect.Effect<void> = Effect.suspend(() =>
-      stopping ? Effect.void : Effect.map(config.recreate(floor()), (settings) => {
+      stopping ? Effect.void : Effect.map(server.recreate(floor()), (settings) => {
         beat = beatOf(settings.ackWait)
         serverMaxDeliver = settings.maxDeliver
       })
@@ -439,7 +333,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
     // the check for a silent server: with a request open the server sends a heartbeat every second, so nothing for
     // three seconds means the request (or the consumer) is gone.
     const beatOf = (ackWait: number) => Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(ackWait / 3)))
-    let beat = beatOf(config.ackWait)
+    let beat = beatOf(settings.ackWait)
     let lastSeen = 0
     let silentSince = Date.now()
     let checking = false
@@ -448,14 +342,14 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       if (nc.isClosed()) return Effect.void
       const now = Date.now()
       // Also while draining: a handler still running inside drainTimeout must not be redelivered to another member.
-      for (const delivery of background.keys()) if (now - delivery.since >= beat) respond(delivery, WPI)
-      for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, WPI)
+      for (const delivery of background.keys()) if (now - delivery.since >= beat) acker.working(delivery)
+      for (let i = queueHead; i < queue.length; i++) acker.working(queue[i]!)
       if (stopping) return Effect.void
       while (requests.length > 0 && requests[0]!.expiresAt + HEARTBEAT_MS * 2 < now) ended(undefined)
       // The ack floor, for recreating the consumer without skipping what other members hold, about every 30 s.
       if (++ticks % Math.max(1, Math.round(30_000 / beat)) === 0 && !checking) {
         checking = true
-        runFork(Effect.map(config.ackFloor, (floor) => {
+        runFork(Effect.map(server.ackFloor, (floor) => {
           if (floor !== undefined) ackFloor = floor
         })).addObserver(() => {
           checking = false
@@ -472,7 +366,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
       forgetRequests()
       // In its own fiber: asking the server may take its request timeout, and keep-alives must not wait for it.
       checking = true
-      runFork(Effect.flatMap(config.missing, (missing) => missing ? recover : Effect.sync(pull))).addObserver(() => {
+      runFork(Effect.flatMap(server.missing, (missing) => missing ? recover : Effect.sync(pull))).addObserver(() => {
         checking = false
       })
       return Effect.void
@@ -519,7 +413,7 @@ export const startPullConsumer = (config: PullConsumerConfig): Effect.Effect<Pul
           requestsWaiter = undefined
           holding = false
         }
-        for (let i = queueHead; i < queue.length; i++) respond(queue[i]!, NAK)
+        for (let i = queueHead; i < queue.length; i++) acker.handBack(queue[i]!)
         queue.length = 0
         queueHead = 0
         // Drain the inbox (UNSUB + flush) rather than unsubscribing at once: messages the server already sent for an

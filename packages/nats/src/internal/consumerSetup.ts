@@ -1,6 +1,7 @@
 /**
- * Reconciles a subscription's consumer (a durable group, or an ephemeral consumer) with what the subscription asks
- * for, under the provisioning strategy, and reports the settings actually in force on the server. A group can
+ * A subscription's consumer on the server: the configuration it asks for, reconciling an existing consumer (a durable
+ * group, or an ephemeral consumer) with it under the provisioning strategy, the settings actually in force on the
+ * server, and the handle the pull loop uses to look at the consumer and recreate it. A group can
  * pre-exist from an older deploy, a Go service or an ops script; running it with settings other than the ones asked
  * for handed one message to two handler runs at once (its old `ack_wait` expired under a running handler), so a
  * difference is either updated away or refused by name, never silently kept (issue 10, item 1).
@@ -9,9 +10,10 @@
  * `max_ack_pending` and `filter_subject`; `deliver_policy` (with its start sequence or time) is refused (API error
  * 10012). A group's topic is its identity, so a different `filter_subject` is refused too, under every strategy.
  */
-import { SubscribeError } from "@cqbus/core"
-import { type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
-import { Duration, Effect } from "effect"
+import { type ConsumeOptions, SubscribeError } from "@cqbus/core"
+import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
+import { nanos, type NatsConnection } from "@nats-io/nats-core"
+import { Duration, Effect, type Scope } from "effect"
 import type { ProvisioningStrategy } from "../NatsConfig.ts"
 import { ApiCodes, isNotFound, toSubscribeError } from "./errors.ts"
 import { differences } from "./provision.ts"
@@ -34,7 +36,7 @@ const COMPARED = [
 type Compared = Partial<Record<(typeof COMPARED)[number], unknown>>
 
 /** What one subscription needs to know about its consumer. */
-export interface ConsumerRequest {
+interface ConsumerRequest {
   readonly stream: string
   readonly name: string
   readonly topic: string
@@ -49,8 +51,8 @@ export interface ConsumerRequest {
   readonly recreating?: boolean
 }
 
-/** The settings in force on the server, as the pull consumer uses them. */
-export interface GroupSettings {
+/** The settings in force on the server, as the pull loop uses them. */
+export interface ConsumerSettings {
   readonly config: ConsumerConfig
   /**
    * The shortest time the server waits for a sign of life before redelivering, in ms: `ack_wait`, or the shortest
@@ -59,16 +61,25 @@ export interface GroupSettings {
   readonly ackWait: number
   /** The server's `max_deliver` when it is finite: after that many deliveries the server gives up on a message. */
   readonly maxDeliver: number | undefined
+  /** The consumer's `max_batch`, when it has one: no pull asks for more (the server refuses it, 409). */
+  readonly maxBatch: number | undefined
+  /** The consumer's `max_expires` in ms, when it has one: no pull waits longer. */
+  readonly maxExpires: number | undefined
 }
 
 /** The settings of a consumer's configuration. */
-export const settingsOf = (config: ConsumerConfig): GroupSettings => {
+const settingsOf = (config: ConsumerConfig): ConsumerSettings => {
   const steps = (config.backoff ?? []).filter((step) => step > 0)
   const ackWait = Math.min(config.ack_wait ?? 30_000_000_000, ...steps) / 1_000_000
   return {
     config,
     ackWait,
-    maxDeliver: config.max_deliver !== undefined && config.max_deliver > 0 ? config.max_deliver : undefined
+    maxDeliver: config.max_deliver !== undefined && config.max_deliver > 0 ? config.max_deliver : undefined,
+    // A group created elsewhere (a Go service sharing it) may limit pulls.
+    maxBatch: config.max_batch !== undefined && config.max_batch > 0 ? config.max_batch : undefined,
+    maxExpires: config.max_expires !== undefined && config.max_expires > 0
+      ? Math.floor(config.max_expires / 1_000_000)
+      : undefined
   }
 }
 
@@ -105,7 +116,7 @@ const comparable = (config: Partial<ConsumerConfig>): Compared => {
  * The fields where the existing consumer differs from the wanted one, split into those an update can change and those
  * it cannot.
  */
-export const compare = (
+const compare = (
   have: Partial<ConsumerConfig>,
   want: Partial<ConsumerConfig>,
   options: { readonly recreating?: boolean } = {}
@@ -171,12 +182,12 @@ const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: Read
  *   its `ack_wait`, dead letters at its `max_deliver`), and a warning names the differences.
  * - A difference the server cannot update (start position) or a different topic fails under every strategy.
  */
-export const ensureConsumer = (
+const ensureConsumer = (
   jsm: JetStreamManager,
   request: ConsumerRequest
-): Effect.Effect<GroupSettings, SubscribeError> =>
+): Effect.Effect<ConsumerSettings, SubscribeError> =>
   Effect.tryPromise({
-    try: async (): Promise<{ readonly settings: GroupSettings; readonly warning?: string }> => {
+    try: async (): Promise<{ readonly settings: ConsumerSettings; readonly warning?: string }> => {
       const { name, stream, strategy, want } = request
       let have: ConsumerConfig
       try {
@@ -224,3 +235,88 @@ export const ensureConsumer = (
     Effect.tap(({ warning }) => warning === undefined ? Effect.void : Effect.logWarning(warning)),
     Effect.map(({ settings }) => settings)
   )
+
+const deliverPolicyConfig = (policy: ConsumeOptions["deliverPolicy"]): Partial<ConsumerConfig> =>
+  policy === "all"
+    ? { deliver_policy: DeliverPolicy.All }
+    : policy === "new"
+    ? { deliver_policy: DeliverPolicy.New }
+    : "fromSequence" in policy
+    ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: policy.fromSequence }
+    : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: policy.fromTime.toISOString() }
+
+/** The consumer as the pull loop sees it once it runs. */
+export interface ServerConsumer {
+  /**
+   * Makes sure the consumer exists, creating it from `floor` (the oldest unsettled stream sequence) when the server
+   * lost it; `undefined` when nothing was delivered yet: create it as first configured. Returns the settings now in
+   * force, which the keep-alives and dead letters follow from then on.
+   */
+  readonly recreate: (floor: number | undefined) => Effect.Effect<ConsumerSettings, SubscribeError>
+  /** `true` when the server no longer has the consumer. */
+  readonly missing: Effect.Effect<boolean>
+  /** The consumer's ack floor (stream sequence) as the server reports it; `undefined` when it cannot be read. */
+  readonly ackFloor: Effect.Effect<number | undefined>
+}
+
+/** What one subscription asks of its consumer. */
+export interface ConsumerSetup {
+  readonly nc: NatsConnection
+  readonly jsm: JetStreamManager
+  readonly stream: string
+  /** The group name, or a fresh name for an ephemeral consumer. */
+  readonly name: string
+  readonly strategy: ProvisioningStrategy
+  readonly options: ConsumeOptions
+}
+
+/**
+ * Sets up the consumer of one subscription (created, reconciled or refused, see `ensureConsumer`) and returns the
+ * settings in force on the server with the handle the pull loop needs. An ephemeral consumer is deleted when the
+ * scope closes.
+ */
+export const setUpConsumer = (
+  setup: ConsumerSetup
+): Effect.Effect<{ readonly settings: ConsumerSettings; readonly server: ServerConsumer }, SubscribeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { jsm, name, nc, options, stream } = setup
+    const { group, topic } = options
+    const base: Partial<ConsumerConfig> = {
+      ack_policy: AckPolicy.Explicit,
+      filter_subject: topic,
+      ack_wait: nanos(Duration.toMillis(options.ackWait)),
+      // The bus dead-letters after `maxDeliver` itself, with the reason; the server must never give up silently.
+      max_deliver: -1,
+      max_ack_pending: Math.max(1000, options.maxInFlight * 4),
+      ...(group === undefined ? { name, inactive_threshold: nanos(60_000) } : { durable_name: name })
+    }
+    /** The consumer on the server, created from `start` when it does not exist, reconciled when it does. */
+    const ensure = (start: Partial<ConsumerConfig>, recreating = false) =>
+      ensureConsumer(jsm, { stream, name, topic, group, want: { ...base, ...start }, strategy: setup.strategy, recreating })
+    const settings = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
+    // Registered before the pull loop, so it runs after the loop's drain: an ephemeral consumer is deleted only once
+    // its deliveries are settled.
+    if (group === undefined) {
+      yield* Effect.addFinalizer(() =>
+        nc.isClosed() ? Effect.void : Effect.promise(() => jsm.consumers.delete(stream, name).catch(() => false))
+      )
+    }
+    const server: ServerConsumer = {
+      // When the server loses the consumer (deleted, or gone after a restart with memory storage), create it again
+      // from the oldest delivery not yet settled, so nothing is skipped.
+      recreate: (floor) =>
+        ensure(
+          floor === undefined
+            ? deliverPolicyConfig(options.deliverPolicy)
+            : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor },
+          true
+        ),
+      missing: Effect.promise(() =>
+        jsm.consumers.info(stream, name).then(() => false, (cause) => isNotFound(cause, ApiCodes.ConsumerNotFound))
+      ),
+      ackFloor: Effect.promise(() =>
+        jsm.consumers.info(stream, name).then((info) => info.ack_floor.stream_seq, () => undefined)
+      )
+    }
+    return { settings, server }
+  })

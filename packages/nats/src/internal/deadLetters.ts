@@ -1,0 +1,233 @@
+/**
+ * Dead letters on NATS: the record a message becomes when it is dead-lettered (its header block, written byte for
+ * byte from the original), storing it in the dead-letter stream before the original is terminated, and reading the
+ * records back. The record's header names are public (`DeadLetterHeaders`): operators and Go services read them too.
+ */
+import type { DeadLetter, Headers, Outcome, PublishError } from "@cqbus/core"
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
+import type { Msg } from "@nats-io/nats-core"
+import { Effect } from "effect"
+import type { Acker } from "./acks.ts"
+import { headerSourceOf } from "./headers.ts"
+import type { JetStreamDelivery } from "./jetStreamDelivery.ts"
+import type { Publisher } from "./publisher.ts"
+
+/**
+ * Header names of a dead-letter record (besides the original headers).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const DeadLetterHeaders: {
+  readonly reason: "cqbus-dlq-reason"
+  readonly error: "cqbus-dlq-error"
+  readonly deliveries: "cqbus-dlq-deliveries"
+  readonly subject: "cqbus-dlq-subject"
+  readonly stream: "cqbus-dlq-stream"
+  readonly sequence: "cqbus-dlq-sequence"
+  readonly group: "cqbus-dlq-group"
+  readonly time: "cqbus-dlq-time"
+  /**
+   * Present when the record was too large with the original's bytes in it (over the server's max_payload): it says
+   * what was left out, and the record has no body; the original stays in its stream at `cqbus-dlq-sequence`.
+   */
+  readonly omitted: "cqbus-dlq-omitted"
+} = {
+  reason: "cqbus-dlq-reason",
+  error: "cqbus-dlq-error",
+  deliveries: "cqbus-dlq-deliveries",
+  subject: "cqbus-dlq-subject",
+  stream: "cqbus-dlq-stream",
+  sequence: "cqbus-dlq-sequence",
+  group: "cqbus-dlq-group",
+  time: "cqbus-dlq-time",
+  omitted: "cqbus-dlq-omitted"
+}
+
+const ENCODER = new TextEncoder()
+const CR = 13
+const LF = 10
+const CRLF = Uint8Array.of(CR, LF)
+
+/** `nats-` in lower case, for the case-insensitive prefix test below. */
+const NATS_PREFIX = [110, 97, 116, 115, 45]
+const STATUS_LINE = ENCODER.encode("NATS/1.0")
+
+/** Does the line `data[start, end)` name a `Nats-*` header (any case, leading blanks ignored)? */
+const isNatsLine = (data: Uint8Array, start: number, end: number): boolean => {
+  let i = start
+  while (i < end && (data[i] === 32 || data[i] === 9)) i++
+  if (end - i < NATS_PREFIX.length) return false
+  for (let k = 0; k < NATS_PREFIX.length; k++) {
+    // ASCII letters only: OR-ing 0x20 lower-cases A-Z and leaves '-' (45) as it is.
+    if ((data[i + k]! | (k < 4 ? 0x20 : 0)) !== NATS_PREFIX[k]) return false
+  }
+  return true
+}
+
+/**
+ * The header block of a dead-letter record: `own` lines first (the record's `Nats-Msg-Id` first of all, then the
+ * `cqbus-dlq-*` facts; their values must be single lines), then every line of the original block byte for byte —
+ * bare CR or LF, NUL, invalid UTF-8, names nats.js rejects and lines without a colon included — except empty lines
+ * and `Nats-*` lines. JetStream acts on `Nats-*` headers when it stores a message (`Nats-Msg-Id` dedupe,
+ * `Nats-Expected-*` checks, `Nats-Rollup`, TTLs): copied, they would make the server drop or refuse the record, and
+ * the dead-lettering would be retried forever. Own lines come first because readers (ours, nats-server's header
+ * lookup) take the first match, so a hostile original cannot override them. docs/wire-format.md has the layout.
+ */
+export const deadLetterBlock = (original: Uint8Array | undefined, own: ReadonlyArray<readonly [string, string]>): Uint8Array => {
+  let head = "NATS/1.0\r\n"
+  for (const [name, value] of own) head += `${name}: ${value}\r\n`
+  const first = ENCODER.encode(head)
+  if (original === undefined || original.length === 0) return concat([first, CRLF])
+  const parts: Array<Uint8Array> = [first]
+  const length = original.length
+  let at = 0
+  // The status line ("NATS/1.0[ code text]") is replaced by the record's own; anything else in first place is a line.
+  if (startsWith(original, STATUS_LINE)) {
+    const eol = indexOfCrlf(original, 0)
+    at = eol < 0 ? length : eol + 2
+  }
+  while (at < length) {
+    let eol = indexOfCrlf(original, at)
+    if (eol < 0) eol = length
+    if (eol > at && !isNatsLine(original, at, eol)) parts.push(original.subarray(at, eol), CRLF)
+    at = eol + 2
+  }
+  parts.push(CRLF)
+  return concat(parts)
+}
+
+const startsWith = (data: Uint8Array, prefix: Uint8Array): boolean => {
+  if (data.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (data[i] !== prefix[i]) return false
+  return true
+}
+
+const indexOfCrlf = (data: Uint8Array, from: number): number => {
+  for (let i = data.indexOf(CR, from); i >= 0; i = data.indexOf(CR, i + 1)) if (data[i + 1] === LF) return i
+  return -1
+}
+
+const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const part of parts) size += part.length
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
+  }
+  return out
+}
+
+/** Header values cannot carry line breaks. */
+const oneLine = (text: string): string => text.replace(/[\r\n]+/g, " ")
+
+type DeadLetterOutcome = Extract<Outcome, { _tag: "DeadLetter" }>
+
+/** Where one subscription's dead letters go, and how their messages are settled. */
+export interface DeadLetterWriterOptions {
+  readonly publisher: Publisher
+  readonly acker: Acker
+  /** The subject prefix of the dead-letter stream; a record's subject is `<prefix>.<original subject>`. */
+  readonly prefix: string
+  /** The subscription's group; `undefined` for an ephemeral consumer. */
+  readonly group: string | undefined
+}
+
+/** Stores the dead letters of one subscription and settles their messages. */
+export class DeadLetterWriter {
+  readonly #options: DeadLetterWriterOptions
+  constructor(options: DeadLetterWriterOptions) {
+    this.#options = options
+  }
+
+  /** Stores the record of `delivery`; fails when the dead-letter stream does not take it. */
+  write(delivery: JetStreamDelivery, outcome: DeadLetterOutcome): Effect.Effect<void, PublishError> {
+    return Effect.suspend(() => {
+      const { group, prefix, publisher } = this.#options
+      // The id gives one record per message and group, even when a retried dead-lettering publishes twice.
+      const own: Array<readonly [string, string]> = [
+        ["Nats-Msg-Id", `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`],
+        [DeadLetterHeaders.reason, oneLine(outcome.reason)],
+        [DeadLetterHeaders.error, oneLine(outcome.errorTag)],
+        [DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount))],
+        [DeadLetterHeaders.subject, delivery.subject],
+        [DeadLetterHeaders.stream, delivery.stream],
+        [DeadLetterHeaders.sequence, String(delivery.sequence)]
+      ]
+      if (group !== undefined) own.push([DeadLetterHeaders.group, group])
+      own.push([DeadLetterHeaders.time, new Date().toISOString()])
+      const subject = `${prefix}.${delivery.subject}`
+      // Through the publish engine, as events are; the original header lines are copied as bytes, never decoded
+      // and re-encoded (nats.js refuses values with a bare CR or LF, and a refusal here looped forever).
+      const raw = delivery.rawHeaders
+      return publisher.publishBlock(subject, delivery.body, deadLetterBlock(raw, own)).pipe(
+        // The record is larger than the original; one that no longer fits the server's max_payload is stored
+        // without the original's bytes, which stay in the event stream at the sequence the record names.
+        Effect.catchIf((error) => error.reason === "TooLarge", () =>
+          publisher.publishBlock(
+            subject,
+            new Uint8Array(0),
+            deadLetterBlock(undefined, [
+              ...own,
+              [DeadLetterHeaders.omitted, `${raw?.length ?? 0} header bytes, ${delivery.body.length} body bytes`]
+            ])
+          )),
+        Effect.asVoid
+      )
+    })
+  }
+
+  /** Stores a dead letter, then terminates the message; one that cannot be stored is naked instead, never lost. */
+  settle(delivery: JetStreamDelivery, outcome: DeadLetterOutcome): Effect.Effect<void> {
+    const { acker } = this.#options
+    return this.write(delivery, outcome).pipe(
+      Effect.andThen(Effect.sync(() => acker.term(delivery))),
+      Effect.catchCause((cause) =>
+        Effect.andThen(
+          Effect.logWarning(
+            `cqbus: cannot store a dead letter for ${delivery.subject} #${delivery.sequence}; redelivering it`,
+            cause
+          ),
+          Effect.sync(() => acker.nak(delivery, 1000))
+        )
+      )
+    )
+  }
+}
+
+/** Every record in the dead-letter stream `stream`, oldest first. */
+export const readDeadLetters = (
+  jsm: JetStreamManager,
+  js: JetStreamClient,
+  stream: string
+): Effect.Effect<ReadonlyArray<DeadLetter>> =>
+  Effect.promise(async () => {
+    const info = await jsm.streams.info(stream)
+    const total = info.state.messages
+    if (total === 0) return []
+    const reader = await js.consumers.get(stream)
+    const batch = await reader.fetch({ max_messages: total, expires: 2000 })
+    const letters: Array<DeadLetter> = []
+    for await (const msg of batch) {
+      // The original lines of a record are copied byte for byte, so nats.js's decoder may refuse them.
+      const all = headerSourceOf(msg as unknown as Msg).headers
+      const original: Record<string, string> = {}
+      for (const name in all) if (!name.startsWith("cqbus-dlq-")) original[name] = all[name]!
+      const group = all[DeadLetterHeaders.group]
+      letters.push({
+        subject: all[DeadLetterHeaders.subject] ?? msg.subject,
+        body: msg.data,
+        headers: original as Headers,
+        reason: all[DeadLetterHeaders.reason] ?? "",
+        errorTag: all[DeadLetterHeaders.error] ?? "",
+        deliveryCount: Number(all[DeadLetterHeaders.deliveries] ?? 1),
+        sequence: all[DeadLetterHeaders.sequence] === undefined ? undefined : Number(all[DeadLetterHeaders.sequence]),
+        group,
+        deadLetteredAt: new Date(all[DeadLetterHeaders.time] ?? msg.time)
+      })
+      if (letters.length >= total) break
+    }
+    return letters
+  })
