@@ -10,7 +10,8 @@
 import type { DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf"
 import { type GeneratedFile, getComments, type Printable, type Schema } from "@bufbuild/protoplugin"
 import { methodSubject } from "@cqbus/core"
-import { type EventInfo, eventsOf, type Extensions, findExtensions, OptionError } from "./options.ts"
+import { OptionError } from "../Errors.ts"
+import { type EventInfo, eventsOf, type Extensions, findExtensions } from "./options.ts"
 
 /** The proto comments of a descriptor as JSDoc text (one leading space per line dropped, as protoc-gen-es does). */
 const commentText = (desc: DescMessage | DescService | DescMethod): string => {
@@ -159,9 +160,6 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
 /**
  * Generates the TypeScript for every file of a request. Throws `OptionError` (which the plugin reports as the
  * request's error) when an option cannot be honoured or two events share a topic.
- *
- * @since 0.1.0
- * @category constructors
  */
 export const generateTs = (schema: Schema): void => {
   const extensions: Extensions = findExtensions(schema.allFiles)
@@ -172,7 +170,7 @@ export const generateTs = (schema: Schema): void => {
       const other = topics.get(event.topic)
       if (other !== undefined) {
         const where = `${event.message.file.proto.name}: message ${event.message.typeName}`
-        throw new OptionError(`${where}: topic ${event.topic} is already the topic of ${other}`)
+        throw new OptionError({ message: `${where}: topic ${event.topic} is already the topic of ${other}` })
       }
       topics.set(event.topic, event.message.typeName)
     }
