@@ -6,7 +6,7 @@
  * @module
  */
 export * as NatsEventBus from "./NatsEventBus.ts"
-export * as NatsRequestReply from "./RequestReply.ts"
+export * as NatsRequestReply from "./NatsRequestReply.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
 export { type ConnectionState, type ManagedConnection, NatsConnection } from "./NatsConnection.ts"
 export { NatsError, type NatsErrorReason } from "./NatsError.ts"
