@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Follows docs/codegen.md ("In your own project") the way a new user does, in a fresh project OUTSIDE the repository,
-// so that nothing resolves through the workspace: it builds and `npm pack`s @cqbus/core, @cqbus/nats and
+// so that nothing resolves through the workspace: it builds and `npm pack`s @cqbus/core, @cqbus/rpc, @cqbus/nats and
 // protoc-gen-cqbus, installs the tarballs (plus effect, @bufbuild/protobuf, @bufbuild/buf, @bufbuild/protoc-gen-es and
 // typescript at the versions this repository pins) into a temporary project, writes its own .proto (an event with a
 // key_field, one with a key_field and a topic override), and then for each variant (target=ts + import_extension=ts,
@@ -75,7 +75,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cqbus-fresh-"))
 const packs = path.join(tmp, "packs")
 fs.mkdirSync(packs)
 const tarball = {}
-for (const workspace of ["packages/core", "packages/nats", "packages/protoc-gen-cqbus"]) {
+for (const workspace of ["packages/core", "packages/rpc", "packages/nats", "packages/protoc-gen-cqbus"]) {
   // `npm pack` runs the package's prepack (its build); core first, the others' declarations import it.
   const out = run(ROOT, "npm", ["pack", "--workspace", workspace, "--pack-destination", packs, "--json", "--silent"])
   const [{ name, filename, files }] = JSON.parse(out.slice(out.indexOf("[")))
@@ -92,6 +92,7 @@ const npmInstall = (args) => run(project, "npm", ["install", "--no-audit", "--no
 npmInstall([
   "--engine-strict",
   tarball["@cqbus/core"],
+  tarball["@cqbus/rpc"],
   tarball["@cqbus/nats"],
   `effect@${pinned("effect")}`,
   `@bufbuild/protobuf@${pinned("@bufbuild/protobuf")}`

@@ -38,7 +38,9 @@ if (problems.length > 0) {
 }
 console.log("@cqbus/* dependency rule ok: @cqbus/core is a caret-range peer of every runtime package")
 JS
-for dir in packages/*/; do
+# In the root package.json's workspace order (dependency order): a package's declarations build against the dist/ of
+# the @cqbus/* packages it imports (@cqbus/nats against @cqbus/rpc's), so those are built first.
+for dir in $(node -p "require('./package.json').workspaces.join(' ')"); do
   [[ -f "$dir/package.json" && -f "$dir/deno.json" ]] || continue
   name=$(node -p "require('./$dir/package.json').name")
   echo "---- $name"

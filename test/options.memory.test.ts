@@ -1,7 +1,7 @@
 // Every option of the core surfaces is validated where it is given, on the in-memory backend: the bus layer's
 // configuration and the memory transport's options (ConfigError), `subscribe` (SubscribeError InvalidOptions),
-// `publish`/`publishRaw`/`publishAll` (PublishError InvalidOptions), request-reply clients and servers (RequestFailed /
-// ServeError InvalidOptions) and the backoff constructors (a thrown ConfigError). Each bad value fails with the typed
+// `publish`/`publishRaw`/`publishAll` (PublishError InvalidOptions) and the backoff constructors (a thrown
+// ConfigError); request-reply's options are pinned in packages/rpc/test/options.test.ts. Each bad value fails with the typed
 // error naming the option and its range; each boundary value is accepted; and fast-check throws arbitrary values at
 // the numeric, duration and name options: each run passes or fails with the typed error, never a defect or a hang.
 import {
@@ -10,15 +10,11 @@ import {
   defineEvent,
   EventBus,
   PublishError,
-  RequestFailed,
-  RequestReply,
-  ServeError,
   SubscribeError,
   type SubscribeOptions,
   timeout
 } from "@cqbus/core"
 import { runScoped } from "@cqbus/testkit"
-import { makeControlServiceClient, serveControlService } from "@cqbus/testkit/control"
 import { AssetCreatedEvent, AssetCreatedSchema } from "@cqbus/testkit/events"
 import { Cause, Duration, Effect, Exit, Layer, Result } from "effect"
 import fc from "fast-check"
@@ -35,8 +31,8 @@ const buildFailure = <A, E>(layer: Layer.Layer<A, E>): Promise<E | undefined> =>
   })
 
 /** Runs a program on a fresh memory bus. */
-const onBus = <A, E>(program: Effect.Effect<A, E, EventBus | RequestReply | import("effect").Scope.Scope>): Promise<A> =>
-  runScoped(Layer.mergeAll(EventBus.layerMemory(), RequestReply.layerMemory()), program)
+const onBus = <A, E>(program: Effect.Effect<A, E, EventBus | import("effect").Scope.Scope>): Promise<A> =>
+  runScoped(EventBus.layerMemory(), program)
 
 test("options: EventBus.layerMemory refuses each bad bus or memory option with a ConfigError naming it and its range", async () => {
   const cases: ReadonlyArray<readonly [Parameters<typeof EventBus.layerMemory>[0], string, RegExp]> = [
@@ -154,34 +150,6 @@ test("options: publish, publishRaw and publishAll refuse bad options with Publis
     assert.ok(Result.isSuccess(all[0]!))
     const one = yield* bus.publishAll(AssetCreatedEvent, [message], { window: 1 })
     assert.ok(Result.isSuccess(one[0]!))
-  })))
-
-test("options: request-reply refuses a bad timeout or queue with RequestFailed / ServeError InvalidOptions", () =>
-  onBus(Effect.gen(function*() {
-    const served = yield* Effect.flip(serveControlService({
-      getStatus: () => Effect.succeed({ instance: "i", consumers: [] }),
-      pauseConsumer: () => Effect.succeed({})
-    }, { queue: "a b" }))
-    assert.ok(served instanceof ServeError && served.reason === "InvalidOptions")
-    assert.match(served.message, /queue must be a name without whitespace or wildcards, got "a b"/)
-    const drain = yield* Effect.flip(serveControlService({
-      getStatus: () => Effect.succeed({ instance: "i", consumers: [] }),
-      pauseConsumer: () => Effect.succeed({})
-    }, { drainTimeout: NaN }))
-    assert.ok(drain instanceof ServeError && /drainTimeout must be a duration/.test(drain.message))
-    yield* serveControlService({
-      getStatus: () => Effect.succeed({ instance: "i", consumers: [] }),
-      pauseConsumer: () => Effect.succeed({})
-    }, { queue: "control.workers", drainTimeout: 0 })
-
-    const badClient = yield* makeControlServiceClient({ timeout: -1 })
-    const error = yield* Effect.flip(badClient.getStatus({}))
-    assert.ok(error instanceof RequestFailed && error.reason === "InvalidOptions")
-    assert.match(error.message, /client\.timeout must be a duration from 1ms to 1h, got -1ms/)
-    const client = yield* makeControlServiceClient({ timeout: "1 hours" })
-    const call = yield* Effect.flip(client.getStatus({}, { timeout: "0 millis" }))
-    assert.ok(call instanceof RequestFailed && /timeout must be a duration from 1ms to 1h, got "0 millis"/.test(call.message))
-    assert.equal((yield* client.getStatus({})).instance, "i")
   })))
 
 test("options: Backoff constructors throw a ConfigError naming a bad initial, factor, max, jitter or delay", () => {

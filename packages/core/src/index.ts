@@ -22,16 +22,10 @@ export {
   HealthError,
   InvalidTopic,
   type InvalidTopicProblem,
-  NoResponders,
   PublishError,
   type PublishErrorReason,
   Reject,
-  RequestFailed,
-  type RequestFailedReason,
-  RequestTimeout,
   RetryLater,
-  RpcError,
-  ServeError,
   SubscribeError,
   type SubscribeErrorReason,
   TaggedErrorBase
@@ -64,31 +58,6 @@ export {
   type MemoryTransportShape,
   type StoredMessage
 } from "./MemoryTransport.ts"
-export {
-  type CallOptions,
-  defineService,
-  type IncomingRequest,
-  type InputOf,
-  makeMemory as makeMemoryRequestReply,
-  makeRpcClient,
-  methodSubject,
-  noResponders,
-  type OutputOf,
-  type Reply,
-  type RequestError,
-  type RequestInfo,
-  RequestReply,
-  type RequestReplyShape,
-  requestTimeout,
-  type RpcClient,
-  type RpcClientOptions,
-  RpcErrorHeaders,
-  type RpcHandlers,
-  type RpcServeOptions,
-  serveRpc,
-  type ServiceDef,
-  type UnaryMethodName
-} from "./RequestReply.ts"
 export * as Options from "./Options.ts"
 export { printable } from "./internal/printable.ts"
 export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"

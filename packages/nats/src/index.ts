@@ -7,7 +7,7 @@
  */
 export * as NatsConnection from "./NatsConnection.ts"
 export * as NatsEventBus from "./NatsEventBus.ts"
-export * as NatsRequestReply from "./RequestReply.ts"
+export * as NatsRequestReply from "./NatsRequestReply.ts"
 export * as NatsTransport from "./NatsTransport.ts"
 
 export { DeadLetterHeaders } from "./internal/deadLetters.ts"

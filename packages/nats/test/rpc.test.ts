@@ -4,9 +4,11 @@
 // requests; closing the server's scope unsubscribes it; and the wire is what a plain nats.js (or Go) peer sends and
 // reads: bare protobuf bodies and `Nats-Service-Error-Code` / `Nats-Service-Error`.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
-import { NoResponders, RequestReply, RequestTimeout, RpcError, RpcErrorHeaders } from "@cqbus/core"
 import { NatsEventBus, NatsRequestReply } from "@cqbus/nats"
+import { NoResponders, RequestReply, RequestTimeout, RpcError, RpcErrorHeaders } from "@cqbus/rpc"
+import { failureOf } from "@cqbus/testkit"
 import {
+  controlHandlers,
   type ControlServiceHandlers,
   ControlServiceSubjects,
   GetStatusRequestSchema,
@@ -20,7 +22,6 @@ import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Fiber, Layer } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { controlHandlers, failureOf } from "../../../test/support/control.ts"
 import { inScope, run, server } from "./support/nats.ts"
 import { rawConnect } from "./support/raw.ts"
 
@@ -33,7 +34,7 @@ const plain = (url: string) =>
 
 /** `RequestReply` over a plain connection of its own (another process, as far as NATS can tell). */
 const port = (url: string) =>
-  Effect.map(plain(url), (nc) => Context.make(RequestReply, NatsRequestReply.make(nc)))
+  Effect.map(plain(url), (nc) => Context.make(RequestReply.RequestReply, NatsRequestReply.make(nc)))
 
 const handlers = (instance: string) => controlHandlers(instance, 7n)
 
@@ -157,7 +158,7 @@ test("nats rpc: on the wire, a plain nats.js peer (as a Go service) calls and se
       const changed = yield* control.pauseConsumer({ name: "x" })
       const error = failureOf(yield* Effect.exit(control.pauseConsumer({ name: "locked" })))
       return { changed, error }
-    }).pipe(Effect.provideContext(Context.make(RequestReply, NatsRequestReply.make(nc))))
+    }).pipe(Effect.provideContext(Context.make(RequestReply.RequestReply, NatsRequestReply.make(nc))))
     sub.unsubscribe()
     assert.equal(goServed.changed.changed, true)
     assert.ok(goServed.error instanceof RpcError, `an RpcError, got ${String(goServed.error)}`)

@@ -1,8 +1,9 @@
 // Start-up of the NATS backend and its errors: every failure is one tagged `NatsError` with a `reason` that prints as
 // `NatsError: …` and says its cause once; an overlap names the other stream; the first connection can be retried on a
 // Schedule (a server started late); request-reply runs over a bare connection, without JetStream.
-import { EventBus, RequestReply } from "@cqbus/core"
+import { EventBus } from "@cqbus/core"
 import { NatsConnection, NatsError, NatsEventBus, NatsRequestReply } from "@cqbus/nats"
+import { RequestReply } from "@cqbus/rpc"
 import { jetstreamManager } from "@nats-io/jetstream"
 import { type NatsConnection as NatsClient } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
@@ -125,7 +126,7 @@ test("nats startup: request-reply over NatsConnection.layer needs no JetStream",
     const nats = yield* withoutJetStream()
     const connection = NatsConnection.layer({ servers: nats.url, user: "app", password: Redacted.make("app-pw") })
     const context = yield* Layer.build(NatsRequestReply.layer.pipe(Layer.provideMerge(connection)))
-    const rr = Context.get(context, RequestReply)
+    const rr = Context.get(context, RequestReply.RequestReply)
     yield* rr.serve(
       "svc.echo",
       { queue: undefined, drainTimeout: Duration.seconds(1) },

@@ -10,9 +10,10 @@ import { create } from "@bufbuild/protobuf"
 import { CodeGeneratorResponseSchema } from "@bufbuild/protobuf/wkt"
 import { createEcmaScriptPlugin, type Plugin } from "@bufbuild/protoplugin"
 import { generateTs } from "./internal/generate.ts"
-import { OptionError } from "./internal/options.ts"
+import { OptionError } from "./Errors.ts"
 
-export { OptionError, OPTIONS_FILE } from "./internal/options.ts"
+export { OptionError } from "./Errors.ts"
+export { OPTIONS_FILE } from "./internal/options.ts"
 
 /**
  * The plugin version, written into the preamble of every generated file (the package version).

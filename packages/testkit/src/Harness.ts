@@ -6,8 +6,9 @@
  * @module
  */
 import type { Delivery } from "@cqbus/core"
-import { Effect, Layer, type Scope } from "effect"
+import { Cause, Effect, Exit, Layer, type Scope } from "effect"
 import { TestClock } from "effect/testing"
+import assert from "node:assert/strict"
 
 /**
  * How a test's time passes: `"virtual"` drives a `TestClock` (instant, deterministic), `"real"` uses the wall clock.
@@ -102,4 +103,17 @@ export const testDelivery = (overrides: Partial<Delivery> = {}): Delivery => {
     group: undefined,
     ...overrides
   }
+}
+
+/**
+ * The typed failure of an exit that must have failed; an assertion fails when it succeeded or died.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  assert.ok(Exit.isFailure(exit), "the call fails")
+  const found = Cause.findErrorOption(exit.cause)
+  assert.ok(found._tag === "Some", `a typed failure, got ${Cause.pretty(exit.cause)}`)
+  return found.value
 }

@@ -6,5 +6,5 @@
  * @module
  */
 export { conformance, type ConformanceOptions, type Features } from "./Conformance.ts"
-export { letTimePass, runScoped, testDelivery, type TimeMode, waitUntil } from "./Harness.ts"
+export { failureOf, letTimePass, runScoped, testDelivery, type TimeMode, waitUntil } from "./Harness.ts"
 export { type CapturedLogs, captureLogs, type LogLine } from "./Logs.ts"

@@ -1,16 +1,17 @@
 /**
  * The code the plugin writes: `<file>_events.ts` with a topic constant and an `EventDef` per event and a tuple of the
  * file's events, and `<file>_rpc.ts` with a `ServiceDef`, its subjects, a client factory and a `serve` function per
- * service. Everything it emits only binds names and types to `@cqbus/core` (`defineEvent`, `defineService`,
- * `makeRpcClient`, `serveRpc`), so behaviour lives in the library, not in generated code, and every export has an
- * explicit type (the output passes `isolatedDeclarations` and `deno publish`).
+ * service. Everything it emits only binds names and types to `@cqbus/core` (`defineEvent`) and `@cqbus/rpc`
+ * (`defineService`, `makeRpcClient`, `serveRpc`), so behaviour lives in the libraries, not in generated code, and
+ * every export has an explicit type (the output passes `isolatedDeclarations` and `deno publish`).
  *
  * @module
  */
 import type { DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf"
 import { type GeneratedFile, getComments, type Printable, type Schema } from "@bufbuild/protoplugin"
-import { methodSubject } from "@cqbus/core"
-import { type EventInfo, eventsOf, type Extensions, findExtensions, OptionError } from "./options.ts"
+import { methodSubject } from "@cqbus/rpc"
+import { OptionError } from "../Errors.ts"
+import { type EventInfo, eventsOf, type Extensions, findExtensions } from "./options.ts"
 
 /** The proto comments of a descriptor as JSDoc text (one leading space per line dropped, as protoc-gen-es does). */
 const commentText = (desc: DescMessage | DescService | DescMethod): string => {
@@ -84,7 +85,7 @@ const unaryMethods = (service: DescService): ReadonlyArray<DescMethod> =>
 
 const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<DescService>): void => {
   f.preamble(file)
-  const core = (name: string, typeOnly = false) => f.import(name, "@cqbus/core", typeOnly)
+  const rpc = (name: string, typeOnly = false) => f.import(name, "@cqbus/rpc", typeOnly)
   const effect = (name: string) => f.import(name, "effect", true)
   for (const service of services) {
     const desc = f.importSchema(service)
@@ -104,8 +105,8 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
       generatedFrom
     )))
     f.print(
-      f.export("const", `${base}Rpc`), ": ", core("ServiceDef", true), "<typeof ", desc, "> = ",
-      core("defineService"), "(", desc, ");"
+      f.export("const", `${base}Rpc`), ": ", rpc("ServiceDef", true), "<typeof ", desc, "> = ",
+      rpc("defineService"), "(", desc, ");"
     )
     f.print()
 
@@ -123,24 +124,24 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
     }).join("\n")
     const clientDoc = `A typed client of ${service.typeName}: one function per unary method.`
     f.print(f.jsDoc(paragraphs(clientDoc, methodDocs, generatedFrom)))
-    f.print(f.export("type", `${base}Client`), " = ", core("RpcClient", true), "<typeof ", desc, ">;")
+    f.print(f.export("type", `${base}Client`), " = ", rpc("RpcClient", true), "<typeof ", desc, ">;")
     f.print()
     f.print(f.jsDoc(
       `Creates a client of ${service.typeName} over the RequestReply in context (\`NatsRequestReply.layer\` from\n` +
-        `@cqbus/nats, or \`RequestReply.layerMemory()\`). Calls fail with NoResponders, RequestTimeout, RpcError\n` +
-        `(the server's error answer) or RequestFailed.\n\n${generatedFrom}`
+        `@cqbus/nats, or \`RequestReply.layerMemory()\` from @cqbus/rpc). Calls fail with NoResponders,\n` +
+        `RequestTimeout, RpcError (the server's error answer) or RequestFailed.\n\n${generatedFrom}`
     ))
     f.print(
-      f.export("const", `make${base}Client`), " = (options?: ", core("RpcClientOptions", true), "): ",
-      effect("Effect"), ".Effect<", `${base}Client`, ", never, ", core("RequestReply", true), "> =>"
+      f.export("const", `make${base}Client`), " = (options?: ", rpc("RpcClientOptions", true), "): ",
+      effect("Effect"), ".Effect<", `${base}Client`, ", never, ", rpc("RequestReply", true), ".RequestReply> =>"
     )
-    f.print("  ", core("makeRpcClient"), "(", `${base}Rpc`, ", options);")
+    f.print("  ", rpc("makeRpcClient"), "(", `${base}Rpc`, ", options);")
     f.print()
     f.print(f.jsDoc(
       `The handlers of ${service.typeName}: one per unary method, answering the response or failing with an\n` +
         `RpcError.\n\n${generatedFrom}`
     ))
-    f.print(f.export("type", `${base}Handlers`), "<R = never> = ", core("RpcHandlers", true), "<typeof ", desc, ", R>;")
+    f.print(f.export("type", `${base}Handlers`), "<R = never> = ", rpc("RpcHandlers", true), "<typeof ", desc, ", R>;")
     f.print()
     f.print(f.jsDoc(
       `Serves ${service.typeName} over the RequestReply in context until the scope closes. Servers share requests\n` +
@@ -148,10 +149,10 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
     ))
     f.print(
       f.export("const", `serve${base}`), " = <R = never>(handlers: ", `${base}Handlers`, "<R>, options?: ",
-      core("RpcServeOptions", true), "): ", effect("Effect"), ".Effect<void, ", core("ServeError", true), ", ",
-      effect("Scope"), ".Scope | R | ", core("RequestReply", true), "> =>"
+      rpc("RpcServeOptions", true), "): ", effect("Effect"), ".Effect<void, ", rpc("ServeError", true), ", ",
+      effect("Scope"), ".Scope | R | ", rpc("RequestReply", true), ".RequestReply> =>"
     )
-    f.print("  ", core("serveRpc"), "(", `${base}Rpc`, ", handlers, options);")
+    f.print("  ", rpc("serveRpc"), "(", `${base}Rpc`, ", handlers, options);")
     f.print()
   }
 }
@@ -159,9 +160,6 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
 /**
  * Generates the TypeScript for every file of a request. Throws `OptionError` (which the plugin reports as the
  * request's error) when an option cannot be honoured or two events share a topic.
- *
- * @since 0.1.0
- * @category constructors
  */
 export const generateTs = (schema: Schema): void => {
   const extensions: Extensions = findExtensions(schema.allFiles)
@@ -172,7 +170,7 @@ export const generateTs = (schema: Schema): void => {
       const other = topics.get(event.topic)
       if (other !== undefined) {
         const where = `${event.message.file.proto.name}: message ${event.message.typeName}`
-        throw new OptionError(`${where}: topic ${event.topic} is already the topic of ${other}`)
+        throw new OptionError({ message: `${where}: topic ${event.topic} is already the topic of ${other}` })
       }
       topics.set(event.topic, event.message.typeName)
     }

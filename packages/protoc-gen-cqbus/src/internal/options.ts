@@ -19,32 +19,15 @@ import {
 } from "@bufbuild/protobuf"
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt"
 import { checkTopic, isValidTopic, topicOf } from "@cqbus/core"
-
-/**
- * An option that cannot be honoured. Generation fails with its message, which names the file, the message and the
- * field or option.
- *
- * @since 0.1.0
- * @category errors
- */
-export class OptionError extends Error {
-  /** @since 0.1.0 */
-  override readonly name = "OptionError"
-}
+import { OptionError } from "../Errors.ts"
 
 /**
  * The path of the options file, as `.proto` files import it.
- *
- * @since 0.1.0
- * @category models
  */
 export const OPTIONS_FILE = "cqbus/v1/options.proto"
 
 /**
  * The `cqbus.v1` extensions found in a request (absent when no file imports them).
- *
- * @since 0.1.0
- * @category models
  */
 export interface Extensions {
   readonly event: DescExtension | undefined
@@ -53,9 +36,6 @@ export interface Extensions {
 
 /**
  * Finds the `cqbus.v1` extensions among all files of a request.
- *
- * @since 0.1.0
- * @category constructors
  */
 export const findExtensions = (allFiles: ReadonlyArray<DescFile>): Extensions => {
   const file = allFiles.find((f) => f.proto.name === OPTIONS_FILE)
@@ -77,9 +57,6 @@ interface FileOptionValue {
 
 /**
  * An event message as the generator emits it.
- *
- * @since 0.1.0
- * @category models
  */
 export interface EventInfo {
   readonly message: DescMessage
@@ -122,16 +99,16 @@ const keyOf = (message: DescMessage, keyField: string): EventInfo["key"] => {
     .map((f) => f.name)
   if (field === undefined) {
     const hint = strings.length === 0 ? "it has no string fields" : `its string fields are ${strings.join(", ")}`
-    throw new OptionError(`${at}: the message has no field ${JSON.stringify(keyField)} (${hint})`)
+    throw new OptionError({ message: `${at}: the message has no field ${JSON.stringify(keyField)} (${hint})` })
   }
   if (field.fieldKind !== "scalar" || field.scalar !== ScalarType.STRING) {
-    throw new OptionError(`${at}: field ${field.name} is ${describeField(field)}, not a string`)
+    throw new OptionError({ message: `${at}: field ${field.name} is ${describeField(field)}, not a string` })
   }
   if (field.oneof !== undefined) {
-    throw new OptionError(`${at}: field ${field.name} is in oneof ${field.oneof.name}; a key must always be set`)
+    throw new OptionError({ message: `${at}: field ${field.name} is in oneof ${field.oneof.name}; a key must always be set` })
   }
   if (field.presence === FeatureSet_FieldPresence.EXPLICIT) {
-    throw new OptionError(`${at}: field ${field.name} is optional (explicit presence); a key must always be set`)
+    throw new OptionError({ message: `${at}: field ${field.name} is optional (explicit presence); a key must always be set` })
   }
   return { protoName: field.name, localName: field.localName }
 }
@@ -140,9 +117,6 @@ const keyOf = (message: DescMessage, keyField: string): EventInfo["key"] => {
  * The events of one file, in declaration order (nested messages after their parent): every top-level message whose
  * derived topic follows the `<domain>.events.v<N>.<event_type>` convention, and every message with
  * `option (cqbus.v1.event)`, unless it sets `skip`. Throws `OptionError` for an option that cannot be honoured.
- *
- * @since 0.1.0
- * @category constructors
  */
 export const eventsOf = (
   file: DescFile,
@@ -154,7 +128,7 @@ export const eventsOf = (
   if (prefix !== "") {
     const invalid = checkTopic(prefix, "subject")
     if (invalid !== undefined) {
-      throw new OptionError(`${file.proto.name}: option (cqbus.v1.file).topic_prefix: ${invalid.message}`)
+      throw new OptionError({ message: `${file.proto.name}: option (cqbus.v1.file).topic_prefix: ${invalid.message}` })
     }
   }
   const events: Array<EventInfo> = []
@@ -180,7 +154,7 @@ export const eventsOf = (
     const invalid = checkTopic(topic, "subject")
     if (invalid !== undefined) {
       const source = topicFrom === "option" ? "option (cqbus.v1.event).topic" : "topic"
-      throw new OptionError(`${where(message)}: ${source}: ${invalid.message}`)
+      throw new OptionError({ message: `${where(message)}: ${source}: ${invalid.message}` })
     }
     events.push({ message, topic, key: keyOf(message, option?.keyField ?? ""), topicFrom })
   }

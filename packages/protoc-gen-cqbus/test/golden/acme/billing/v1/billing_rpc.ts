@@ -6,8 +6,8 @@
 // @generated from file acme/billing/v1/billing.proto (package acme.billing.v1, syntax proto3)
 /* eslint-disable */
 
-import type { RequestReply, RpcClient, RpcClientOptions, RpcHandlers, RpcServeOptions, ServeError, ServiceDef } from "@cqbus/core";
-import { defineService, makeRpcClient, serveRpc } from "@cqbus/core";
+import type { RequestReply, RpcClient, RpcClientOptions, RpcHandlers, RpcServeOptions, ServeError, ServiceDef } from "@cqbus/rpc";
+import { defineService, makeRpcClient, serveRpc } from "@cqbus/rpc";
 import { BillingService } from "./billing_pb.ts";
 import type { Effect, Scope } from "effect";
 
@@ -45,12 +45,12 @@ export type BillingServiceClient = RpcClient<typeof BillingService>;
 
 /**
  * Creates a client of acme.billing.v1.BillingService over the RequestReply in context (`NatsRequestReply.layer` from
- * @cqbus/nats, or `RequestReply.layerMemory()`). Calls fail with NoResponders, RequestTimeout, RpcError
- * (the server's error answer) or RequestFailed.
+ * @cqbus/nats, or `RequestReply.layerMemory()` from @cqbus/rpc). Calls fail with NoResponders,
+ * RequestTimeout, RpcError (the server's error answer) or RequestFailed.
  *
  * @generated from service acme.billing.v1.BillingService
  */
-export const makeBillingServiceClient = (options?: RpcClientOptions): Effect.Effect<BillingServiceClient, never, RequestReply> =>
+export const makeBillingServiceClient = (options?: RpcClientOptions): Effect.Effect<BillingServiceClient, never, RequestReply.RequestReply> =>
   makeRpcClient(BillingServiceRpc, options);
 
 /**
@@ -67,6 +67,6 @@ export type BillingServiceHandlers<R = never> = RpcHandlers<typeof BillingServic
  *
  * @generated from service acme.billing.v1.BillingService
  */
-export const serveBillingService = <R = never>(handlers: BillingServiceHandlers<R>, options?: RpcServeOptions): Effect.Effect<void, ServeError, Scope.Scope | R | RequestReply> =>
+export const serveBillingService = <R = never>(handlers: BillingServiceHandlers<R>, options?: RpcServeOptions): Effect.Effect<void, ServeError, Scope.Scope | R | RequestReply.RequestReply> =>
   serveRpc(BillingServiceRpc, handlers, options);
 

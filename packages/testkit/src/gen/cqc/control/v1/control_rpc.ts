@@ -14,8 +14,8 @@
 // @generated from file cqc/control/v1/control.proto (package cqc.control.v1, syntax proto3)
 /* eslint-disable */
 
-import type { RequestReply, RpcClient, RpcClientOptions, RpcHandlers, RpcServeOptions, ServeError, ServiceDef } from "@cqbus/core";
-import { defineService, makeRpcClient, serveRpc } from "@cqbus/core";
+import type { RequestReply, RpcClient, RpcClientOptions, RpcHandlers, RpcServeOptions, ServeError, ServiceDef } from "@cqbus/rpc";
+import { defineService, makeRpcClient, serveRpc } from "@cqbus/rpc";
 import { ControlService } from "./control_pb.ts";
 import type { Effect, Scope } from "effect";
 
@@ -56,12 +56,12 @@ export type ControlServiceClient = RpcClient<typeof ControlService>;
 
 /**
  * Creates a client of cqc.control.v1.ControlService over the RequestReply in context (`NatsRequestReply.layer` from
- * @cqbus/nats, or `RequestReply.layerMemory()`). Calls fail with NoResponders, RequestTimeout, RpcError
- * (the server's error answer) or RequestFailed.
+ * @cqbus/nats, or `RequestReply.layerMemory()` from @cqbus/rpc). Calls fail with NoResponders,
+ * RequestTimeout, RpcError (the server's error answer) or RequestFailed.
  *
  * @generated from service cqc.control.v1.ControlService
  */
-export const makeControlServiceClient = (options?: RpcClientOptions): Effect.Effect<ControlServiceClient, never, RequestReply> =>
+export const makeControlServiceClient = (options?: RpcClientOptions): Effect.Effect<ControlServiceClient, never, RequestReply.RequestReply> =>
   makeRpcClient(ControlServiceRpc, options);
 
 /**
@@ -78,6 +78,6 @@ export type ControlServiceHandlers<R = never> = RpcHandlers<typeof ControlServic
  *
  * @generated from service cqc.control.v1.ControlService
  */
-export const serveControlService = <R = never>(handlers: ControlServiceHandlers<R>, options?: RpcServeOptions): Effect.Effect<void, ServeError, Scope.Scope | R | RequestReply> =>
+export const serveControlService = <R = never>(handlers: ControlServiceHandlers<R>, options?: RpcServeOptions): Effect.Effect<void, ServeError, Scope.Scope | R | RequestReply.RequestReply> =>
   serveRpc(ControlServiceRpc, handlers, options);
 

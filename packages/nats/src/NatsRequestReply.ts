@@ -1,20 +1,13 @@
 /**
- * Typed request-reply over core NATS: the `RequestReply` port of `@cqbus/core` on a NATS connection, so the clients
+ * Typed request-reply over core NATS: the `RequestReply` port of `@cqbus/rpc` on a NATS connection, so the clients
  * and servers generated from protobuf services (`protoc-gen-cqbus`) talk over plain NATS subjects — the same subjects,
  * bodies and NATS micro error headers a Go service built on `nats.go/micro` uses. Requests are at-most-once and not
  * stored: a call with no server running fails at once with `NoResponders` (the server's no-responders status).
  *
  * @module
  */
-import {
-  type Headers,
-  noResponders,
-  RequestFailed,
-  RequestReply,
-  type RequestReplyShape,
-  requestTimeout,
-  ServeError
-} from "@cqbus/core"
+import type { Headers } from "@cqbus/core"
+import { noResponders, RequestFailed, RequestReply, requestTimeout, ServeError } from "@cqbus/rpc"
 import { errors, type NatsConnection as NatsClient, type RequestOptions } from "@nats-io/nats-core"
 import { Duration, Effect, FiberSet, Layer } from "effect"
 import { causes, message } from "./internal/errors.ts"
@@ -68,8 +61,8 @@ const serveError = (cause: unknown, subject: string): ServeError => {
  * @since 0.1.0
  * @category constructors
  */
-export const make = (nc: NatsClient): RequestReplyShape => {
-  const request: RequestReplyShape["request"] = (subject, body, options) =>
+export const make = (nc: NatsClient): RequestReply.RequestReplyShape => {
+  const request: RequestReply.RequestReplyShape["request"] = (subject, body, options) =>
     Effect.tryPromise({
       try: () => {
         const opts: RequestOptions = { timeout: Math.max(1, Math.ceil(Duration.toMillis(options.timeout))) }
@@ -80,7 +73,7 @@ export const make = (nc: NatsClient): RequestReplyShape => {
       catch: (cause) => requestError(cause, subject, options.timeout)
     }).pipe(Effect.map((msg) => ({ body: msg.data, headers: headerSourceOf(msg).headers })))
 
-  const serve: RequestReplyShape["serve"] = (subject, options, handle) =>
+  const serve: RequestReply.RequestReplyShape["serve"] = (subject, options, handle) =>
     Effect.gen(function*() {
       // Acquired first, so its finalizer (interrupting what is still running) runs after the drain below.
       const fibers = yield* FiberSet.make<void>()
@@ -144,8 +137,8 @@ export const make = (nc: NatsClient): RequestReplyShape => {
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<RequestReply, never, NatsConnection> = Layer.effect(
-  RequestReply,
+export const layer: Layer.Layer<RequestReply.RequestReply, never, NatsConnection> = Layer.effect(
+  RequestReply.RequestReply,
   Effect.map(Effect.service(NatsConnection), (connection) => make(connection.nc))
 )
 
@@ -155,4 +148,5 @@ export const layer: Layer.Layer<RequestReply, never, NatsConnection> = Layer.eff
  * @since 0.1.0
  * @category layers
  */
-export const layerConnection = (nc: NatsClient): Layer.Layer<RequestReply> => Layer.succeed(RequestReply, make(nc))
+export const layerConnection = (nc: NatsClient): Layer.Layer<RequestReply.RequestReply> =>
+  Layer.succeed(RequestReply.RequestReply, make(nc))
