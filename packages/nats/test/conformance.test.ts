@@ -1,5 +1,6 @@
 // The NATS JetStream transport against the conformance suite: every case gets its own nats-server (free port,
-// temporary store), so cases cannot see each other's streams or consumers. Time is real; delays are short.
+// temporary store), so cases cannot see each other's streams or consumers; the reconnect cases restart that server on
+// its port and store. Time is real; delays are short.
 import { NatsEventBus } from "@cqbus/nats"
 import { conformance } from "@cqbus/testkit"
 import { NatsServer } from "@cqbus/testkit/nats-server"
@@ -8,7 +9,9 @@ import { Effect, Layer } from "effect"
 conformance({
   name: "nats",
   layer: () =>
-    Layer.unwrap(Effect.map(NatsServer.make(), (server) => NatsEventBus.layer({ servers: server.url, source: "conformance" }))),
+    Layer.unwrap(NatsServer.NatsServer.useSync((server) => NatsEventBus.layer({ servers: server.url, source: "conformance" })))
+      .pipe(Layer.provideMerge(NatsServer.layer())),
+  restart: NatsServer.NatsServer.use((server) => Effect.promise(() => server.restart())),
   features: {
     retention: true,
     deadLetters: true,
