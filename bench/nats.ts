@@ -1,6 +1,6 @@
 /**
  * NATS JetStream throughput: cqbus (`NatsEventBus.layer`) against the raw nats.js client (`@nats-io/jetstream`) in the
- * same process and run, against a private `nats-server` this bench starts itself (`startNatsServer()`: free loopback
+ * same process and run, against a private `nats-server` this bench starts itself (`NatsServer.start()`: free loopback
  * port, fresh temporary file store). Both sides do the same protobuf work and send the same CloudEvents headers and
  * `Nats-Msg-Id`; each side has its own connection. See bench/README.md.
  *
@@ -26,7 +26,7 @@ import { recovery } from "@cqbus/recovery"
 import { retry } from "@cqbus/retry"
 import { NatsEventBus, NatsTransport } from "@cqbus/nats"
 import { PriceUpdatedEvent, PriceUpdatedSchema } from "@cqbus/testkit/events"
-import { startNatsServer } from "@cqbus/testkit/nats-server"
+import { NatsServer } from "@cqbus/testkit/nats-server"
 import {
   AckPolicy,
   type ConsumerConfig,
@@ -67,7 +67,7 @@ let sink = 0
 
 // ------------------------------------------------------------------------------------------------ setup
 
-const server = await startNatsServer()
+const server = await NatsServer.start()
 const gitState = (() => {
   try {
     return execFileSync("git", ["describe", "--always", "--dirty"], { encoding: "utf8" }).trim()

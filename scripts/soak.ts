@@ -9,7 +9,7 @@
 import { Backoff, EventBus, Reject, RetryLater } from "@cqbus/core"
 import { NatsEventBus } from "@cqbus/nats"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { startNatsServer } from "@cqbus/testkit/nats-server"
+import { NatsServer } from "@cqbus/testkit/nats-server"
 import { jetstream } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
 import { Context, Duration, Effect, Layer } from "effect"
@@ -49,7 +49,7 @@ const behaviourOf = (eventId: string): Behaviour => {
 const MAX_DELIVER = 5
 
 const main = Effect.gen(function*() {
-  const nats = yield* Effect.acquireRelease(Effect.promise(() => startNatsServer()), (s) => Effect.promise(() => s.cleanup()))
+  const nats = yield* Effect.acquireRelease(Effect.promise(() => NatsServer.start()), (s) => Effect.promise(() => s.cleanup()))
   const context = yield* Layer.build(NatsEventBus.layer({
     servers: nats.url,
     source: "soak",

@@ -8,7 +8,7 @@ import { EventBus } from "@cqbus/core"
 import { healthRouter, type HealthResponse, Heartbeat } from "@cqbus/health"
 import { NatsEventBus } from "@cqbus/nats"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { startNatsServer } from "@cqbus/testkit/nats-server"
+import { NatsServer } from "@cqbus/testkit/nats-server"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
 
@@ -19,7 +19,7 @@ const PASSWORD = "pw-s3cret-9f2"
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 test("health over NATS: /ready fails (503) within a few check intervals of a server stop and passes after it returns; /live passes throughout", { timeout: 90_000 }, async () => {
-  const nats = await startNatsServer({ user: "health", password: PASSWORD })
+  const nats = await NatsServer.start({ user: "health", password: PASSWORD })
   // Credentials inside the URL, as NATS_URL often carries them; the transport takes them out and uses them.
   const url = nats.url.replace("nats://", `nats://health:${PASSWORD}@`)
   // A group whose handler holds its only slot, so the consumer has a backlog to report.

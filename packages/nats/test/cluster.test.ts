@@ -4,7 +4,7 @@
 // failures cqbus called permanent. Afterwards: every acked event handled (lost = 0), none given up, duplicates only
 // as redeliveries, and the longest gaps in acks and in handling. Each test owns its cluster.
 import { type HealthError, PublishError } from "@cqbus/core"
-import { NatsCluster, type NatsCluster as Cluster, type NatsClusterNode } from "@cqbus/testkit/nats-cluster"
+import { NatsCluster, type NatsClusterNode, type NatsClusterShape as Cluster } from "@cqbus/testkit/nats-cluster"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { jetstreamManager } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"

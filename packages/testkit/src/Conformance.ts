@@ -18,7 +18,7 @@ import {
   SubscribeError,
   Transport
 } from "@cqbus/core"
-import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Result, Scope } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { AssetCreatedEvent, AssetCreatedSchema, PriceUpdatedEvent } from "./events.ts"
@@ -47,33 +47,48 @@ export interface Features {
 }
 
 /**
- * What `conformance` needs from a backend.
+ * What `conformance` needs from a backend. `R` is what the backend's layer provides besides the bus, for `restart`
+ * to use (e.g. the test server it started).
  *
  * @since 0.1.0
  * @category models
  */
-export interface ConformanceOptions {
+export interface ConformanceOptions<R = never> {
   /** The backend's name, prefixed to every case name. */
   readonly name: string
   /**
    * A fresh bus per case: `id` is unique per case, for backends that share a server and need their own stream,
    * subject prefix or consumer names.
    */
-  readonly layer: (context: { readonly id: string }) => Layer.Layer<EventBus | Transport, unknown>
+  readonly layer: (context: { readonly id: string }) => Layer.Layer<EventBus | Transport | R, unknown>
   readonly features: Features
+  /**
+   * Restarts the backend's server (same address, same store) while the bus keeps its transport; run inside a case,
+   * with that case's layer provided. Given, the suite runs the reconnect cases: a subscription keeps receiving, a
+   * publish retried across the restart is delivered once acknowledged, nothing acknowledged before it is lost. A
+   * string says why the backend cannot restart; the reconnect cases are skipped with it (also when absent).
+   */
+  readonly restart?: Effect.Effect<void, unknown, R> | string
   /** The time limit of one case in real milliseconds (default 30,000). */
   readonly timeout?: number
 }
 
-/** What a case gets: the case id, the mode time runs in, and a `wait` that waits in that time. */
-interface CaseContext {
+/**
+ * What a case gets: the case id, the mode time runs in, waits in that time, and the backend's restart followed by a
+ * wait until the bus's `check` passes again (the case goes on with a reconnected bus).
+ */
+interface CaseContext<R> {
   readonly id: string
   readonly time: TimeMode
   readonly wait: (condition: () => boolean, what: string, within?: number) => Effect.Effect<void, Error>
   readonly pass: (millis: number) => Effect.Effect<void>
+  readonly restart: Effect.Effect<void, unknown, R | EventBus>
 }
 
-type Case = (context: CaseContext) => Effect.Effect<void, unknown, EventBus | Transport | Scope.Scope>
+type Case<R> = (context: CaseContext<R>) => Effect.Effect<void, unknown, EventBus | Transport | Scope.Scope | R>
+
+/** A capability a case needs: a declared feature, or a `restart` hook. */
+type Need = keyof Features | "restart"
 
 const fast = { backoff: Backoff.constant("20 millis") } as const
 
@@ -125,18 +140,22 @@ let counter = 0
  * conformance({
  *   name: "memory",
  *   layer: () => EventBus.layerMemory(),
- *   features: { retention: true, deadLetters: true, dedupe: true, wildcards: true, virtualTime: true }
+ *   features: { retention: true, deadLetters: true, dedupe: true, wildcards: true, virtualTime: true },
+ *   restart: "the memory transport lives inside the bus's process: there is no server to restart"
  * })
  * ```
  *
  * @since 0.1.0
  * @category conformance
  */
-export const conformance = (options: ConformanceOptions): void => {
+export const conformance = <R = never>(options: ConformanceOptions<R>): void => {
   const { features } = options
   const time: TimeMode = features.virtualTime === true ? "virtual" : "real"
-  const define = (name: string, needs: ReadonlyArray<keyof Features>, body: Case): void => {
-    const missing = needs.map((need) => features[need]).find((value): value is string => value !== true)
+  const restart = options.restart ?? "no restart hook given"
+  const define = (name: string, needs: ReadonlyArray<Need>, body: Case<R>): void => {
+    const support = (need: Need): true | string =>
+      need !== "restart" ? features[need] : typeof restart === "string" ? restart : true
+    const missing = needs.map(support).find((value): value is string => value !== true)
     const title = `${options.name}: ${name}`
     if (missing !== undefined) {
       test(title, { skip: `${options.name} lacks it: ${missing}` }, () => {})
@@ -144,11 +163,14 @@ export const conformance = (options: ConformanceOptions): void => {
     }
     test(title, { timeout: options.timeout ?? 30_000 }, async () => {
       const id = `c${Date.now().toString(36)}${(++counter).toString(36)}`
-      const context: CaseContext = {
+      const context: CaseContext<R> = {
         id,
         time,
         wait: (condition, what, within) => waitUntil(condition, what, { time, ...(within === undefined ? {} : { within }) }),
-        pass: (millis) => letTimePass(millis, time)
+        pass: (millis) => letTimePass(millis, time),
+        restart: typeof restart === "string"
+          ? Effect.die(`${options.name}: ${restart}`)
+          : Effect.andThen(restart, untilHealthy(letTimePass(50, time)))
       }
       await runScoped(options.layer({ id }), body(context), time)
     })
@@ -316,16 +338,7 @@ export const conformance = (options: ConformanceOptions): void => {
 
   define("a group resumes after its last acked event when it subscribes again", ["retention"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const seen: Array<string> = []
-      const handler = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
-      const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, handler, { group: "resume" }))
-      for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
-      yield* wait(() => seen.length === 5, "the first 5 events are handled")
-      yield* Scope.close(scope, Exit.void)
-      for (let i = 5; i < 8; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
-      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "resume" })
-      yield* wait(() => seen.length >= 8, "the 3 events published while away are handled")
+      const seen = yield* resumeAfterAbsence("resume", Effect.void, wait)
       yield* pass(100)
       assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `r${i}`), "acked events are not delivered again")
     }))
@@ -669,10 +682,186 @@ export const conformance = (options: ConformanceOptions): void => {
       const [a, b] = [runs[0]!.length, runs[1]!.length]
       assert.ok(a >= 1 && b >= 1, `both members handle some of the ${total} events (${a} / ${b})`)
     }))
+
+  define("volume: 5,000 events reach 30 subscribers, each group once per event and each ungrouped subscriber all", [], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const total = 5_000
+      // 30 subscribers: 3 groups of 8 members and 6 ungrouped, so 9 subscriptions that each must see all 5,000.
+      const groups = ["vol-a", "vol-b", "vol-c"]
+      const membersPerGroup = 8
+      const ungroupedCount = 6
+      const counters = new Map<string, ReturnType<typeof deliveryCounter>>()
+      // The subscriptions drain together when the case ends (one after another takes a while on a broker).
+      const subscriptions = yield* Scope.make("parallel")
+      yield* Effect.addFinalizer(() => Scope.close(subscriptions, Exit.void))
+      const subscribe = (label: string, group?: string) => {
+        const counter = counters.get(label) ?? deliveryCounter()
+        counters.set(label, counter)
+        return bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => counter.record(d.eventId, d.attempt)), {
+          ...(group === undefined ? {} : { group })
+        }).pipe(Scope.provide(subscriptions))
+      }
+      // A group's members share one counter: the group as a whole must see every event.
+      for (const group of groups) {
+        for (let member = 0; member < membersPerGroup; member++) yield* subscribe(group, group)
+      }
+      for (let i = 0; i < ungroupedCount; i++) yield* subscribe(`ungrouped-${i}`)
+      yield* Effect.forEach(
+        Array.from({ length: total }, (_, i) => i),
+        (i) => bus.publish(AssetCreatedEvent, { assetId: `v${i}` }, { eventId: `vol-${i}` }),
+        { concurrency: 64, discard: true }
+      )
+      const behind = () =>
+        [...counters].filter(([, c]) => c.distinct < total).map(([label, c]) => `${label} ${c.distinct}`).join(", ")
+      yield* wait(() => behind() === "", "every subscriber has every event", 120_000)
+      yield* pass(200)
+      for (const [label, counter] of counters) {
+        assert.equal(counter.distinct, total, `${label} sees all ${total} events`)
+        // At least once: an event may come again only as a redelivery (attempt > 1), never twice as a first delivery.
+        assert.deepEqual(counter.repeatedFirsts.slice(0, 5), [], `${label} gets no event twice as a first delivery`)
+      }
+    }))
+
+  define("after a server restart, grouped and ungrouped subscriptions keep receiving", ["restart"], ({ pass, restart, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const grouped: Array<string> = []
+      const ungrouped: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => grouped.push(e.assetId)), { group: "survivor" })
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => ungrouped.push(e.assetId)))
+      for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `before-${i}` })
+      yield* wait(() => grouped.length >= 5 && ungrouped.length >= 5, "both subscriptions have the events before the restart")
+      yield* restart
+      for (let i = 0; i < 5; i++) {
+        yield* untilAcknowledged(bus.publish(AssetCreatedEvent, { assetId: `after-${i}` }, { eventId: `after-${i}` }), pass)
+      }
+      const all = [0, 1, 2, 3, 4].flatMap((i) => [`before-${i}`, `after-${i}`]).sort()
+      yield* wait(
+        () => new Set(grouped).size === 10 && new Set(ungrouped).size === 10,
+        "both subscriptions have the events published after the restart",
+        30_000
+      )
+      assert.deepEqual([...new Set(grouped)].sort(), all)
+      assert.deepEqual([...new Set(ungrouped)].sort(), all)
+    }))
+
+  define("a publish retried across a server restart is delivered once acknowledged", ["restart"], ({ pass, restart, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const counter = deliveryCounter()
+      yield* bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => counter.record(d.eventId, d.attempt)), {
+        group: "across"
+      })
+      const acked: Array<string> = []
+      let restarted = false
+      // Publishes one event after another, each retried until acknowledged, through the restart and 10 events past it.
+      const publisher = Effect.gen(function*() {
+        for (let i = 0, after = 0; after < 10; i++) {
+          const eventId = `across-${i}`
+          yield* untilAcknowledged(bus.publish(AssetCreatedEvent, { assetId: `a${i}` }, { eventId }), pass)
+          acked.push(eventId)
+          if (restarted) after++
+          yield* pass(10)
+        }
+      })
+      const publishing = yield* Effect.forkChild(publisher)
+      yield* wait(() => acked.length >= 5, "some events are acknowledged before the restart")
+      yield* restart
+      restarted = true
+      yield* Fiber.join(publishing)
+      yield* wait(() => acked.every(counter.has), "every acknowledged event is delivered", 30_000)
+      yield* pass(200)
+      assert.equal(counter.distinct, acked.length, "no event is delivered that was not acknowledged")
+      if (features.dedupe === true) {
+        assert.deepEqual(counter.repeatedFirsts, [], "a retried publish is stored once: no second first delivery")
+      }
+    }))
+
+  define("nothing acknowledged before a server restart is lost", ["restart", "retention"], ({ pass, restart, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus
+      const seen = yield* resumeAfterAbsence("kept", restart, wait)
+      const late: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => late.push(e.assetId)), { group: "after-restart" })
+      yield* wait(() => late.length >= 8, "a group created after the restart has the events stored before it")
+      yield* pass(200)
+      const all = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `r${i}`)
+      assert.deepEqual(seen, all, "the group resumes after its last acknowledged event")
+      assert.deepEqual(late, all, "every event stored before the restart is still there")
+    }))
+}
+
+/**
+ * A group handles 5 events and goes away (its scope closes), 3 more are published, `meanwhile` runs (e.g. a server
+ * restart), and the group subscribes again; returns the events the group handled, in order, still growing.
+ */
+const resumeAfterAbsence = <E, R>(group: string, meanwhile: Effect.Effect<void, E, R>, wait: CaseContext<never>["wait"]) =>
+  Effect.gen(function*() {
+    const bus = yield* EventBus
+    const seen: Array<string> = []
+    const handler = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
+    const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, handler, { group }))
+    for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
+    yield* wait(() => seen.length === 5, "the first 5 events are handled")
+    yield* Scope.close(scope, Exit.void)
+    for (let i = 5; i < 8; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `r${i}` })
+    yield* meanwhile
+    yield* bus.subscribe(AssetCreatedEvent, handler, { group })
+    yield* wait(() => seen.length >= 8, "the 3 events published while away are handled")
+    return seen
+  })
+
+/**
+ * Runs `publish` (one event, one event id, so a retry after a lost ack is a duplicate the backend can drop) until the
+ * backend acknowledges it: a retriable `PublishError` (the broker is away or reconnecting) is retried after a short
+ * pause, for `within` milliseconds of paused (virtual or real) time; any other failure fails the case.
+ */
+const untilAcknowledged = <A, E>(publish: Effect.Effect<A, E>, pass: CaseContext<never>["pass"], within = 20_000) =>
+  Effect.gen(function*() {
+    for (let paused = 0;; paused += 50) {
+      const result = yield* Effect.result(publish)
+      if (Result.isSuccess(result)) return result.success
+      const error = result.failure
+      if (!(error instanceof PublishError && error.retriable) || paused >= within) return yield* Effect.fail(error)
+      yield* pass(50)
+    }
+  })
+
+/** Repeats the bus's `check` (letting `pause` pass between tries) until it passes; fails after 200 tries. */
+const untilHealthy = (pause: Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const bus = yield* EventBus
+    for (let tries = 1;; tries++) {
+      const result = yield* Effect.result(bus.check)
+      if (Result.isSuccess(result) || tries >= 200) return yield* Effect.fromResult(result)
+      yield* pause
+    }
+  })
+
+/**
+ * Counts the deliveries of one subscriber (or one group) by event id: `distinct` events seen, and `repeatedFirsts`,
+ * the events delivered more than once with attempt 1 (a duplicate that no redelivery explains).
+ */
+const deliveryCounter = () => {
+  const seen = new Map<string, number>()
+  const counter = {
+    distinct: 0,
+    repeatedFirsts: [] as Array<string>,
+    record: (eventId: string, attempt: number): void => {
+      const firsts = seen.get(eventId)
+      if (firsts === undefined) counter.distinct++
+      const next = (firsts ?? 0) + (attempt === 1 ? 1 : 0)
+      if (attempt === 1 && next > 1) counter.repeatedFirsts.push(eventId)
+      seen.set(eventId, next)
+    },
+    has: (eventId: string): boolean => seen.has(eventId)
+  }
+  return counter
 }
 
 /** Reads the dead letters until there are `count` of them, letting (virtual or real) time pass between reads. */
-const waitForLetters = (count: number, pass: CaseContext["pass"], within = 10_000) =>
+const waitForLetters = (count: number, pass: CaseContext<never>["pass"], within = 10_000) =>
   Effect.gen(function*() {
     for (let waited = 0; waited <= within; waited += 20) {
       const letters = yield* readDeadLetters

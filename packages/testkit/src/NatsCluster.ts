@@ -3,16 +3,19 @@
  * port, route port, `server_name` and temporary store, routed to each other under one cluster name. It is ready only
  * once JetStream has elected a meta leader, so replicated streams can be created at once. Any node can be killed
  * (SIGKILL), frozen (SIGSTOP) and thawed (SIGCONT), or restarted on the same ports and store, and the cluster names
- * the node that leads a stream or a consumer, so a test can take exactly that node away.
+ * the node that leads a stream or a consumer, so a test can take exactly that node away. Like `NatsServer`: `start`
+ * (Promise), `make` (scoped) and `layer` (the `NatsCluster` service).
  *
- * Each node is a `NatsServer` from `startNatsServer` (the same process handling, readiness check and exit backstop);
+ * Each node is a test server from `NatsServer.start` (the same process handling, readiness check and exit backstop);
  * this module adds the cluster configuration and asks the nodes' monitoring endpoint (`/jsz`) who leads what.
  *
  * @module
  */
 import { Context, Effect, Layer, type Scope } from "effect"
+import { NatsClusterError, NatsServerError } from "./Errors.ts"
 import { freePort, HOST } from "./internal/net.ts"
-import { type NatsServer, NatsServerError, type NatsServerOptions, startNatsServer } from "./NatsServer.ts"
+import { commandLine, describeLaunch, setupError, sleep } from "./internal/process.ts"
+import * as NatsServer from "./NatsServer.ts"
 
 /**
  * How to start a test cluster. The options every node shares (binary, limits, extra configuration) are those of
@@ -21,7 +24,7 @@ import { type NatsServer, NatsServerError, type NatsServerOptions, startNatsServ
  * @since 0.1.0
  * @category models
  */
-export interface NatsClusterOptions extends Omit<NatsServerOptions, "monitoring" | "startTimeout"> {
+export interface NatsClusterOptions extends Omit<NatsServer.NatsServerOptions, "monitoring" | "startTimeout"> {
   /** How many nodes (default 3; JetStream needs a majority of them up to elect leaders). */
   readonly nodes?: number
   /** The cluster name (default `cqbus-` plus a random suffix). */
@@ -47,7 +50,7 @@ export interface NatsClusterNode {
   /** The route port the other nodes connect to. */
   readonly clusterPort: number
   /** The node as a single test server (pid, log, monitoring URL, store directory). */
-  readonly server: NatsServer
+  readonly server: NatsServer.NatsServerShape
   /** Whether the process is alive (a paused node is alive). */
   readonly isRunning: boolean
   /** Whether the node was paused (SIGSTOP) and not resumed since. */
@@ -66,12 +69,12 @@ export interface NatsClusterNode {
 }
 
 /**
- * A running test cluster.
+ * A running test cluster, as `start` resolves with it and the `NatsCluster` service holds it.
  *
  * @since 0.1.0
  * @category models
  */
-export interface NatsCluster {
+export interface NatsClusterShape {
   /** The cluster name shared by the nodes. */
   readonly name: string
   /** The nodes, `n1` first. */
@@ -88,7 +91,7 @@ export interface NatsCluster {
   consumerLeader(stream: string, consumer: string, account?: string): Promise<NatsClusterNode | undefined>
   /**
    * Waits until `find` names a leader other than `not` (e.g. the node just killed), and resolves with it; rejects
-   * after `timeout` milliseconds (default 30,000).
+   * with a `NatsClusterError` (`NoLeader`) after `timeout` milliseconds (default 30,000).
    */
   waitForLeader(
     find: () => Promise<NatsClusterNode | undefined>,
@@ -117,8 +120,6 @@ interface Jsz {
   }>
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
 /** The `cluster` block and name of node `index` (0-based). */
 const nodeConfig = (index: number, cluster: string, routePorts: ReadonlyArray<number>, extra: string | undefined) =>
   [
@@ -136,7 +137,7 @@ class Node implements NatsClusterNode {
   constructor(
     readonly name: string,
     readonly clusterPort: number,
-    readonly server: NatsServer,
+    readonly server: NatsServer.NatsServerShape,
     private readonly rejoin: (node: Node) => Promise<void>
   ) {}
 
@@ -187,7 +188,7 @@ class Node implements NatsClusterNode {
   }
 }
 
-class Cluster implements NatsCluster {
+class Cluster implements NatsClusterShape {
   readonly urls: ReadonlyArray<string>
   constructor(
     readonly name: string,
@@ -240,11 +241,13 @@ class Cluster implements NatsCluster {
       const leader = await find()
       if (leader !== undefined && leader !== options.not) return leader
       if (Date.now() > deadline) {
-        throw new Error(
-          `no leader${options.not === undefined ? "" : ` other than ${options.not.name}`} within ${
+        throw new NatsClusterError({
+          reason: "NoLeader",
+          cluster: this.name,
+          message: `no leader${options.not === undefined ? "" : ` other than ${options.not.name}`} within ${
             options.timeout ?? this.timeout
           } ms`
-        )
+        })
       }
       await sleep(POLL_MS)
     }
@@ -261,19 +264,26 @@ class Cluster implements NatsCluster {
       seen = nodes.map((node, i) => `${node.name} sees ${leaders[i] === "" ? "none" : leaders[i]}`).join(", ")
       const down = nodes.find((node) => !node.isRunning)
       if (down !== undefined) {
-        throw new NatsServerError(
-          `cluster ${this.name}: node ${down.name} exited while waiting for a meta leader`,
-          down.server.command.join(" "),
-          down.server.log
-        )
+        const command = commandLine(down.server.command)
+        const logTail = down.server.log
+        throw new NatsServerError({
+          reason: "Exited",
+          message: describeLaunch(`cluster ${this.name}: node ${down.name} exited while waiting for a meta leader`, command, logTail),
+          command,
+          logTail
+        })
       }
       if (Date.now() > deadline) {
         const first = nodes[0]!.server
-        throw new NatsServerError(
-          `cluster ${this.name}: no JetStream meta leader within ${this.timeout} ms (${seen})`,
-          first.command.join(" "),
-          first.log
-        )
+        throw new NatsClusterError({
+          reason: "NoMetaLeader",
+          cluster: this.name,
+          message: describeLaunch(
+            `cluster ${this.name}: no JetStream meta leader within ${this.timeout} ms (${seen})`,
+            commandLine(first.command),
+            first.log
+          )
+        })
       }
       await sleep(POLL_MS)
     }
@@ -290,17 +300,17 @@ class Cluster implements NatsCluster {
 /**
  * Starts a JetStream cluster of `nodes` (default 3) `nats-server` processes on 127.0.0.1, each with free client and
  * route ports, `server_name` `n1`, `n2`, ..., a monitoring port and its own temporary store, all routed to each other
- * under one cluster name; resolves once every node is ready and they agree on a JetStream meta leader. Rejects with a
- * `NatsServerError` (cause, command line, log tail) otherwise, after stopping what it started. Call `cleanup()` when
- * done (a `finally`).
+ * under one cluster name; resolves once every node is ready and they agree on a JetStream meta leader. Otherwise it
+ * stops what it started and rejects with a `NatsServerError` (a node could not start) or a `NatsClusterError` (no
+ * meta leader in time). Call `cleanup()` when done (a `finally`).
  *
  * @example
  * ```ts
  * import { test } from "node:test"
- * import { startNatsCluster } from "@cqbus/testkit/nats-cluster"
+ * import { NatsCluster } from "@cqbus/testkit/nats-cluster"
  *
  * test("survives the stream leader's crash", async () => {
- *   const cluster = await startNatsCluster()
+ *   const cluster = await NatsCluster.start()
  *   try {
  *     // connect with servers: cluster.urls, create a stream with num_replicas 3 named "EVENTS", then:
  *     const leader = await cluster.waitForLeader(() => cluster.streamLeader("EVENTS"))
@@ -316,18 +326,20 @@ class Cluster implements NatsCluster {
  * @since 0.1.0
  * @category constructors
  */
-export const startNatsCluster = async (options: NatsClusterOptions = {}): Promise<NatsCluster> => {
+export const start = async (options: NatsClusterOptions = {}): Promise<NatsClusterShape> => {
   const count = Math.max(1, Math.floor(options.nodes ?? DEFAULT_NODES))
   const timeout = options.startTimeout ?? DEFAULT_START_TIMEOUT_MS
   const deadline = Date.now() + timeout
   const name = options.name ?? `cqbus-${Math.random().toString(36).slice(2, 10)}`
   const routePorts: Array<number> = []
   while (routePorts.length < count) {
-    const port = await freePort()
+    const port = await freePort().catch((cause: unknown) => {
+      throw setupError(`cluster ${name}: no free route port`, cause)
+    })
     if (!routePorts.includes(port)) routePorts.push(port)
   }
   const started = await Promise.allSettled(routePorts.map((_, index) =>
-    startNatsServer({
+    NatsServer.start({
       ...options,
       monitoring: true,
       startTimeout: Math.max(1_000, deadline - Date.now()),
@@ -353,36 +365,8 @@ export const startNatsCluster = async (options: NatsClusterOptions = {}): Promis
   return cluster
 }
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
-const NatsTestClusterKey: Context.ServiceClass<NatsTestCluster, "@cqbus/testkit/NatsTestCluster", NatsCluster> = Context
-  .Service<NatsTestCluster, NatsCluster>()("@cqbus/testkit/NatsTestCluster")
-
 /**
- * The test cluster of the current scope, as a service: `yield* NatsTestCluster` gives its `NatsCluster`. Provide it
- * with `NatsCluster.layer(options?)`.
- *
- * @since 0.1.0
- * @category services
- */
-export class NatsTestCluster extends NatsTestClusterKey {}
-
-// A scoped cluster: started when the effect runs, stopped and its stores removed when the scope closes.
-const make = (options: NatsClusterOptions = {}): Effect.Effect<NatsCluster, NatsServerError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.tryPromise({
-      try: () => startNatsCluster(options),
-      catch: (cause) =>
-        cause instanceof NatsServerError
-          ? cause
-          : new NatsServerError(`cannot start a nats-server cluster: ${String(cause)}`, "", [], { cause })
-    }),
-    (cluster) => Effect.promise(() => cluster.cleanup())
-  )
-
-/**
- * The Effect form of the cluster launcher: `NatsCluster.make(options?)` is a scoped `NatsCluster` (stopped, and its
- * stores removed, when the scope closes) and `NatsCluster.layer(options?)` provides it as the `NatsTestCluster`
- * service for the layer's lifetime.
+ * A scoped test cluster: started when the effect runs, stopped and its stores removed when the scope closes.
  *
  * @example
  * ```ts
@@ -397,14 +381,40 @@ const make = (options: NatsClusterOptions = {}): Effect.Effect<NatsCluster, Nats
  * ```
  *
  * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: NatsClusterOptions = {}
+): Effect.Effect<NatsClusterShape, NatsServerError | NatsClusterError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => start(options),
+      catch: (cause) =>
+        cause instanceof NatsServerError || cause instanceof NatsClusterError
+          ? cause
+          : setupError("cannot start a nats-server cluster", cause)
+    }),
+    (cluster) => Effect.promise(() => cluster.cleanup())
+  )
+
+const NatsClusterKey: Context.ServiceClass<NatsCluster, "@cqbus/testkit/NatsCluster", NatsClusterShape> = Context
+  .Service<NatsCluster, NatsClusterShape>()("@cqbus/testkit/NatsCluster")
+
+/**
+ * The test cluster of the current scope, as a service: `yield* NatsCluster.NatsCluster` gives its
+ * `NatsClusterShape`. Provided by `layer`.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class NatsCluster extends NatsClusterKey {}
+
+/**
+ * The `NatsCluster` service: a cluster started when the layer is built, stopped and its stores removed when the
+ * layer is released.
+ *
+ * @since 0.1.0
  * @category layers
  */
-export const NatsCluster: {
-  /** A scoped cluster: started now, cleaned up when the scope closes. */
-  readonly make: (options?: NatsClusterOptions) => Effect.Effect<NatsCluster, NatsServerError, Scope.Scope>
-  /** The `NatsTestCluster` service, started when the layer is built and cleaned up when it is released. */
-  readonly layer: (options?: NatsClusterOptions) => Layer.Layer<NatsTestCluster, NatsServerError>
-} = {
-  make,
-  layer: (options = {}) => Layer.effect(NatsTestCluster, make(options))
-}
+export const layer = (options: NatsClusterOptions = {}): Layer.Layer<NatsCluster, NatsServerError | NatsClusterError> =>
+  Layer.effect(NatsCluster, make(options))

@@ -5,11 +5,11 @@ import { test } from "node:test"
 import { AckPolicy, jetstreamManager } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
 import { Effect } from "effect"
-import { NatsCluster, NatsTestCluster } from "@cqbus/testkit/nats-cluster"
+import { NatsCluster } from "@cqbus/testkit/nats-cluster"
 
 test("NatsCluster: three routed nodes, leaders found by name, a node killed, paused and restarted", { timeout: 90_000 }, () =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const cluster = yield* NatsTestCluster
+    const cluster = yield* NatsCluster.NatsCluster
     assert.deepEqual(cluster.nodes.map((node) => node.name), ["n1", "n2", "n3"])
     assert.equal(new Set(cluster.nodes.map((node) => node.server.port)).size, 3)
     assert.equal(new Set(cluster.nodes.map((node) => node.clusterPort)).size, 3)

@@ -9,13 +9,7 @@ import process from "node:process"
 import { test } from "node:test"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { Effect } from "effect"
-import {
-  NatsServer,
-  type NatsServerOptions,
-  NatsServerError,
-  NatsTestServer,
-  startNatsServer
-} from "@cqbus/testkit/nats-server"
+import { NatsServer, NatsServerError, type NatsServerOptions, type NatsServerShape } from "@cqbus/testkit/nats-server"
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..")
 
@@ -129,9 +123,9 @@ const alive = (pid: number): boolean => {
   }
 }
 
-const start = (options?: NatsServerOptions): Promise<NatsServer> => startNatsServer(options)
+const start = (options?: NatsServerOptions): Promise<NatsServerShape> => NatsServer.start(options)
 
-test("startNatsServer starts JetStream on a free loopback port with a fresh store under the temp directory", async () => {
+test("NatsServer.start starts JetStream on a free loopback port with a fresh store under the temp directory", async () => {
   const server = await start()
   try {
     assert.equal(server.url, `nats://127.0.0.1:${server.port}`)
@@ -257,7 +251,7 @@ test("cleanup() stops the server and removes its store directory", async () => {
 })
 
 test("two servers at once get different ports and stores", async () => {
-  const servers: Array<NatsServer> = []
+  const servers: Array<NatsServerShape> = []
   try {
     servers.push(await start())
     servers.push(await start())
@@ -299,7 +293,7 @@ test("a missing binary fails with a clear error and leaves no store behind", asy
   const stores = async (): Promise<Array<string>> =>
     (await fsp.readdir(os.tmpdir())).filter((name) => name.startsWith("cqbus-nats-")).sort()
   const before = await stores()
-  let server: NatsServer | undefined
+  let server: NatsServerShape | undefined
   try {
     await assert.rejects(
       async () => {
@@ -321,7 +315,7 @@ test("a missing binary fails with a clear error and leaves no store behind", asy
 })
 
 test("a server that exits before it is ready fails with its log tail", async () => {
-  let server: NatsServer | undefined
+  let server: NatsServerShape | undefined
   try {
     await assert.rejects(
       async () => {
@@ -339,12 +333,12 @@ test("a server that exits before it is ready fails with its log tail", async () 
   }
 })
 
-test("NatsServer.layer provides NatsTestServer for the scope and cleans it up when the scope closes", async () => {
-  let seen: NatsServer | undefined
+test("NatsServer.layer provides NatsServer.NatsServer for the scope and cleans it up when the scope closes", async () => {
+  let seen: NatsServerShape | undefined
   try {
     const info = await Effect.runPromise(
       Effect.gen(function*() {
-        const server = yield* NatsTestServer
+        const server = yield* NatsServer.NatsServer
         seen = server
         return yield* Effect.promise(() => readInfo(server.port))
       }).pipe(Effect.provide(NatsServer.layer()))
@@ -369,20 +363,21 @@ test("a server a test file never cleans up is killed, and its store removed, whe
     await fsp.writeFile(
       script,
       `import { test } from "node:test"\n` +
-        `import { startNatsServer } from ${JSON.stringify(module)}\n` +
+        `import { start } from ${JSON.stringify(module)}\n` +
         `test("leaves a server running", async () => {\n` +
-        `  const server = await startNatsServer()\n` +
+        `  const server = await start()\n` +
         `  console.log("SERVER " + JSON.stringify({ pid: server.pid, storeDir: server.storeDir }))\n` +
         `})\n` +
         `test("is skipped", { skip: "so that Deno skips top-level after() hooks" }, () => {})\n`
     )
     const versions = process.versions as Record<string, string | undefined>
+    // --conditions: NatsServer.ts imports @cqbus/core (its errors), which resolves to src/ as in the parent run
     const args = versions.deno !== undefined
       // --config: the script lies outside the workspace, and NatsServer.ts needs its import map for `effect`
-      ? ["test", "-A", "--no-check", "--no-lock", `--config=${path.join(ROOT, "deno.json")}`, script]
+      ? ["test", "-A", "--no-check", "--no-lock", "--conditions=@cqbus/source", `--config=${path.join(ROOT, "deno.json")}`, script]
       : versions.bun !== undefined
-      ? ["test", script]
-      : ["--import", "tsx", "--test", script]
+      ? ["--conditions=@cqbus/source", "test", script]
+      : ["--conditions=@cqbus/source", "--import", "tsx", "--test", script]
     const env = { ...process.env }
     // a nested node --test would otherwise report to this runner in its binary protocol
     delete env.NODE_TEST_CONTEXT

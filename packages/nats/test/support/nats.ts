@@ -3,10 +3,10 @@
 import { EventBus, type EventBusShape, Transport, type TransportShape } from "@cqbus/core"
 import { type NatsEventBusConfig, NatsEventBus, NatsTransport, type NatsTransportShape } from "@cqbus/nats"
 import {
-  type NatsServer as TestServer,
   NatsServer,
   type NatsServerError,
-  type NatsServerOptions
+  type NatsServerOptions,
+  type NatsServerShape as TestServer
 } from "@cqbus/testkit/nats-server"
 import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
