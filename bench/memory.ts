@@ -57,7 +57,7 @@ const baseline = (n: number): number => {
 const cqbus = (n: number, concurrency: number, publishConcurrency: number | undefined): Promise<number> =>
   Effect.runPromise(
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const done = yield* Deferred.make<void>()
       let count = 0
       yield* bus.subscribe(PriceUpdatedEvent, (event) =>

@@ -273,7 +273,7 @@ const rawConsume = async (n: number, maxMessages: number, from: number | undefin
 
 const cqbusSequential = (n: number): Promise<Run> =>
   runtime.runPromise(Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const latencies = new Float64Array(n)
     const start = performance.now()
     for (let i = 0; i < n; i++) {
@@ -286,7 +286,7 @@ const cqbusSequential = (n: number): Promise<Run> =>
 
 const cqbusPipelined = (n: number, window: number): Promise<Run> =>
   runtime.runPromise(Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const list = listOf(n)
     const start = performance.now()
     const results = yield* bus.publishAll(PriceUpdatedEvent, list, { window })
@@ -314,7 +314,7 @@ const cqbusConsume = (
 ): Promise<Run> => {
   const name = `cqbus_${++consumerCounter}`
   return runtime.runPromise(Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const done = yield* Deferred.make<void>()
     let count = 0
     const deliverPolicy: CqbusDeliverPolicy = from === undefined ? "all" : { fromSequence: from }

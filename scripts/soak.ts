@@ -58,7 +58,7 @@ const main = Effect.gen(function*() {
     // Thousands of failures are the point here: the default warning line per failed delivery would drown the output.
     logFailures: false
   }))
-  const bus = Context.get(context, EventBus)
+  const bus = Context.get(context, EventBus.EventBus)
   const tally = new Tally()
   const attempts = new Map<Behaviour, number>()
   // Events whose last delivery dead-letters them (for pacing only; the reconciliation reads the dead-letter stream).

@@ -11,7 +11,6 @@ import {
   EventBus,
   type EventBusShape,
   MemoryTransport,
-  type MemoryTransportShape,
   Reject,
   RetryLater,
   Transport,
@@ -30,7 +29,7 @@ const captured = captureLogs
 /** Subscribes a handler that always throws, publishes one event and waits for its dead letter. */
 const throwingUntilDeadLetter = (
   bus: EventBusShape,
-  memory: MemoryTransportShape,
+  memory: MemoryTransport.MemoryTransportShape,
   handler: (event: unknown, delivery: Delivery) => Effect.Effect<void, unknown>
 ) =>
   Effect.gen(function*() {
@@ -50,8 +49,8 @@ test("no plugins: a throwing handler leaves one warning per failed delivery and 
   await runScoped(
     EventBus.layerMemory(),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       yield* throwingUntilDeadLetter(bus, memory, () =>
         Effect.sync(() => {
           runs++
@@ -95,8 +94,8 @@ test("no plugins: a typed failure and a Reject are logged too, success is not, a
     await runScoped(
       EventBus.layerMemory(config),
       provide(Effect.gen(function*() {
-        const bus = yield* EventBus
-        const memory = yield* MemoryTransport
+        const bus = yield* EventBus.EventBus
+        const memory = yield* MemoryTransport.MemoryTransport
         let failed = false
         yield* bus.subscribe(AssetCreatedEvent, (event) => {
           if (event.assetId === "ok") return Effect.void
@@ -140,8 +139,8 @@ test("logging() replaces the default line, whatever the middleware order, also w
     await runScoped(
       EventBus.layerMemory({ middleware: order() }),
       provide(Effect.gen(function*() {
-        const bus = yield* EventBus
-        const memory = yield* MemoryTransport
+        const bus = yield* EventBus.EventBus
+        const memory = yield* MemoryTransport.MemoryTransport
         yield* throwingUntilDeadLetter(bus, memory, () => Effect.fail(new RangeError("down")))
       }))
     )
@@ -218,11 +217,11 @@ test("a peer's event id with CR/LF cannot forge a log line: the default warning 
   await runScoped(
     EventBus.layerMemory(),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.fail("nope"), { group: "audit", maxDeliver: 1 })
       // A peer writes the transport directly (as any NATS client may): its `ce-id` holds a line break.
-      yield* (yield* Transport).publish({
+      yield* (yield* Transport.Transport).publish({
         topic: AssetCreatedEvent.topic,
         body: new Uint8Array(0),
         headers: { "ce-id": "evt-1\r\nlevel=ERROR msg=forged" },

@@ -17,7 +17,7 @@ test("bus middleware wraps every subscription's handler, outside the handler's o
   return runScoped(
     EventBus.layerMemory({ middleware: [tracing(log, "bus-a"), tracing(log, "bus-b")] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const own = pipe((_: unknown) => Effect.sync(() => log.push("handler")), tracing(log, "own"))
       yield* bus.subscribe(AssetCreatedEvent, own, { group: "one" })
       yield* bus.publish(AssetCreatedEvent, { assetId: "a" })
@@ -33,7 +33,7 @@ test("publish middleware sees and can extend the outgoing message and sees the a
     next({ ...message, headers: { ...message.headers, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } })
       .pipe(Effect.tap((ack) => Effect.sync(() => acks.push(ack.sequence))))
   return runScoped(EventBus.layerMemory({ publishMiddleware: [stamp] }), Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const seen: Array<string | undefined> = []
     yield* bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => seen.push(d.headers.traceparent)), { group: "g" })
     yield* bus.publish(AssetCreatedEvent, { assetId: "a" })

@@ -9,8 +9,8 @@ import { TestClock } from "effect/testing"
 
 test("publishAll returns one result per event in input order; a failing event does not stop or hide the others", () =>
   runScoped(EventBus.layerMemory({ memory: { maxMessageSize: 40 } }), Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     const prices = ["1", "2", "x".repeat(100), "4", "5"]
     const results = yield* bus.publishAll(PriceUpdatedEvent, prices.map((price) => ({ assetId: "a", price })), {
       window: 2,
@@ -38,7 +38,7 @@ test("publishAll keeps at most `window` publishes waiting for their acknowledgem
       Effect.ensuring(Effect.sync(() => inFlight--))
     )
   return runScoped(EventBus.layerMemory({ publishMiddleware: [slow] }), Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const messages = Array.from({ length: 50 }, (_, i) => ({ assetId: "a", price: String(i) }))
     const fiber = yield* Effect.forkChild(bus.publishAll(PriceUpdatedEvent, messages, { window: 8 }))
     yield* TestClock.adjust("1 second")

@@ -30,7 +30,7 @@ test("defineEvent accepts a topic override and throws InvalidTopic for an invali
 
 test("publish fails with a typed Encode error when the message cannot be encoded", () =>
   runScoped(EventBus.layerMemory(), Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const event = defineEvent(AssetCreatedSchema)
     const error = yield* Effect.flip(bus.publish(event, { assetId: "a", decimals: -1 }))
     assert.ok(error instanceof PublishError)
@@ -41,10 +41,10 @@ test("publish fails with a typed Encode error when the message cannot be encoded
 
 test("publish puts the ordering key and the CloudEvents attributes into the headers", () =>
   runScoped(EventBus.layerMemory({ source: "pricing-service" }), Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const event = defineEvent(PriceUpdatedSchema, { key: "assetId" })
     yield* bus.publish(event, { assetId: "a-1", price: "10" }, { eventId: "id-1", headers: { "ce-id": "spoofed", "x-a": "b" } })
-    const transport = yield* MemoryTransport
+    const transport = yield* MemoryTransport.MemoryTransport
     const [stored] = yield* transport.messages()
     assert.deepEqual(stored!.headers, {
       "ce-specversion": "1.0",
@@ -60,7 +60,7 @@ test("publish puts the ordering key and the CloudEvents attributes into the head
 
 test("publish validates the topic of an EventDef built by hand", () =>
   runScoped(EventBus.layerMemory(), Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const handMade = { schema: PriceUpdatedSchema, type: PriceUpdatedSchema.typeName, topic: "cqc.events. v1", key: undefined }
     const error = yield* Effect.flip(bus.publish(handMade, { price: "1" }))
     assert.ok(error instanceof InvalidTopic)

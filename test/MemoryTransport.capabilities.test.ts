@@ -3,17 +3,17 @@
 // (how the heartbeat and background readers subscribe). Virtual time throughout.
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Backoff, type ConsumerLag, EventBus, makeMemoryTransport, Transport } from "@cqbus/core"
+import { Backoff, type ConsumerLag, EventBus, MemoryTransport, Transport } from "@cqbus/core"
 import { letTimePass, runScoped } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Effect, Exit, Fiber, Latch, Layer, ManagedRuntime, Scope } from "effect"
 import { TestClock } from "effect/testing"
 
-const withBus = <A, E>(program: Effect.Effect<A, E, EventBus | Transport | Scope.Scope>) =>
+const withBus = <A, E>(program: Effect.Effect<A, E, EventBus.EventBus | Transport.Transport | Scope.Scope>) =>
   runScoped(EventBus.layerMemory(), program)
 
 /** The transport's consumer list, which every memory transport has. */
-const lags = Effect.flatMap(Effect.service(Transport), (t) => t.consumers!)
+const lags = Effect.flatMap(Effect.service(Transport.Transport), (t) => t.consumers!)
 
 const pick = ({ ackPending, pending, redelivered }: ConsumerLag) => ({ pending, ackPending, redelivered })
 
@@ -25,8 +25,8 @@ const lagOf = (all: ReadonlyArray<ConsumerLag>, consumer: string): ConsumerLag =
 
 test("memory consumers: pending, ackPending and redelivered follow a group's deliveries, failures and backoff", () =>
   withBus(Effect.gen(function*() {
-    const bus = yield* EventBus
-    const transport = yield* Transport
+    const bus = yield* EventBus.EventBus
+    const transport = yield* Transport.Transport
     assert.deepEqual(yield* transport.consumers!, [], "no subscription, no consumer")
     for (let i = 1; i <= 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a${i}` }, { eventId: `e${i}` })
     const gate = yield* Latch.make(false)
@@ -71,7 +71,7 @@ test("memory consumers: pending, ackPending and redelivered follow a group's del
 
 test("memory consumers: only live consumers are listed; an ephemeral one has no group; new messages count as pending", () =>
   withBus(Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     yield* Effect.scoped(Effect.gen(function*() {
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "stuck", concurrency: 1, drainTimeout: 0 })
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { concurrency: 1, drainTimeout: 0 })
@@ -93,8 +93,8 @@ test("memory draining: true while a subscription drains (and on its consumer), f
   runScoped(
     EventBus.layerMemory(),
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const transport = yield* Transport
+      const bus = yield* EventBus.EventBus
+      const transport = yield* Transport.Transport
       assert.equal(yield* transport.draining!, false)
       const scope = yield* Scope.make()
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "slow", drainTimeout: "5 seconds" }).pipe(
@@ -124,7 +124,7 @@ test("memory draining: true while a subscription drains (and on its consumer), f
       yield* Fiber.join(closingShort)
 
       const own = yield* Scope.make()
-      const { transport: second } = yield* makeMemoryTransport().pipe(Scope.provide(own))
+      const second = yield* MemoryTransport.make().pipe(Scope.provide(own))
       assert.equal(yield* second.draining!, false)
       yield* Scope.close(own, Exit.void)
       assert.equal(yield* second.draining!, true, "a closed transport is draining for good")
@@ -133,12 +133,12 @@ test("memory draining: true while a subscription drains (and on its consumer), f
 
 test("memory: a subscription made while building a layer keeps delivering after the layer is built", async () => {
   let seen = 0
-  const subscriber = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus), (bus) =>
+  const subscriber = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus.EventBus), (bus) =>
     bus.subscribeRaw("cqc.events.v1.layered", () => Effect.sync(() => void seen++))))
   const runtime = ManagedRuntime.make(subscriber.pipe(Layer.provideMerge(EventBus.layerMemory())))
   try {
     await runtime.runPromise(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       for (let i = 0; i < 3; i++) yield* bus.publishRaw("cqc.events.v1.layered", new Uint8Array([i]))
       yield* Effect.sleep("50 millis")
     }))

@@ -10,15 +10,15 @@ import { TestClock } from "effect/testing"
 
 const withMemory = <A, E>(
   memory: MemoryTransportOptions,
-  program: Effect.Effect<A, E, EventBus | MemoryTransport | import("effect").Scope.Scope>
+  program: Effect.Effect<A, E, EventBus.EventBus | MemoryTransport.MemoryTransport | import("effect").Scope.Scope>
 ) => runScoped(EventBus.layerMemory({ memory }), program)
 
 const ids = (messages: ReadonlyArray<{ readonly eventId: string }>) => messages.map((m) => m.eventId)
 
 test("memory: maxMessagesPerTopic evicts the oldest messages of that topic only", () =>
   withMemory({ maxMessagesPerTopic: 3 }, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a${i}` }, { eventId: `a${i}` })
     yield* bus.publish(PriceUpdatedEvent, { assetId: "p" }, { eventId: "p0" })
     assert.deepEqual(ids(yield* memory.messages(AssetCreatedEvent.topic)), ["a2", "a3", "a4"])
@@ -28,16 +28,16 @@ test("memory: maxMessagesPerTopic evicts the oldest messages of that topic only"
 
 test("memory: maxBytesPerTopic evicts by size", () =>
   withMemory({ maxBytesPerTopic: 25 }, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     for (let i = 0; i < 4; i++) yield* bus.publishRaw("cqc.events.v1.blob", new Uint8Array(10), { eventId: `b${i}` })
     assert.deepEqual(ids(yield* memory.messages()), ["b2", "b3"])
   })))
 
 test("memory: maxAge removes messages once they are older than the limit (TestClock)", () =>
   withMemory({ maxAge: "1 minute" }, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     yield* bus.publish(AssetCreatedEvent, { assetId: "old" }, { eventId: "old" })
     yield* TestClock.adjust("45 seconds")
     yield* bus.publish(AssetCreatedEvent, { assetId: "new" }, { eventId: "new" })
@@ -52,8 +52,8 @@ test("memory: maxAge removes messages once they are older than the limit (TestCl
 
 test("memory: discard \"new\" rejects publishes to a full topic with a retriable StreamFull and keeps the old ones", () =>
   withMemory({ maxMessagesPerTopic: 2, discard: "new" }, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     yield* bus.publish(AssetCreatedEvent, { assetId: "1" }, { eventId: "1" })
     yield* bus.publish(AssetCreatedEvent, { assetId: "2" }, { eventId: "2" })
     const error = yield* Effect.flip(bus.publish(AssetCreatedEvent, { assetId: "3" }, { eventId: "3" }))
@@ -66,7 +66,7 @@ test("memory: discard \"new\" rejects publishes to a full topic with a retriable
 
 test("memory: a message over maxMessageSize fails with TooLarge, not retriable", () =>
   withMemory({ maxMessageSize: 100 }, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const error = yield* Effect.flip(bus.publishRaw("cqc.events.v1.big", new Uint8Array(101)))
     assert.ok(error instanceof PublishError)
     assert.equal(error.reason, "TooLarge")
@@ -77,7 +77,7 @@ test("memory: a message over maxMessageSize fails with TooLarge, not retriable",
 
 test("memory: an event id is deduplicated inside the window and accepted again after it", () =>
   withMemory({ duplicateWindow: "2 minutes" }, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const first = yield* bus.publish(AssetCreatedEvent, { assetId: "x" }, { eventId: "dup" })
     yield* TestClock.adjust("119 seconds")
     assert.equal((yield* bus.publish(AssetCreatedEvent, { assetId: "x" }, { eventId: "dup" })).duplicate, true)
@@ -89,7 +89,7 @@ test("memory: an event id is deduplicated inside the window and accepted again a
 
 test("memory: one group cannot consume two different topics", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     yield* bus.subscribe(AssetCreatedEvent, () => Effect.void, { group: "one" })
     const error = yield* Effect.flip(bus.subscribe(PriceUpdatedEvent, () => Effect.void, { group: "one" }))
     assert.ok(error instanceof SubscribeError)
@@ -99,27 +99,27 @@ test("memory: one group cannot consume two different topics", () =>
 
 test("memory: groups reports members, in-flight and pending counts; ephemeral groups vanish with their scope", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     for (let i = 0; i < 3; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `g${i}` })
     yield* Effect.scoped(Effect.gen(function*() {
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "busy", concurrency: 2, drainTimeout: 0 })
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.void)
       yield* letTimePass(100)
       const groups = yield* memory.groups
-      const busy = groups.find((g) => g.name === "busy")!
-      assert.deepEqual({ members: busy.members, inFlight: busy.inFlight, pending: busy.pending, durable: busy.durable },
+      const busy = groups.find((g) => g.consumer === "busy")!
+      assert.deepEqual({ members: busy.members, inFlight: busy.ackPending, pending: busy.pending, durable: busy.group !== undefined },
         { members: 1, inFlight: 2, pending: 1, durable: true })
-      assert.equal(groups.filter((g) => !g.durable).length, 1)
-    }).pipe(Effect.provideService(EventBus, bus)))
+      assert.equal(groups.filter((g) => g.group === undefined).length, 1)
+    }).pipe(Effect.provideService(EventBus.EventBus, bus)))
     const after = yield* memory.groups
-    assert.deepEqual(after.map((g) => [g.name, g.members, g.waiting]), [["busy", 0, 2]],
+    assert.deepEqual(after.map((g) => [g.consumer, g.members, g.redelivered]), [["busy", 0, 2]],
       "the durable group stays with its 2 handed-back messages; the ephemeral one is gone")
   })))
 
 test("memory: subscribe refuses invalid options with a SubscribeError naming the option", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     for (const [options, text] of [
       [{ concurrency: 0 }, /concurrency must be an integer from 1 to 10000, got 0/],
       [{ maxDeliver: 1.5 }, /maxDeliver must be an integer from 1 to 10000, got 1.5/],
@@ -134,8 +134,8 @@ test("memory: subscribe refuses invalid options with a SubscribeError naming the
 
 test("memory: with ordering by key, deliveries in flight stay within maxBuffered while a key is parked", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     yield* bus.subscribe(PriceUpdatedEvent, () => Effect.never, {
       group: "bounded",
       drainTimeout: 0,
@@ -145,14 +145,14 @@ test("memory: with ordering by key, deliveries in flight stay within maxBuffered
     })
     for (let i = 0; i < 50; i++) yield* bus.publish(PriceUpdatedEvent, { assetId: "hot", price: String(i) })
     yield* letTimePass(100)
-    const group = (yield* memory.groups).find((g) => g.name === "bounded")!
-    assert.equal(group.inFlight, 5, "the transport stops handing out deliveries at the buffer bound")
+    const group = (yield* memory.groups).find((g) => g.consumer === "bounded")!
+    assert.equal(group.ackPending, 5, "the transport stops handing out deliveries at the buffer bound")
     assert.equal(group.pending, 45, "the rest waits in the log, not in memory queues")
   })))
 
 test("memory: deliveries handed back at drain come back first and in publish order", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `h${i}` })
     yield* Effect.scoped(Effect.gen(function*() {
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "handback", concurrency: 3, drainTimeout: 0 })
@@ -169,8 +169,8 @@ test("memory: deliveries handed back at drain come back first and in publish ord
 
 test("memory: a member whose handlers are all busy is skipped; the other members of its group take the rest", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     let stuck = 0
     const done: Array<string> = []
     yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => stuck++), Effect.never), {
@@ -184,15 +184,15 @@ test("memory: a member whose handlers are all busy is skipped; the other members
     yield* letTimePass(50)
     assert.equal(stuck, 2, "the busy member holds no more than its 2 handlers")
     assert.equal(done.length, 8, "the other member handles the rest")
-    const group = (yield* memory.groups).find((g) => g.name === "busy")!
-    assert.equal(group.inFlight, 2)
+    const group = (yield* memory.groups).find((g) => g.consumer === "busy")!
+    assert.equal(group.ackPending, 2)
     assert.equal(group.pending, 0)
   })))
 
 test("memory: what a closing member was handed but had not started goes to the other member as a first delivery", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     const seen: Array<string> = []
     const record = (e: { readonly assetId: string }, d: { readonly attempt: number }) =>
       Effect.sync(() => seen.push(`${e.assetId}@${d.attempt}`))
@@ -207,15 +207,15 @@ test("memory: what a closing member was handed but had not started goes to the o
     yield* letTimePass(50)
     assert.deepEqual([...seen].sort(), Array.from({ length: 10 }, (_, i) => `l${i}@1`).sort(),
       "each event once, as a first delivery")
-    const group = (yield* memory.groups).find((g) => g.name === "leaver")!
+    const group = (yield* memory.groups).find((g) => g.consumer === "leaver")!
     assert.equal(group.members, 1)
-    assert.equal(group.inFlight, 0)
-    assert.equal(group.waiting, 0)
+    assert.equal(group.ackPending, 0)
+    assert.equal(group.redelivered, 0)
   })))
 
 test("memory: closing a subscription stops pulling at once; the group's next member gets the rest exactly once", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const total = 20_000
     for (let i = 0; i < total; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `s${i}` })
     const seen: Array<string> = []
@@ -240,8 +240,8 @@ test("memory: closing a subscription stops pulling at once; the group's next mem
 
 test("memory: a message that keeps being handed back mid-handler is dead-lettered once it exceeds maxDeliver", () =>
   withMemory({}, Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     yield* bus.publish(AssetCreatedEvent, { assetId: "crashes-consumers" })
     let runs = 0
     for (let round = 0; round < 3; round++) {

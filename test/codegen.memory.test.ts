@@ -18,7 +18,7 @@ const handlers = (instance: string) => controlHandlers(instance, 3n)
 
 test("codegen memory: the generated PriceUpdatedEvent publishes and subscribes on its generated topic, ordered by asset_id", () =>
   runScoped(layer, Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const seen: Array<{ readonly event: PriceUpdated; readonly delivery: Delivery }> = []
     yield* bus.subscribe(PriceUpdatedEvent, (event, delivery) => Effect.sync(() => void seen.push({ event, delivery })), {
       group: "codegen",

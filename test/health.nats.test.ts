@@ -23,7 +23,7 @@ test("health over NATS: /ready fails (503) within a few check intervals of a ser
   // Credentials inside the URL, as NATS_URL often carries them; the transport takes them out and uses them.
   const url = nats.url.replace("nats://", `nats://health:${PASSWORD}@`)
   // A group whose handler holds its only slot, so the consumer has a backlog to report.
-  const stuck = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus), (bus) =>
+  const stuck = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus.EventBus), (bus) =>
     bus.subscribe(AssetCreatedEvent, () => Effect.never, { group: "health_stuck", concurrency: 1, drainTimeout: 0 })))
   const layer = Layer.mergeAll(Heartbeat.layer(), stuck).pipe(Layer.provideMerge(NatsEventBus.layer({
     servers: url,
@@ -47,7 +47,7 @@ test("health over NATS: /ready fails (503) within a few check intervals of a ser
     }
 
     await runtime.runPromise(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       for (let i = 0; i < 4; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `h-${i}` })
     }))
     await sleep(200)

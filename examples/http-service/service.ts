@@ -13,7 +13,7 @@ import { Data, Effect, Layer, type LogLevel, ManagedRuntime, Metric, pipe, Refer
 import { Hono } from "hono"
 
 /** The bus and transport the service runs on: `EventBus.layerMemory(...)`, `NatsEventBus.layerConfig(...)`, ... */
-export type BusLayer = Layer.Layer<EventBus | Transport, unknown>
+export type BusLayer = Layer.Layer<EventBus.EventBus | Transport.Transport, unknown>
 
 /** How the service is built: its bus (given the bus config the service needs) and its log level. */
 export interface HttpServiceOptions {
@@ -67,7 +67,7 @@ export const makeHttpService = (options: HttpServiceOptions = {}): HttpService =
     logging({ levels: { success: "Debug" } }),
     metrics()
   )
-  const indexer = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus), (bus) =>
+  const indexer = Layer.effectDiscard(Effect.flatMap(Effect.service(EventBus.EventBus), (bus) =>
     bus.subscribe(AssetCreatedEvent, handler, { group: "indexer", concurrency: 8, maxDeliver: 3 })))
 
   const config = { source: SOURCE, publishMiddleware: publishStack() }
@@ -90,7 +90,7 @@ export const makeHttpService = (options: HttpServiceOptions = {}): HttpService =
       if (typeof assetId !== "string" || typeof symbol !== "string") {
         return c.json({ error: "expected {\"assetId\": string, \"symbol\": string}" }, 400)
       }
-      const ack = await runtime.runPromise(Effect.flatMap(Effect.service(EventBus), (bus) =>
+      const ack = await runtime.runPromise(Effect.flatMap(Effect.service(EventBus.EventBus), (bus) =>
         bus.publish(AssetCreatedEvent, { assetId, symbol })))
       return c.json({ topic: ack.topic, sequence: ack.sequence }, 202)
     })

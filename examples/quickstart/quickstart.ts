@@ -54,9 +54,9 @@ const short = (eventId: string): string => eventId.slice(0, 8)
  */
 export const quickstart = (
   log: (line: string) => void
-): Effect.Effect<QuickstartReport, Error, EventBus | Transport | Scope.Scope> =>
+): Effect.Effect<QuickstartReport, Error, EventBus.EventBus | Transport.Transport | Scope.Scope> =>
   Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const runs: Array<Run> = []
     // The ids of the events this run publishes (a broker may still hold events of earlier runs).
     const ids = new Set<string>()
@@ -136,7 +136,7 @@ export const quickstart = (
     const published = assets.length + prices.length + 1
 
     // 3. Wait until every event is settled: handled successfully or dead-lettered (polling, bounded by a timeout).
-    const transport = yield* Transport
+    const transport = yield* Transport.Transport
     const listDeadLetters: Effect.Effect<ReadonlyArray<DeadLetter>> = transport.deadLetters ?? Effect.succeed([])
     // A broker keeps dead letters of earlier runs: only this run's count (they carry this run's event ids).
     const ours = Effect.map(listDeadLetters, (all) => all.filter((dl) => ids.has(dl.headers[HeaderNames.id] ?? "")))
@@ -175,5 +175,5 @@ export const quickstart = (
  */
 export const runQuickstart = (
   log: (line: string) => void,
-  layer: Layer.Layer<EventBus | Transport, Error> = EventBus.layerMemory({ logFailures: false })
+  layer: Layer.Layer<EventBus.EventBus | Transport.Transport, Error> = EventBus.layerMemory({ logFailures: false })
 ): Promise<QuickstartReport> => Effect.runPromise(quickstart(log).pipe(Effect.scoped, Effect.provide(layer)))

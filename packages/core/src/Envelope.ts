@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Headers } from "./Transport.ts"
+import type { Headers, IncomingMessage } from "./Transport.ts"
 
 /**
  * The header names cqbus writes and reads.
@@ -108,3 +108,12 @@ export const newEventId = (): string => webCrypto.randomUUID()
 // The core is compiled without DOM or Node typings (it must not depend on either), so the one Web API it uses is
 // declared here.
 const webCrypto = (globalThis as unknown as { readonly crypto: { randomUUID(): string } }).crypto
+
+/**
+ * Reads one header of an incoming message, through the backend's lazy `header` when it has one.
+ *
+ * @since 0.1.0
+ * @category wire
+ */
+export const readHeader = (message: IncomingMessage, name: string): string | undefined =>
+  message.header !== undefined ? message.header(name) : message.headers[name]

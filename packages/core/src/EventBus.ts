@@ -9,23 +9,16 @@
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf"
 import { Context, Duration, Effect, Layer, Result, type Scope } from "effect"
 import * as Backoff from "./Backoff.ts"
-import { envelopeHeaders, HeaderNames, newEventId } from "./Envelope.ts"
+import { envelopeHeaders, HeaderNames, newEventId, readHeader } from "./Envelope.ts"
 import { ConfigError, DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
 import type { EventDef } from "./EventDef.ts"
 import type { Handler, Middleware, PublishMiddleware, Send } from "./Handler.ts"
 import { checkEventBusConfig, checkPublishOptions, checkSubscribeOptions, WindowRange } from "./internal/checks.ts"
 import { makeProcess } from "./internal/process.ts"
-import { MemoryTransport, type MemoryTransportOptions } from "./MemoryTransport.ts"
+import * as MemoryTransport from "./MemoryTransport.ts"
 import * as Options from "./Options.ts"
 import { checkTopic } from "./Topic.ts"
-import {
-  type DeliverPolicy,
-  type Headers,
-  type IncomingMessage,
-  type PublishAck,
-  readHeader,
-  Transport
-} from "./Transport.ts"
+import { type DeliverPolicy, type Headers, type IncomingMessage, type PublishAck, Transport } from "./Transport.ts"
 
 /**
  * Options of one publish.
@@ -436,15 +429,14 @@ const decodeEvent = <S extends DescMessage>(
   }
 }
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventBusShape> = Context.Service<
   EventBus,
   EventBusShape
 >()("@cqbus/core/EventBus")
 
 /**
- * The event bus service. Get it with `yield* EventBus`; provide it with `EventBus.layer` over a transport layer, or
- * `EventBus.layerMemory()` for the embedded in-memory backend.
+ * The event bus service. Get it with `yield* EventBus.EventBus`; provide it with `EventBus.layer` over a transport
+ * layer, or `EventBus.layerMemory()` for the embedded in-memory backend.
  *
  * @example
  * ```ts
@@ -454,7 +446,7 @@ const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventB
  *
  * const AssetCreated = defineEvent(AssetCreatedSchema)
  * const program = Effect.gen(function*() {
- *   const bus = yield* EventBus
+ *   const bus = yield* EventBus.EventBus
  *   yield* bus.subscribe(AssetCreated, (event) => Effect.log(`created ${event.assetId}`), { group: "audit" })
  *   yield* bus.publish(AssetCreated, { assetId: "a-1", symbol: "ACME" })
  * })
@@ -464,27 +456,25 @@ const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventB
  * @since 0.1.0
  * @category services
  */
-export class EventBus extends EventBusKey {
-  /**
-   * The bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
-   *
-   * @since 0.1.0
-   * @category layers
-   */
-  static layer(config: EventBusConfig = {}): Layer.Layer<EventBus, ConfigError, Transport> {
-    return Layer.effect(EventBus, make(config))
-  }
+export class EventBus extends EventBusKey {}
 
-  /**
-   * The bus over a fresh in-memory transport; also provides `Transport` and `MemoryTransport` (dead letters,
-   * retained messages) for tests and tools. Fails with `ConfigError` when a bus or memory option is out of range.
-   *
-   * @since 0.1.0
-   * @category layers
-   */
-  static layerMemory(
-    options: EventBusConfig & { readonly memory?: MemoryTransportOptions } = {}
-  ): Layer.Layer<EventBus | Transport | MemoryTransport, ConfigError> {
-    return EventBus.layer(options).pipe(Layer.provideMerge(MemoryTransport.layer(options.memory)))
-  }
-}
+/**
+ * The bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (config: EventBusConfig = {}): Layer.Layer<EventBus, ConfigError, Transport> =>
+  Layer.effect(EventBus, make(config))
+
+/**
+ * The bus over a fresh in-memory transport; also provides `Transport` and `MemoryTransport` (dead letters,
+ * retained messages) for tests and tools. Fails with `ConfigError` when a bus or memory option is out of range.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory = (
+  options: EventBusConfig & { readonly memory?: MemoryTransport.MemoryTransportOptions } = {}
+): Layer.Layer<EventBus | Transport | MemoryTransport.MemoryTransport, ConfigError> =>
+  layer(options).pipe(Layer.provideMerge(MemoryTransport.layer(options.memory)))

@@ -1,35 +1,27 @@
 /**
- * The embedded default backend: a `Transport` that keeps a retained, bounded log in memory and gives it the delivery
- * semantics of JetStream (DESIGN §4) — durable groups that resume after their last ack, competing consumers,
- * redelivery with backoff, dead letters, deliver policies, dedupe by event id, wildcard subscriptions and graceful
- * drain. Tests and single-process services get the real semantics without a broker; the conformance suite holds it
- * to the same contract as NATS.
- *
- * Time comes from Effect's `Clock`, so redelivery delays, `maxAge` and the dedupe window follow a `TestClock`.
+ * The embedded default backend: a `Transport` over a retained, bounded in-memory log (`internal/memoryLog.ts`) with
+ * the delivery semantics of JetStream (DESIGN §4), so tests and single-process services get the real semantics
+ * without a broker; the conformance suite holds it to the same contract as NATS. This module holds the consumers:
+ * durable groups and ephemeral subscriptions, their cursors into the log, redelivery and dead letters (docs/semantics.md,
+ * "What the memory transport retains"). Time comes from Effect's `Clock`, so a `TestClock` drives redelivery
+ * delays, `maxAge` and the dedupe window.
  *
  * Members of a group share its work: each message goes to the member with the most room in its in-flight budget (ties
  * in turn), and a member whose budget is used up gets nothing until one of its deliveries settles.
- *
- * Capabilities: `deadLetters`; `consumers` lists every group (or ephemeral subscription) with a live member, with
- * `pending` = retained messages not yet delivered to it, `ackPending` = deliveries running (awaiting their outcome)
- * and `redelivered` = messages waiting to be delivered again (handed back, or failed and waiting for their backoff);
- * `draining` is `true` once the transport is closed or while a group (durable) subscription drains. There is no
- * `connection`.
  *
  * @module
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { type Entry, makeMemoryLog } from "./internal/memoryLog.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
 import {
-  type ConsumeOptions,
   type ConsumerLag,
   type DeadLetter,
   type Headers,
   type IncomingMessage,
   type Outcome,
-  type PublishAck,
   Transport,
   type TransportShape
 } from "./Transport.ts"
@@ -74,51 +66,23 @@ export interface StoredMessage {
 }
 
 /**
- * The state of a consumer group.
+ * The memory transport: the `Transport` (with its `deadLetters`, `consumers` and `draining` capabilities, always
+ * present here) plus what only an in-memory log can show.
  *
  * @since 0.1.0
  * @category models
  */
-export interface GroupInfo {
-  readonly name: string
-  readonly topic: string
-  readonly durable: boolean
-  readonly members: number
-  /** Messages delivered and not yet acknowledged, dead-lettered or handed back. */
-  readonly inFlight: number
-  /** Messages waiting for a (re)delivery: handed back or failed and waiting for their backoff. */
-  readonly waiting: number
-  /** Retained messages not yet delivered to the group. */
-  readonly pending: number
-}
-
-/**
- * Memory-specific inspection, beside the generic `Transport`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface MemoryTransportShape {
-  /** Dead letters, oldest first. */
+export interface MemoryTransportShape extends TransportShape {
   readonly deadLetters: Effect.Effect<ReadonlyArray<DeadLetter>>
+  readonly consumers: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
+  readonly draining: Effect.Effect<boolean>
   /** Retained messages, oldest first, optionally of one topic. */
   readonly messages: (topic?: string) => Effect.Effect<ReadonlyArray<StoredMessage>>
-  /** The consumer groups, durable and ephemeral. */
-  readonly groups: Effect.Effect<ReadonlyArray<GroupInfo>>
-}
-
-interface Entry extends StoredMessage {
-  readonly time: number
-  readonly size: number
-  deleted: boolean
-}
-
-interface TopicStats {
-  count: number
-  bytes: number
-  /** This topic's live entries, oldest first, from `head`. */
-  readonly entries: Array<Entry>
-  head: number
+  /**
+   * Every consumer, durable or ephemeral, with or without live members, infrastructure ones included (`consumers`
+   * lists only the live application ones), each with `members` set. Ephemeral consumers are named `~ephemeral-N`.
+   */
+  readonly groups: Effect.Effect<ReadonlyArray<ConsumerLag>>
 }
 
 interface Member {
@@ -152,18 +116,6 @@ interface Consumer {
   readonly internal: boolean
 }
 
-/** Binary search: the index of the first entry with `seq >= sequence`. */
-const lowerBound = (entries: ReadonlyArray<Entry>, from: number, sequence: number): number => {
-  let lo = from
-  let hi = entries.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (entries[mid]!.sequence < sequence) lo = mid + 1
-    else hi = mid
-  }
-  return lo
-}
-
 /** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const checkOptions = (options: unknown): Options.Check =>
   Options.first(() => Options.object("memory", options), () => {
@@ -187,145 +139,45 @@ const checkOptions = (options: unknown): Options.Check =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (
-  options: MemoryTransportOptions = {}
-): Effect.Effect<{ readonly transport: TransportShape; readonly memory: MemoryTransportShape }, ConfigError, Scope.Scope> =>
+export const make = (options: MemoryTransportOptions = {}): Effect.Effect<MemoryTransportShape, ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const invalid = checkOptions(options)
     if (invalid !== undefined) return yield* Options.toConfigError(invalid)
-    const maxMessages = options.maxMessagesPerTopic ?? 100_000
-    const maxBytes = options.maxBytesPerTopic ?? 64 * 1024 * 1024
-    const maxAge = options.maxAge === undefined ? Infinity : Duration.toMillis(options.maxAge)
-    const maxMessageSize = options.maxMessageSize ?? 1024 * 1024
-    const discardNew = options.discard === "new"
-    const window = Duration.toMillis(options.duplicateWindow ?? "2 minutes")
-    const stream = options.stream ?? "memory"
-
-    // The log: live entries in sequence order from `head`; an entry evicted from the middle is flagged `deleted` and
-    // dropped when compaction runs, so appends and front evictions stay O(1).
-    let log: Array<Entry> = []
-    let head = 0
-    let deletedInside = 0
-    let nextSequence = 1
-    const topics = new Map<string, TopicStats>()
-    const seen = new Map<string, { readonly sequence: number; readonly time: number }>()
-    const seenOrder: Array<{ readonly id: string; readonly time: number }> = []
-    let seenHead = 0
+    const log = makeMemoryLog({
+      maxMessages: options.maxMessagesPerTopic ?? 100_000,
+      maxBytes: options.maxBytesPerTopic ?? 64 * 1024 * 1024,
+      maxAge: options.maxAge === undefined ? Infinity : Duration.toMillis(options.maxAge),
+      maxMessageSize: options.maxMessageSize ?? 1024 * 1024,
+      discardNew: options.discard === "new",
+      duplicateWindow: Duration.toMillis(options.duplicateWindow ?? "2 minutes"),
+      stream: options.stream ?? "memory"
+    })
     const consumers = new Map<string, Consumer>()
     const deadLetters: Array<DeadLetter> = []
     let closed = false
     let ephemeralIds = 0
 
-    const remove = (entry: Entry): void => {
-      entry.deleted = true
-      const stats = topics.get(entry.topic)!
-      stats.count--
-      stats.bytes -= entry.size
-      if (log[head] === entry) {
-        while (head < log.length && log[head]!.deleted) head++
-      } else {
-        deletedInside++
-      }
-      if (head > 4096 && head * 2 > log.length) {
-        log = log.slice(head)
-        head = 0
-      }
-      if (deletedInside > 4096 && deletedInside * 2 > log.length - head) {
-        log = log.slice(head).filter((e) => !e.deleted)
-        head = 0
-        deletedInside = 0
-      }
-    }
-
-    /** Drops the oldest retained message of a topic (from the log too), compacting the topic's list now and then. */
-    const dropOldest = (stats: TopicStats): void => {
-      const entry = stats.entries[stats.head]!
-      stats.entries[stats.head++] = undefined as never
-      if (stats.head > 1024 && stats.head * 2 > stats.entries.length) {
-        stats.entries.splice(0, stats.head)
-        stats.head = 0
-      }
-      remove(entry)
-    }
-
-    const evictTopic = (stats: TopicStats, extraCount: number, extraBytes: number): void => {
-      while (stats.count > 0 && (stats.count + extraCount > maxMessages || stats.bytes + extraBytes > maxBytes)) {
-        dropOldest(stats)
-      }
-    }
-
-    const expire = (now: number): void => {
-      if (maxAge === Infinity) return
-      // The oldest entry of the log is also the oldest of its topic.
-      while (head < log.length && log[head]!.time <= now - maxAge) dropOldest(topics.get(log[head]!.topic)!)
-    }
-
-    const forgetIds = (now: number): void => {
-      while (seenHead < seenOrder.length && seenOrder[seenHead]!.time <= now - window) {
-        const old = seenOrder[seenHead++]!
-        if (seen.get(old.id)?.time === old.time) seen.delete(old.id)
-      }
-      if (seenHead > 1024 && seenHead * 2 > seenOrder.length) {
-        seenOrder.splice(0, seenHead)
-        seenHead = 0
-      }
-    }
-
-    const publishError = (topic: string, reason: PublishError["reason"], retriable: boolean, message: string) =>
-      Effect.fail(new PublishError({ topic, reason, retriable, message }))
-
     const publish: TransportShape["publish"] = (message) =>
       Effect.clockWith((clock) => {
         const topic = message.topic
-        if (closed) return publishError(topic, "Closed", false, `cannot publish to ${topic}: the memory transport is closed`)
-        const size = message.body.byteLength
-        if (size > maxMessageSize) {
-          return publishError(topic, "TooLarge", false,
-            `message for ${topic} is ${size} bytes; the largest accepted is ${maxMessageSize} bytes`)
+        if (closed) {
+          return Effect.fail(
+            new PublishError({
+              topic,
+              reason: "Closed",
+              retriable: false,
+              message: `cannot publish to ${topic}: the memory transport is closed`
+            })
+          )
         }
-        const now = clock.currentTimeMillisUnsafe()
-        expire(now)
-        forgetIds(now)
-        const duplicate = message.dedupe ? seen.get(message.eventId) : undefined
-        if (duplicate !== undefined) {
-          return Effect.succeed<PublishAck>({ topic, stream, sequence: duplicate.sequence, duplicate: true })
-        }
-        let stats = topics.get(topic)
-        if (stats === undefined) {
-          stats = { count: 0, bytes: 0, entries: [], head: 0 }
-          topics.set(topic, stats)
-        }
-        if (stats.count + 1 > maxMessages || stats.bytes + size > maxBytes) {
-          if (discardNew) {
-            return publishError(topic, "StreamFull", true,
-              `topic ${topic} is full (${stats.count} messages, ${stats.bytes} bytes); retry once consumers catch up or limits are raised`)
+        const ack = log.append(message, clock.currentTimeMillisUnsafe())
+        if (ack instanceof PublishError) return Effect.fail(ack)
+        if (!ack.duplicate) {
+          for (const consumer of consumers.values()) {
+            if (consumer.matches(topic)) dispatch(consumer, undefined)
           }
-          evictTopic(stats, 1, size)
         }
-        const sequence = nextSequence++
-        const entry: Entry = {
-          sequence,
-          topic,
-          body: message.body,
-          headers: message.headers,
-          eventId: message.eventId,
-          publishedAt: new Date(now),
-          time: now,
-          size,
-          deleted: false
-        }
-        log.push(entry)
-        stats.entries.push(entry)
-        stats.count++
-        stats.bytes += size
-        if (message.dedupe) {
-          seen.set(message.eventId, { sequence, time: now })
-          seenOrder.push({ id: message.eventId, time: now })
-        }
-        for (const consumer of consumers.values()) {
-          if (consumer.matches(topic)) dispatch(consumer, undefined)
-        }
-        return Effect.succeed<PublishAck>({ topic, stream, sequence, duplicate: false })
+        return Effect.succeed(ack)
       })
 
     /**
@@ -345,15 +197,9 @@ export const make = (
       }
       let entry = consumer.ready.shift()
       if (entry === undefined) {
-        if (now !== undefined) expire(now)
-        for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
-          const candidate = log[i]!
-          if (!candidate.deleted && consumer.matches(candidate.topic)) {
-            entry = candidate
-            break
-          }
-        }
-        consumer.cursor = entry === undefined ? nextSequence : entry.sequence + 1
+        if (now !== undefined) log.expire(now)
+        entry = log.next(consumer.cursor, consumer.matches)
+        consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
         if (entry === undefined) return undefined
       }
       consumer.attempts.set(entry.sequence, (consumer.attempts.get(entry.sequence) ?? 0) + 1)
@@ -454,15 +300,6 @@ export const make = (
       }
     }
 
-    const startPosition = (policy: ConsumeOptions["deliverPolicy"]): number => {
-      if (policy === "all") return 0
-      if (policy === "new") return nextSequence
-      if ("fromSequence" in policy) return policy.fromSequence
-      const time = policy.fromTime.getTime()
-      const found = log.slice(head).find((e) => !e.deleted && e.time >= time)
-      return found === undefined ? nextSequence : found.sequence
-    }
-
     const consume: TransportShape["consume"] = (options, process) =>
       Effect.gen(function*() {
         const { group, topic } = options
@@ -481,7 +318,7 @@ export const make = (
             topic,
             durable: group !== undefined,
             matches: compilePattern(topic),
-            cursor: startPosition(options.deliverPolicy),
+            cursor: log.startPosition(options.deliverPolicy),
             ready: [],
             delayed: [],
             attempts: new Map(),
@@ -580,21 +417,24 @@ export const make = (
       })
 
     /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
-    const pendingOf = (consumer: Consumer): number => {
-      let count = 0
-      for (let i = lowerBound(log, head, consumer.cursor); i < log.length; i++) {
-        const entry = log[i]!
-        if (!entry.deleted && consumer.matches(entry.topic)) count++
-      }
-      return count
-    }
+    const pendingOf = (consumer: Consumer): number => log.count(consumer.cursor, consumer.matches)
 
     const isDraining = (consumer: Consumer): boolean => {
       for (const member of consumer.members) if (member.stopping) return true
       return false
     }
 
-    const transport: TransportShape = {
+    const lagOf = (c: Consumer): ConsumerLag => ({
+      topic: c.topic,
+      group: c.durable ? c.name : undefined,
+      consumer: c.name,
+      pending: pendingOf(c),
+      ackPending: c.inFlight,
+      redelivered: c.ready.length + c.delayed.length,
+      draining: isDraining(c)
+    })
+
+    const transport: MemoryTransportShape = {
       name: "memory",
       publish,
       consume,
@@ -606,19 +446,10 @@ export const make = (
       // backlog. The clock is read so `pending` leaves out what `maxAge` has expired, as a publish would.
       consumers: Effect.clockWith((clock) =>
         Effect.sync(() => {
-          expire(clock.currentTimeMillisUnsafe())
+          log.expire(clock.currentTimeMillisUnsafe())
           const lags: Array<ConsumerLag> = []
           for (const c of consumers.values()) {
-            if (c.members.length === 0 || c.internal) continue
-            lags.push({
-              topic: c.topic,
-              group: c.durable ? c.name : undefined,
-              consumer: c.name,
-              pending: pendingOf(c),
-              ackPending: c.inFlight,
-              redelivered: c.ready.length + c.delayed.length,
-              draining: isDraining(c)
-            })
+            if (c.members.length > 0 && !c.internal) lags.push(lagOf(c))
           }
           return lags
         })
@@ -627,38 +458,15 @@ export const make = (
         if (closed) return true
         for (const c of consumers.values()) if (c.durable && isDraining(c)) return true
         return false
-      })
-    }
-
-    const memory: MemoryTransportShape = {
-      deadLetters: transport.deadLetters!,
+      }),
       messages: (topic) =>
         Effect.clockWith((clock) =>
           Effect.sync(() => {
-            expire(clock.currentTimeMillisUnsafe())
-            return log.slice(head).filter((e) => !e.deleted && (topic === undefined || e.topic === topic)).map(
-              ({ body, eventId, headers, publishedAt, sequence, topic }): StoredMessage => ({
-                sequence,
-                topic,
-                body,
-                headers,
-                eventId,
-                publishedAt
-              })
-            )
+            log.expire(clock.currentTimeMillisUnsafe())
+            return log.messages(topic)
           })
         ),
-      groups: Effect.sync(() =>
-        [...consumers.values()].map((c): GroupInfo => ({
-          name: c.name,
-          topic: c.topic,
-          durable: c.durable,
-          members: c.members.length,
-          inFlight: c.inFlight,
-          waiting: c.ready.length + c.delayed.length,
-          pending: pendingOf(c)
-        }))
-      )
+      groups: Effect.sync(() => Array.from(consumers.values(), (c) => ({ ...lagOf(c), members: c.members.length })))
     }
 
     yield* Effect.addFinalizer(() =>
@@ -672,31 +480,29 @@ export const make = (
         }
       })
     )
-    return { transport, memory }
+    return transport
   })
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const MemoryTransportKey: Context.ServiceClass<MemoryTransport, "@cqbus/core/MemoryTransport", MemoryTransportShape> =
   Context.Service<MemoryTransport, MemoryTransportShape>()("@cqbus/core/MemoryTransport")
 
 /**
- * The memory transport's own service (dead letters, retained messages, groups). `MemoryTransport.layer` provides it
- * together with the generic `Transport`.
+ * The memory transport with its inspection members (retained messages, every group). `layer` provides it together
+ * with the generic `Transport`: the same object seen through the port.
  *
  * @since 0.1.0
  * @category services
  */
-export class MemoryTransport extends MemoryTransportKey {
-  /**
-   * A fresh memory transport as `Transport` and `MemoryTransport`.
-   *
-   * @since 0.1.0
-   * @category layers
-   */
-  static layer(options: MemoryTransportOptions = {}): Layer.Layer<Transport | MemoryTransport, ConfigError> {
-    return Layer.effectContext(
-      Effect.map(make(options), ({ memory, transport }) =>
-        Context.make(Transport, transport).pipe(Context.add(MemoryTransport, memory)))
-    )
-  }
-}
+export class MemoryTransport extends MemoryTransportKey {}
+
+/**
+ * A fresh memory transport as `Transport` and `MemoryTransport`. Fails with `ConfigError` when an option is out of
+ * range.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: MemoryTransportOptions = {}): Layer.Layer<Transport | MemoryTransport, ConfigError> =>
+  Layer.effectContext(
+    Effect.map(make(options), (memory) => Context.make(Transport, memory).pipe(Context.add(MemoryTransport, memory)))
+  )

@@ -48,7 +48,7 @@ const hostProcess = (): HostProcess | undefined => {
  * import { Effect, Layer } from "effect"
  *
  * const service = Effect.gen(function*() {
- *   const bus = yield* EventBus
+ *   const bus = yield* EventBus.EventBus
  *   // yield* bus.subscribe(...)
  *   return yield* Effect.never
  * })

@@ -173,14 +173,6 @@ export const validateTopic = (topic: string, kind: TopicKind = "subject"): Effec
 }
 
 /**
- * Whether a concrete topic matches a subscription pattern, with NATS wildcard rules.
- *
- * @since 0.1.0
- * @category topics
- */
-export const matchesPattern = (pattern: string, topic: string): boolean => compilePattern(pattern)(topic)
-
-/**
  * A matcher for a subscription pattern, compiled once: a plain equality test when the pattern has no wildcard.
  *
  * @since 0.1.0

@@ -88,15 +88,6 @@ export interface IncomingMessage {
 }
 
 /**
- * Reads one header of an incoming message, through the backend's `header` when it has one.
- *
- * @since 0.1.0
- * @category utils
- */
-export const readHeader = (message: IncomingMessage, name: string): string | undefined =>
-  message.header !== undefined ? message.header(name) : message.headers[name]
-
-/**
  * What the transport does with a delivery once it has been processed.
  *
  * @since 0.1.0
@@ -224,6 +215,8 @@ export interface ConsumerLag {
   readonly redelivered: number
   /** `true` while the subscription is draining (its scope is closing). */
   readonly draining: boolean
+  /** Live subscriptions of this process in the consumer, where the backend counts them (the memory `groups`). */
+  readonly members?: number
 }
 
 /**
@@ -262,8 +255,8 @@ export interface TransportShape {
   readonly draining?: Effect.Effect<boolean>
 }
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
-// reject a call expression as a superclass (DESIGN §6).
+// An explicitly typed key instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
+// reject a call expression as a superclass (DESIGN §6). Every service tag of cqbus is declared this way.
 const TransportKey: Context.ServiceClass<Transport, "@cqbus/core/Transport", TransportShape> = Context.Service<
   Transport,
   TransportShape

@@ -1,23 +1,16 @@
 /**
  * `@cqbus/core`: a typed, Effect-native event bus. Events are protobuf messages, topics follow the CQC convention
  * (`cqc.events.v1.asset_created`), handlers are Effects whose result decides delivery, and the same `EventBus` runs
- * over the in-memory transport (the embedded default) or any backend that implements the `Transport` port.
+ * over the in-memory transport (the embedded default) or any backend that implements the `Transport` port. What only
+ * backends and plugins need is in `@cqbus/core/backend`.
  *
  * @module
  */
 export * as Backoff from "./Backoff.ts"
-export {
-  envelopeHeaders,
-  type EnvelopeAttributes,
-  HeaderNames,
-  newEventId,
-  PROTOBUF_CONTENT_TYPE
-} from "./Envelope.ts"
+export { HeaderNames, newEventId, PROTOBUF_CONTENT_TYPE } from "./Envelope.ts"
 export {
   ConfigError,
   DecodeError,
-  errorMessage,
-  errorTag,
   HandlerTimeout,
   HealthError,
   InvalidTopic,
@@ -27,19 +20,10 @@ export {
   Reject,
   RetryLater,
   SubscribeError,
-  type SubscribeErrorReason,
-  TaggedErrorBase
+  type SubscribeErrorReason
 } from "./Errors.ts"
-export {
-  EventBus,
-  type EventBusConfig,
-  type EventBusShape,
-  make as makeEventBus,
-  type PublishOptions,
-  type SubscribeOptions,
-  type Subscription
-} from "./EventBus.ts"
-export { checkEventBusConfig } from "./internal/checks.ts"
+export * as EventBus from "./EventBus.ts"
+export type { EventBusConfig, EventBusShape, PublishOptions, SubscribeOptions, Subscription } from "./EventBus.ts"
 export { defineEvent, type DefineEventOptions, type EventDef, type StringFieldOf } from "./EventDef.ts"
 export {
   type Delivery,
@@ -50,46 +34,27 @@ export {
   type Send,
   timeout
 } from "./Handler.ts"
-export {
-  type GroupInfo,
-  make as makeMemoryTransport,
-  MemoryTransport,
-  type MemoryTransportOptions,
-  type MemoryTransportShape,
-  type StoredMessage
-} from "./MemoryTransport.ts"
-export * as Options from "./Options.ts"
-export { printable } from "./internal/printable.ts"
-export { makeRedactor, redactDeep, redactSecrets } from "./Redact.ts"
+export * as MemoryTransport from "./MemoryTransport.ts"
+export type { MemoryTransportOptions, StoredMessage } from "./MemoryTransport.ts"
 export { runMain, type RunMainOptions } from "./RunMain.ts"
 export {
-  checkTopic,
-  compilePattern,
   DEFAULT_TOPIC_PREFIX,
   isValidTopic,
   MAX_TOPIC_LENGTH,
-  matchesPattern,
   parseEventType,
-  snakeCase,
   topicName,
   topicOf,
   type TopicKind,
   validateTopic
 } from "./Topic.ts"
-export {
-  type ConnectionState,
-  type ConnectionWatch,
-  type ConsumeOptions,
-  type ConsumerLag,
-  type DeadLetter,
-  type DeliverPolicy,
-  type Headers,
-  type IncomingMessage,
-  type OutgoingMessage,
-  type Outcome,
-  type PublishAck,
-  readHeader,
-  Transport,
-  type TransportShape
+export * as Transport from "./Transport.ts"
+export type {
+  ConnectionState,
+  ConsumerLag,
+  DeadLetter,
+  DeliverPolicy,
+  Headers,
+  Outcome,
+  PublishAck
 } from "./Transport.ts"
 export * as Verdict from "./Verdict.ts"

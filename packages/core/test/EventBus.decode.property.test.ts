@@ -7,13 +7,14 @@ import { test } from "node:test"
 import { AssetCreatedSchema } from "@cqbus/testkit/events"
 import { Context, Effect, Layer } from "effect"
 import fc from "fast-check"
-import { defineEvent, EventBus, type IncomingMessage, type Outcome, Transport } from "../src/index.ts"
+import { defineEvent, EventBus, type Outcome, Transport } from "../src/index.ts"
+import { type IncomingMessage } from "../src/backend.ts"
 
 const AssetCreated = defineEvent(AssetCreatedSchema)
 
 test("decode property: arbitrary bytes are handled once or dead-lettered as DecodeError at the first delivery", async () => {
   let process: ((message: IncomingMessage) => Effect.Effect<Outcome>) | undefined
-  const transport = Layer.succeed(Transport, {
+  const transport = Layer.succeed(Transport.Transport, {
     name: "capture",
     publish: () => Effect.die("not used"),
     consume: (_options, p) => Effect.sync(() => void (process = p)),
@@ -22,7 +23,7 @@ test("decode property: arbitrary bytes are handled once or dead-lettered as Deco
   let runs = 0
   await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const context = yield* Layer.build(EventBus.layer({ logFailures: false }).pipe(Layer.provide(transport)))
-    const bus = Context.get(context, EventBus)
+    const bus = Context.get(context, EventBus.EventBus)
     yield* bus.subscribe(AssetCreated, () => Effect.sync(() => void runs++), { group: "decode", maxDeliver: 5 })
   })))
   assert.ok(process !== undefined, "the bus started a consumer")

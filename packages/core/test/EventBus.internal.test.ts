@@ -14,8 +14,8 @@ test("an internal subscription runs without the bus-wide middleware and is left 
   return runScoped(
     EventBus.layerMemory({ middleware: [counting] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const transport = yield* Transport
+      const bus = yield* EventBus.EventBus
+      const transport = yield* Transport.Transport
       const seen: Array<string> = []
       yield* bus.subscribeRaw("cqbus.health.v1.probe", (_, d) => Effect.sync(() => seen.push(d.topic)), { internal: true })
       yield* bus.subscribeRaw("app.v1.thing", (_, d) => Effect.sync(() => seen.push(d.topic)), { group: "app" })
@@ -36,7 +36,7 @@ test("an internal publish skips the bus-wide publish middleware; an ordinary one
   return runScoped(
     EventBus.layerMemory({ publishMiddleware: [counting] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const seen: Array<string> = []
       yield* bus.subscribeRaw("cqbus.health.v1.probe", (_, d) => Effect.sync(() => seen.push(d.topic)), { internal: true })
       yield* bus.publishRaw("cqbus.health.v1.probe", new Uint8Array(), { internal: true })

@@ -11,8 +11,8 @@ test("publish: an empty ordering key fails MissingKey naming the type and field;
   runScoped(
     EventBus.layerMemory(),
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       const Keyed = defineEvent(AssetCreatedSchema, { key: "assetId" })
       const error = yield* Effect.flip(bus.publish(Keyed, { symbol: "ACME" }))
       assert.ok(error instanceof PublishError)

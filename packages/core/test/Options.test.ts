@@ -1,6 +1,7 @@
 // The shared option checks (`Options`): each kind of check refuses what it must with a message naming the option, the
 // value and the range, accepts its boundaries, and never throws, whatever it is given (fast-check).
-import { ConfigError, Options } from "@cqbus/core"
+import { ConfigError } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { Duration } from "effect"
 import fc from "fast-check"
 import assert from "node:assert/strict"

@@ -1,5 +1,5 @@
 // The one rule set for secrets in texts that leave the process (errors, connection states, health output).
-import { makeRedactor, redactDeep, redactSecrets } from "@cqbus/core"
+import { makeRedactor, redactDeep, redactSecrets } from "@cqbus/core/backend"
 import { Redacted } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"

@@ -2,15 +2,13 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Effect } from "effect"
 import {
-  checkTopic,
-  compilePattern,
   InvalidTopic,
   isValidTopic,
   parseEventType,
-  snakeCase,
   topicName,
   validateTopic
 } from "../src/index.ts"
+import { checkTopic, compilePattern, snakeCase } from "../src/backend.ts"
 
 test("topicName puts an event type into the CQC namespace", () => {
   assert.equal(topicName("asset_created"), "cqc.events.v1.asset_created")

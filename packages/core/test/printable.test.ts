@@ -1,5 +1,5 @@
 // `printable`: peer-controlled text kept inside one log line.
-import { printable } from "@cqbus/core"
+import { printable } from "@cqbus/core/backend"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 

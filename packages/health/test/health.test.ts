@@ -8,16 +8,16 @@ import {
   EventBus,
   HealthError,
   MemoryTransport,
-  Transport,
-  type TransportShape
+  Transport
 } from "@cqbus/core"
+import { type TransportShape } from "@cqbus/core/backend"
 import { type HealthCheck, type HealthResponse, healthRouter, type HealthRouterOptions, Heartbeat } from "@cqbus/health"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { Context, Deferred, Effect, Exit, Layer, ManagedRuntime, Redacted, Scope, SubscriptionRef } from "effect"
 import { TestClock } from "effect/testing"
 import { Hono } from "hono"
 
-type Services = EventBus | Transport | MemoryTransport
+type Services = EventBus.EventBus | Transport.Transport | MemoryTransport.MemoryTransport
 
 /** A memory bus runtime for one test, disposed when the test ends. */
 const withRuntime = async <A, R = Services>(
@@ -55,7 +55,7 @@ const get = async (app: Hono, path: string): Promise<{ status: number; body: Hea
 test("health /live answers pass without running anything on the runtime", async () => {
   let ran = 0
   const runtime = {
-    runPromise: <A, E>(_effect: Effect.Effect<A, E, EventBus | Transport>): Promise<A> => {
+    runPromise: <A, E>(_effect: Effect.Effect<A, E, EventBus.EventBus | Transport.Transport>): Promise<A> => {
       ran++
       return Promise.reject(new Error("the broker is down"))
     }
@@ -96,7 +96,7 @@ test("health /ready on a memory bus passes with the bus check timed and no drain
 test("health /ready reports each live consumer's backlog; warn at the warn threshold (200), fail at the fail one (503)", () =>
   withRuntime(async (runtime) => {
     await runtime.runPromise(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a${i}` })
       const running = yield* Deferred.make<void>()
       // Scoped to the runtime: it drains when the runtime is disposed.
@@ -132,7 +132,7 @@ test("health /ready fails (503) while a subscription drains and passes again onc
   withRuntime(async (runtime) => {
     const scope = await runtime.runPromise(Scope.make())
     await runtime.runPromise(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const running = yield* Deferred.make<void>()
       // A drain long enough for a loaded machine to see it; the test ends when it does.
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Deferred.succeed(running, undefined), Effect.never), {
@@ -216,7 +216,7 @@ test("health: the heartbeat publishes a probe and reports its round trip; a prob
     assert.equal(beat.componentId, "cqbus.health.v1.probe")
     assert.equal(beat.observedUnit, "ms")
     assert.ok(typeof beat.observedValue === "number" && beat.observedValue >= 0)
-    const stored = await runtime.runPromise(Effect.flatMap(Effect.service(MemoryTransport), (m) => m.messages()))
+    const stored = await runtime.runPromise(Effect.flatMap(Effect.service(MemoryTransport.MemoryTransport), (m) => m.messages()))
     assert.equal(stored.length, 1, "one probe was published")
     assert.match(stored[0]!.eventId, /^health-probe-/)
     assert.equal((await get(appOf({ runtime }), "/health/ready")).body.checks["heartbeat:responseTime"], undefined,
@@ -229,8 +229,8 @@ test("health: the heartbeat publishes a probe and reports its round trip; a prob
   // A transport whose probes are acknowledged but never delivered: `check` passes, the heartbeat does not. (A publish
   // middleware cannot stand in for it: the probes are internal publishes, which skip the bus-wide middleware.)
   const swallowing = Layer.effect(
-    Transport,
-    Effect.map(Effect.service(Transport), (memory): TransportShape => ({
+    Transport.Transport,
+    Effect.map(Effect.service(Transport.Transport), (memory): TransportShape => ({
       ...memory,
       publish: (message) =>
         message.topic === "cqbus.health.v1.probe"
@@ -253,8 +253,8 @@ test("health: the heartbeat publishes a probe and reports its round trip; a prob
 /** A transport that is the memory one plus a connection (driven by the test) and a `consumers` that fails. */
 const brokerLike = (state: SubscriptionRef.SubscriptionRef<ConnectionState>) =>
   Layer.effect(
-    Transport,
-    Effect.map(Effect.service(Transport), (memory): TransportShape => ({
+    Transport.Transport,
+    Effect.map(Effect.service(Transport.Transport), (memory): TransportShape => ({
       ...memory,
       name: "broker",
       check: Effect.flatMap(SubscriptionRef.get(state), (s) =>
@@ -317,7 +317,7 @@ test("health: a Context works as the runtime too", async () => {
     const { body, status } = yield* Effect.promise(() => get(appOf({ runtime: context }), "/health/ready"))
     assert.equal(status, 200)
     assert.equal(body.status, "pass")
-    assert.ok(Context.getOption(context, EventBus)._tag === "Some")
+    assert.ok(Context.getOption(context, EventBus.EventBus)._tag === "Some")
   })))
 })
 

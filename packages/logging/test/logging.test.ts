@@ -96,8 +96,8 @@ test("Reject: one \"delivery dead-lettered\" line at Warn, on a bus the message 
   await runScoped(
     EventBus.layerMemory({ middleware: [logging()] }),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       yield* bus.subscribe(
         AssetCreatedEvent,
         (event) => Effect.fail(new Reject({ reason: `unknown symbol ${event.symbol}` })),
@@ -162,8 +162,8 @@ test("with logging() applied to one subscription (not bus middleware), a failing
   await runScoped(
     EventBus.layerMemory(),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       const handler = pipe((_: unknown) => Effect.fail(new RangeError("down")), logging({ levels: { start: "None" } }))
       yield* bus.subscribe(AssetCreatedEvent, handler, { group: "own", maxDeliver: 3 })
       yield* bus.publish(AssetCreatedEvent, { assetId: "a-1" }, { eventId: "evt-2" })
@@ -303,7 +303,7 @@ test("publish success: \"published\" at Debug with stream, sequence, duplicate f
   await runScoped(
     EventBus.layerMemory({ publishMiddleware: [loggingPublish({ headers: ["traceparent"] })] }),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
       yield* bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "ACME" }, { eventId: "evt-1", headers: { traceparent } })
       yield* bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "ACME" }, { eventId: "evt-1" })
@@ -333,7 +333,7 @@ test("publish failure: \"publish failed\" at Warn with the PublishError reason a
   const error = await runScoped(
     EventBus.layerMemory({ memory: { maxMessageSize: 10 }, publishMiddleware: [loggingPublish()] }),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       return yield* Effect.flip(bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "A".repeat(32) }, { eventId: "big" }))
     }))
   )
@@ -358,7 +358,7 @@ test("publish levels are configurable; the body is never logged", async () => {
       publishMiddleware: [loggingPublish({ levels: { success: "None", failure: "Error" } })]
     }),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       yield* bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "ACME" })
       yield* Effect.exit(bus.publish(AssetCreatedEvent, { assetId: "a-2", symbol: "SECRET-SYMBOL".repeat(4) }))
     }))
@@ -374,7 +374,7 @@ test("cqbus.duration_ms is measured on Effect's Clock: exact under a TestClock, 
   await runScoped(
     EventBus.layerMemory({ middleware: [logging()], publishMiddleware: [slow, loggingPublish()] }),
     provide(Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       let handled = 0
       yield* bus.subscribe(
         AssetCreatedEvent,

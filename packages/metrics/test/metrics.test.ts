@@ -46,8 +46,8 @@ const run = <A, E>(
 
 /** Runs a bus program against a memory bus layer, same environment as `run`. */
 const runBus = <A, E>(
-  layer: Layer.Layer<EventBus, unknown>,
-  program: Effect.Effect<A, E, EventBus | Scope.Scope>,
+  layer: Layer.Layer<EventBus.EventBus, unknown>,
+  program: Effect.Effect<A, E, EventBus.EventBus | Scope.Scope>,
   options: { readonly registry?: Map<string, any>; readonly tracer?: Tracer.Tracer } = {}
 ): Promise<A> => run(Effect.provide(Effect.scoped(program), layer), options)
 
@@ -149,7 +149,7 @@ test("metricsPublish: ok and error outcomes with the PublishError reason, durati
   const snapshots = await runBus(
     EventBus.layerMemory({ memory: { maxMessageSize: 20 }, publishMiddleware: [slow, metricsPublish()] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const ok = yield* Effect.forkChild(bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "A" }))
       yield* letTimePass(30)
       yield* Fiber.join(ok)
@@ -195,7 +195,7 @@ test("metricsPublish: a transport defect counts as error with error_type Defect"
   const snapshots = await runBus(
     EventBus.layerMemory({ publishMiddleware: [dying, metricsPublish()] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const exit = yield* Effect.exit(bus.publish(AssetCreatedEvent, { assetId: "a-1", symbol: "A" }))
       assert.equal(exit._tag, "Failure")
       return yield* Metric.snapshot
@@ -238,7 +238,7 @@ test("tracing: the process span's parent is the send span, across a memory bus, 
   await runBus(
     EventBus.layerMemory({ middleware: [tracing()], publishMiddleware: [tracingPublish()] }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       yield* bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => seen.push({ ...d.headers })), {
         group: "search"
       })
@@ -438,7 +438,7 @@ test("prometheus: the exposition of a memory bus run parses strictly and counts 
       publishMiddleware: [metricsPublish()]
     }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       yield* bus.subscribe(
         AssetCreatedEvent,
         (event) =>
@@ -528,8 +528,8 @@ const gaugeValue = (snapshots: ReadonlyArray<Metric.Metric.Snapshot>, id: string
 
 test("consumerLag: pending / ack-pending / redelivered gauges per topic and group, ephemeral consumers summed, 0 once gone", async () => {
   const { after, before } = await run(Effect.provide(Effect.gen(function*() {
-    const bus = yield* EventBus
-    const transport = yield* Transport
+    const bus = yield* EventBus.EventBus
+    const transport = yield* Transport.Transport
     const lag = consumerLag({ attributes: { service: "search" } })
     for (let i = 0; i < 6; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `a-${i}` })
     const before = yield* Effect.scoped(Effect.gen(function*() {
@@ -564,7 +564,7 @@ test("consumerLag: pending / ack-pending / redelivered gauges per topic and grou
 
 /** The memory transport with its `consumers` replaced: the lag is whatever `read` says. */
 const lagLayer = (read: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>) =>
-  Layer.effect(Transport, Effect.map(Effect.service(Transport), (memory) => ({ ...memory, consumers: read }))).pipe(
+  Layer.effect(Transport.Transport, Effect.map(Effect.service(Transport.Transport), (memory) => ({ ...memory, consumers: read }))).pipe(
     Layer.provide(MemoryTransport.layer())
   )
 

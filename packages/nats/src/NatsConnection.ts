@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { type ConnectionState as CoreConnectionState, redactSecrets } from "@cqbus/core"
+import { type ConnectionState as CoreConnectionState } from "@cqbus/core"
+import { redactSecrets } from "@cqbus/core/backend"
 import {
   type Authenticator,
   credsAuthenticator,

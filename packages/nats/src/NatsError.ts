@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { TaggedErrorBase } from "@cqbus/core"
+import { TaggedErrorBase } from "@cqbus/core/backend"
 
 /**
  * Why the NATS backend could not start:
@@ -35,7 +35,7 @@ export type NatsErrorReason = "Connect" | "Authentication" | "Tls" | "JetStreamU
  * import { EventBus } from "@cqbus/core"
  * import { NatsEventBus } from "@cqbus/nats"
  * const program = Effect.gen(function*() {
- *   const bus = yield* EventBus
+ *   const bus = yield* EventBus.EventBus
  *   yield* bus.check
  * }).pipe(
  *   Effect.provide(NatsEventBus.layer({ servers: "nats://127.0.0.1:4222" })),

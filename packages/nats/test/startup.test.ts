@@ -102,7 +102,7 @@ test("nats startup: with connect.retry the first connection waits for a server s
         const context = yield* Layer.build(
           NatsEventBus.layer({ servers: nats.url, connect: { retry: Schedule.spaced("200 millis") } })
         )
-        yield* Context.get(context, EventBus).check
+        yield* Context.get(context, EventBus.EventBus).check
         return Date.now()
       }))
     )

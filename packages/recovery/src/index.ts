@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { type Middleware, Options, printable, TaggedErrorBase } from "@cqbus/core"
+import { type Middleware } from "@cqbus/core"
+import { Options, printable, TaggedErrorBase } from "@cqbus/core/backend"
 import { Cause, Effect } from "effect"
 
 /**

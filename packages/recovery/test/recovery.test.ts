@@ -60,8 +60,8 @@ test("typed failures and successes pass through untouched", async () => {
 
 test("on a bus, retry sees recovered defects, and the dead letter names HandlerDefect", () =>
   runScoped(EventBus.layerMemory(), Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     let runs = 0
     const handler = pipe(
       (_: unknown) =>
@@ -92,8 +92,8 @@ test("the stack is logged once per message: in-process retries and redeliveries 
   await runScoped(
     EventBus.layerMemory({ logFailures: false }),
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const memory = yield* MemoryTransport
+      const bus = yield* EventBus.EventBus
+      const memory = yield* MemoryTransport.MemoryTransport
       const handler = pipe(
         (event: { readonly assetId: string }) =>
           Effect.sync(() => {

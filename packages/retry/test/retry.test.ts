@@ -97,8 +97,8 @@ test("Reject, RetryLater and errors the predicate refuses are not retried", () =
 
 test("on a bus: in-process retries run first, then the transport redelivers, and Reject dead-letters at once", () =>
   runScoped(EventBus.layerMemory(), Effect.gen(function*() {
-    const bus = yield* EventBus
-    const memory = yield* MemoryTransport
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
     const seen: Array<string> = []
     let flakyRuns = 0
     const handler = pipe(

@@ -67,12 +67,7 @@ export const checkSubscribeOptions = (options: unknown): Options.Check =>
 
 const functions = (option: string, value: unknown): Options.Check => Options.list(option, value, Options.func)
 
-/**
- * Checks a bus configuration (`EventBus.layer`, and the shared part of every backend's configuration).
- *
- * @since 0.1.0
- * @category checks
- */
+/** Checks a bus configuration (`EventBus.layer`, and the shared part of every backend's configuration). */
 export const checkEventBusConfig = (config: unknown): Options.Check =>
   Options.first(
     () => Options.object("config", config),

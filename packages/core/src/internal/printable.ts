@@ -31,13 +31,10 @@ const escape = (c: string): string => {
  *
  * @example
  * ```ts
- * import { printable } from "@cqbus/core"
+ * import { printable } from "@cqbus/core/backend"
  *
  * printable("a\r\nlevel=error msg=forged") // "a\\r\\nlevel=error msg=forged"
  * ```
- *
- * @since 0.1.0
- * @category logging
  */
 export const printable = (text: string): string => {
   const cut = text.length > MAX_LENGTH ? `${text.slice(0, MAX_LENGTH)}…(+${text.length - MAX_LENGTH})` : text

@@ -6,10 +6,10 @@
  */
 import { Cause, Effect, Exit } from "effect"
 import type { Backoff } from "../Backoff.ts"
-import { HeaderNames } from "../Envelope.ts"
+import { HeaderNames, readHeader } from "../Envelope.ts"
 import { DecodeError, errorMessage as describe, errorTag as tagOf } from "../Errors.ts"
 import type { Delivery, Handler } from "../Handler.ts"
-import { type Headers, type IncomingMessage, type Outcome, readHeader } from "../Transport.ts"
+import type { Headers, IncomingMessage, Outcome } from "../Transport.ts"
 import { classify, isReported, type Verdict } from "../Verdict.ts"
 import { makeKeyedLanes } from "./lanes.ts"
 import { printable } from "./printable.ts"

@@ -4,7 +4,7 @@
  * silently: `ackWait: -5000` written as -5 s, `maxPendingPublishes: NaN` making every publish time out). Ranges follow
  * what nats-server stores where an option is passed on (names, counts, durations as int64 nanoseconds).
  */
-import { checkEventBusConfig, Options } from "@cqbus/core"
+import { checkEventBusConfig, Options } from "@cqbus/core/backend"
 import { Redacted, Schedule } from "effect"
 import type { NatsEventBusConfig } from "../NatsConfig.ts"
 import { NatsError } from "../NatsError.ts"

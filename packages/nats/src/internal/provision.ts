@@ -3,7 +3,7 @@
  * Validation compares only the fields the options set, so a stream tuned by operators in other respects still
  * validates.
  */
-import { redactSecrets as redact } from "@cqbus/core"
+import { redactSecrets as redact } from "@cqbus/core/backend"
 import { JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
 import { Duration, Effect } from "effect"

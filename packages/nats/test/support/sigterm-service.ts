@@ -19,7 +19,7 @@ const env = (name: string): string => {
 const say = (line: string) => Effect.sync(() => void process.stdout.write(`${line}\n`))
 
 const service = Effect.gen(function*() {
-  const bus = yield* EventBus
+  const bus = yield* EventBus.EventBus
   yield* bus.subscribe(AssetCreatedEvent, (_event, delivery) =>
     Effect.gen(function*() {
       yield* say(`start ${delivery.eventId}`)
