@@ -147,7 +147,7 @@ import { Effect } from "effect"
 import { OrderPlacedEvent, OrderShippedEvent } from "./gen/shop/events/v1/orders_events${extension}"
 
 const program = Effect.gen(function*() {
-  const bus = yield* EventBus
+  const bus = yield* EventBus.EventBus
   const seen: Array<string> = []
   yield* bus.subscribe(OrderPlacedEvent, (event, delivery) =>
     Effect.sync(() => seen.push(\`\${delivery.topic} key=\${delivery.key} total=\${event.total}\`)))

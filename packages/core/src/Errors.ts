@@ -65,7 +65,6 @@ export class InvalidTopic extends TaggedErrorBase<{
   readonly position: number | undefined
   readonly message: string
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "InvalidTopic"
 }
 
@@ -108,7 +107,6 @@ export class PublishError extends TaggedErrorBase<{
   readonly message: string
   readonly cause?: unknown
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "PublishError"
 }
 
@@ -140,7 +138,6 @@ export class SubscribeError extends TaggedErrorBase<{
   readonly message: string
   readonly cause?: unknown
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "SubscribeError"
 }
 
@@ -157,7 +154,6 @@ export class DecodeError extends TaggedErrorBase<{
   readonly message: string
   readonly cause?: unknown
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "DecodeError"
 }
 
@@ -172,7 +168,6 @@ export class HealthError extends TaggedErrorBase<{
   readonly message: string
   readonly cause?: unknown
 }> {
-  /** @since 0.1.0 */
   readonly _tag = "HealthError"
 }
 
@@ -192,9 +187,7 @@ export class HealthError extends TaggedErrorBase<{
  * @category outcomes
  */
 export class Reject extends TaggedErrorBase<{ readonly reason: string }> {
-  /** @since 0.1.0 */
   readonly _tag = "Reject"
-  /** @since 0.1.0 */
   override get message(): string {
     return `rejected: ${this.reason}`
   }
@@ -208,9 +201,7 @@ export class Reject extends TaggedErrorBase<{ readonly reason: string }> {
  * @category outcomes
  */
 export class RetryLater extends TaggedErrorBase<{ readonly delay: Duration.Input; readonly reason?: string }> {
-  /** @since 0.1.0 */
   readonly _tag = "RetryLater"
-  /** @since 0.1.0 */
   override get message(): string {
     return `retry later (${Duration.format(Duration.fromInputUnsafe(this.delay))})${this.reason ? `: ${this.reason}` : ""}`
   }
@@ -223,9 +214,7 @@ export class RetryLater extends TaggedErrorBase<{ readonly delay: Duration.Input
  * @category errors
  */
 export class HandlerTimeout extends TaggedErrorBase<{ readonly timeout: Duration.Input; readonly topic: string }> {
-  /** @since 0.1.0 */
   readonly _tag = "HandlerTimeout"
-  /** @since 0.1.0 */
   override get message(): string {
     return `handler for ${this.topic} timed out after ${Duration.format(Duration.fromInputUnsafe(this.timeout))}`
   }
@@ -241,7 +230,6 @@ export class HandlerTimeout extends TaggedErrorBase<{ readonly timeout: Duration
  * @category errors
  */
 export class ConfigError extends TaggedErrorBase<{ readonly option: string; readonly message: string }> {
-  /** @since 0.1.0 */
   readonly _tag = "ConfigError"
 }
 

@@ -1,9 +1,7 @@
 /**
- * Runs a service's main Effect as the process's main program and turns SIGTERM and SIGINT into a graceful shutdown:
- * the signal interrupts the main fiber, so every scope closes in order — subscriptions stop pulling, let running
- * handlers finish within their `drainTimeout` and hand the rest back, the bus drains its connection — and then the
- * process exits. Built on Effect's `Runtime.makeRunMain`, with the signals read from the `process` global that Node,
- * Bun and Deno all provide (no `node:*` import, so the core stays runtime-agnostic; elsewhere it runs without signals).
+ * Graceful shutdown for a service's main program: SIGTERM and SIGINT interrupt the main fiber, so every scope closes
+ * in order (docs/operations.md, "Shutdown"). Built on Effect's `Runtime.makeRunMain`, with the signals read from the
+ * `process` global that Node, Bun and Deno all provide, so the core needs no `node:*` import.
  *
  * @module
  */
