@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { errorMessage, type EventBus, Options, redactDeep, type Transport } from "@cqbus/core"
+import { type EventBus, type Transport } from "@cqbus/core"
+import { errorMessage, Options, redactDeep } from "@cqbus/core/backend"
 import { Context, Duration, Effect, Exit, Redacted } from "effect"
 import { Hono } from "hono"
 import type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
@@ -61,7 +62,7 @@ export type HealthRuntime<R> =
  */
 export interface HealthRouterOptions<R = never> {
   /** Runs the checks. It must provide `EventBus` and `Transport` (every cqbus bus layer does) and what `checks` need. */
-  readonly runtime: HealthRuntime<R | EventBus | Transport>
+  readonly runtime: HealthRuntime<R | EventBus.EventBus | Transport.Transport>
   /** Checks of your own, after the bus checks. */
   readonly checks?: ReadonlyArray<HealthCheck<R>>
   /** The longest a check may take before it reports `fail` (default 2 seconds). */
@@ -179,7 +180,7 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
   const timeout = Duration.fromInputUnsafe(options.timeout ?? "2 seconds")
   const secrets = options.secrets ?? []
   const heartbeat = options.heartbeat ?? "full"
-  const checks: ReadonlyArray<NamedCheck<R | EventBus | Transport>> = [
+  const checks: ReadonlyArray<NamedCheck<R | EventBus.EventBus | Transport.Transport>> = [
     busCheck,
     connectionCheck,
     drainingCheck,
@@ -196,8 +197,8 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
   const startedAt = Date.now()
 
   const runCheck = (
-    check: NamedCheck<R | EventBus | Transport>
-  ): Effect.Effect<readonly [string, ReadonlyArray<CheckResult>], never, R | EventBus | Transport> => {
+    check: NamedCheck<R | EventBus.EventBus | Transport.Transport>
+  ): Effect.Effect<readonly [string, ReadonlyArray<CheckResult>], never, R | EventBus.EventBus | Transport.Transport> => {
     const limit = check.timeout ?? timeout
     return Effect.gen(function*() {
       const exit = yield* Effect.exit(Effect.timeoutOrElse(check.run, {
@@ -212,7 +213,7 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
     })
   }
 
-  const report = (ready: boolean): Effect.Effect<HealthResponse, never, R | EventBus | Transport> =>
+  const report = (ready: boolean): Effect.Effect<HealthResponse, never, R | EventBus.EventBus | Transport.Transport> =>
     Effect.map(
       Effect.all(checks.filter((c) => !ready || c.ready).map(runCheck), { concurrency: "unbounded" }),
       (results) => {

@@ -85,9 +85,9 @@ export class Heartbeat extends HeartbeatKey {}
  */
 export const make = (
   options: HeartbeatOptions = {}
-): Effect.Effect<HeartbeatShape, SubscribeError | InvalidTopic, EventBus | Scope.Scope> =>
+): Effect.Effect<HeartbeatShape, SubscribeError | InvalidTopic, EventBus.EventBus | Scope.Scope> =>
   Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const topic = options.topic ?? DEFAULT_TOPIC
     const waiting = new Map<string, Deferred.Deferred<void>>()
     // Ephemeral: a probe is only worth something to the process that sent it, and nothing should pile up for a
@@ -120,5 +120,5 @@ export const make = (
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: HeartbeatOptions = {}): Layer.Layer<Heartbeat, SubscribeError | InvalidTopic, EventBus> =>
+export const layer = (options: HeartbeatOptions = {}): Layer.Layer<Heartbeat, SubscribeError | InvalidTopic, EventBus.EventBus> =>
   Layer.effect(Heartbeat, make(options))

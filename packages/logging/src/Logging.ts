@@ -7,16 +7,13 @@
  */
 import {
   type Delivery,
-  errorMessage,
-  errorTag,
   type Middleware,
-  Options,
-  type OutgoingMessage,
   type PublishAck,
   type PublishError,
   type PublishMiddleware,
   Verdict
 } from "@cqbus/core"
+import { errorMessage, errorTag, Options, type OutgoingMessage } from "@cqbus/core/backend"
 import { Cause, Effect, Exit, LogLevel, References, Result } from "effect"
 import {
   addHeaders,

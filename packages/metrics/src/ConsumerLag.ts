@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { type ConsumerLag, type HealthError, Options, Transport } from "@cqbus/core"
+import { type ConsumerLag, type HealthError, Transport } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { type Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { checkLagOptions } from "./internal/checks.ts"
 
@@ -67,7 +68,7 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
  * @since 0.1.0
  * @category consumer lag
  */
-export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<void, HealthError, Transport> => {
+export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<void, HealthError, Transport.Transport> => {
   Options.orThrow(checkLagOptions(options, "consumerLag"))
   const extra = options.attributes ?? {}
   // Label sets recorded by an earlier read, by a key of their labels, so a vanished consumer can be set to 0.
@@ -102,7 +103,7 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
     }
     return Effect.all(updates, { discard: true })
   }
-  return Effect.flatMap(Effect.service(Transport), (transport) =>
+  return Effect.flatMap(Effect.service(Transport.Transport), (transport) =>
     transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record))
 }
 
@@ -116,7 +117,7 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
  */
 export const consumerLagPolling = (
   options: ConsumerLagOptions & { readonly interval?: Duration.Input } = {}
-): Layer.Layer<never, never, Transport> => {
+): Layer.Layer<never, never, Transport.Transport> => {
   Options.orThrow(Options.first(
     () => checkLagOptions(options, "consumerLagPolling"),
     () => Options.duration("consumerLagPolling.interval", options.interval, { min: "100 millis", max: "1 days" })

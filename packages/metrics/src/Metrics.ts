@@ -5,8 +5,10 @@
  *
  * @module
  */
-import type { Delivery, Middleware, OutgoingMessage, PublishAck, PublishError, PublishMiddleware } from "@cqbus/core"
-import { Options, Verdict } from "@cqbus/core"
+import type { Delivery, Middleware, PublishAck, PublishError, PublishMiddleware } from "@cqbus/core"
+import type { OutgoingMessage } from "@cqbus/core/backend"
+import { Verdict } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { Cause, Effect, Exit, Metric, Result } from "effect"
 import { attributes } from "./internal/checks.ts"
 

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { Options, Transport } from "@cqbus/core"
+import { Transport } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { Effect, Metric, Option } from "effect"
 import { consumerLag, type ConsumerLagOptions } from "./ConsumerLag.ts"
 import { checkLagOptions } from "./internal/checks.ts"
@@ -235,10 +236,10 @@ export const prometheusHandler = (options: PrometheusHandlerOptions = {}): (requ
     : consumerLag(options.consumerLag === true || options.consumerLag === undefined ? {} : options.consumerLag)
   const readLag: Effect.Effect<void> = lag === undefined
     ? Effect.void
-    : Effect.flatMap(Effect.serviceOption(Transport), (transport) =>
+    : Effect.flatMap(Effect.serviceOption(Transport.Transport), (transport) =>
       Option.isNone(transport)
         ? Effect.void
-        : lag.pipe(Effect.provideService(Transport, transport.value), Effect.ignore))
+        : lag.pipe(Effect.provideService(Transport.Transport, transport.value), Effect.ignore))
   const render = Effect.andThen(readLag, prometheus(options.include === undefined ? {} : { include: options.include }))
   return async (request) => {
     let text: string

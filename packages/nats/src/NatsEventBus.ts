@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { EventBus, makeEventBus, redactSecrets, type Transport } from "@cqbus/core"
+import { EventBus, type Transport } from "@cqbus/core"
+import { redactSecrets } from "@cqbus/core/backend"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import type * as NatsConnection from "./NatsConnection.ts"
@@ -23,7 +24,7 @@ import * as NatsTransport from "./NatsTransport.ts"
  * import { EventBus } from "@cqbus/core"
  * import { NatsEventBus } from "@cqbus/nats"
  * const program = Effect.gen(function*() {
- *   const bus = yield* EventBus
+ *   const bus = yield* EventBus.EventBus
  *   yield* bus.check
  * })
  * Effect.runPromise(
@@ -36,12 +37,12 @@ import * as NatsTransport from "./NatsTransport.ts"
  */
 export const layer = (
   config: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
+): Layer.Layer<EventBus.EventBus | Transport.Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   // The transport checks the whole configuration (the bus part included) before connecting, so the bus's own check
   // cannot fail here; its `ConfigError` is mapped all the same, so start-up fails only with `NatsError`.
   Layer.effect(
-    EventBus,
-    Effect.mapError(makeEventBus(config), (error) => configError({ option: error.option, message: error.message }))
+    EventBus.EventBus,
+    Effect.mapError(EventBus.make(config), (error) => configError({ option: error.option, message: error.message }))
   ).pipe(Layer.provideMerge(NatsTransport.layer(config)))
 
 const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
@@ -59,7 +60,7 @@ const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
  */
 export const layerConfig = (
   overrides: NatsEventBusConfig = {}
-): Layer.Layer<EventBus | Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
+): Layer.Layer<EventBus.EventBus | Transport.Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))

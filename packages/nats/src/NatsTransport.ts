@@ -12,9 +12,9 @@ import {
   HealthError,
   PublishError,
   SubscribeError,
-  Transport,
-  type TransportShape
+  Transport
 } from "@cqbus/core"
+import { type TransportShape } from "@cqbus/core/backend"
 import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
 import { type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
@@ -261,10 +261,10 @@ export class NatsTransport extends NatsTransportKey {}
  */
 export const layer = (
   config: NatsEventBusConfig = {}
-): Layer.Layer<Transport | NatsTransport | NatsConnection.NatsConnection, NatsError> =>
+): Layer.Layer<Transport.Transport | NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   Layer.effectContext(
     Effect.map(make(config), ({ connection, nats, transport }) =>
-      Context.make(Transport, transport).pipe(
+      Context.make(Transport.Transport, transport).pipe(
         Context.add(NatsTransport, nats),
         Context.add(NatsConnection.NatsConnection, connection)
       ))

@@ -288,7 +288,7 @@ test("nats auth: a user without publish permission gets PublishError PermissionD
 
     assert.equal(yield* ready, 200, "ready before")
     const exit = yield* Effect.exit(Effect.promise(() => runtime.runPromiseExit(
-      Effect.flatMap(Effect.service(EventBus), (b) => b.publish(AssetCreatedEvent, { assetId: "denied" }))
+      Effect.flatMap(Effect.service(EventBus.EventBus), (b) => b.publish(AssetCreatedEvent, { assetId: "denied" }))
     )).pipe(Effect.flatten))
     const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
     assert.ok(error instanceof PublishError, `fails with a PublishError: ${String(error)}`)
@@ -300,7 +300,7 @@ test("nats auth: a user without publish permission gets PublishError PermissionD
     yield* Effect.promise(() => nats.restart())
     const reconnected = yield* Effect.promise(() => runtime.runPromise(Effect.gen(function*() {
       const started = Date.now()
-      yield* (yield* EventBus).check.pipe(Effect.retry(Schedule.spaced("100 millis")), Effect.timeout("15 seconds"))
+      yield* (yield* EventBus.EventBus).check.pipe(Effect.retry(Schedule.spaced("100 millis")), Effect.timeout("15 seconds"))
       const state = yield* SubscriptionRef.get((yield* NatsTransport.NatsTransport).state)
       assert.ok(state.reconnects >= 1, `the bus reconnected: ${JSON.stringify(state)}`)
       bodies.push(JSON.stringify(state))

@@ -21,8 +21,8 @@ test("nats heartbeat: the default topic works with a custom events stream, unsee
       middleware: [counting]
     }))))
     const heartbeat = Context.get(context, Heartbeat.Heartbeat)
-    const bus = Context.get(context, EventBus)
-    const transport = Context.get(context, Transport)
+    const bus = Context.get(context, EventBus.EventBus)
+    const transport = Context.get(context, Transport.Transport)
     assert.equal(heartbeat.topic, "cqbus.health.v1.probe")
     const seen: Array<string> = []
     yield* bus.subscribeRaw("orders.v1.>", (_, d) => Effect.sync(() => seen.push(d.topic)), { group: "orders" })
@@ -42,7 +42,7 @@ test("nats heartbeat: a topic outside every stream fails subscribe and publish n
   run(Effect.gen(function*() {
     const nats = yield* server()
     const context = yield* Layer.build(NatsEventBus.layer({ servers: nats.url }))
-    const bus = Context.get(context, EventBus)
+    const bus = Context.get(context, EventBus.EventBus)
     const subscribe = yield* Effect.flip(bus.subscribeRaw("elsewhere.v1.thing", () => Effect.void, { group: "g" }))
     console.log(`subscribe: ${String(subscribe)}`)
     assert.equal(subscribe._tag, "SubscribeError")

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { Backoff, errorTag, type Middleware, Options } from "@cqbus/core"
+import { Backoff, type Middleware } from "@cqbus/core"
+import { errorTag, Options } from "@cqbus/core/backend"
 import { Duration, Effect, Random, Schedule } from "effect"
 
 /**

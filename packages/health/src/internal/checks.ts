@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { errorMessage, EventBus, Transport } from "@cqbus/core"
+import { EventBus, Transport } from "@cqbus/core"
+import { errorMessage } from "@cqbus/core/backend"
 import { Cause, type Duration, Effect, Exit, Option, Result } from "effect"
 import type { HealthStatus, Observation } from "../HealthCheck.ts"
 import { Heartbeat } from "../Heartbeat.ts"
@@ -39,11 +40,11 @@ const builtIn = <R>(name: string, run: NamedCheck<R>["run"], ready = true): Name
 })
 
 /** The bus's own probe, timed. */
-export const busCheck: NamedCheck<EventBus | Transport> = builtIn(
+export const busCheck: NamedCheck<EventBus.EventBus | Transport.Transport> = builtIn(
   "bus:responseTime",
   Effect.gen(function*() {
-    const bus = yield* EventBus
-    const transport = yield* Transport
+    const bus = yield* EventBus.EventBus
+    const transport = yield* Transport.Transport
     const clock = yield* Effect.clockWith(Effect.succeed)
     const started = clock.monotonicTimeNanosUnsafe()
     const exit = yield* Effect.exit(bus.check)
@@ -54,10 +55,10 @@ export const busCheck: NamedCheck<EventBus | Transport> = builtIn(
 )
 
 /** The connection to the broker, where the transport has one. */
-export const connectionCheck: NamedCheck<Transport> = builtIn(
+export const connectionCheck: NamedCheck<Transport.Transport> = builtIn(
   "bus:connection",
   Effect.gen(function*() {
-    const transport = yield* Transport
+    const transport = yield* Transport.Transport
     if (transport.connection === undefined) return []
     const state = yield* transport.connection.get
     const observation: Observation = {
@@ -75,10 +76,10 @@ export const connectionCheck: NamedCheck<Transport> = builtIn(
 )
 
 /** Fails while the transport shuts down or a group subscription drains, so traffic moves elsewhere first. */
-export const drainingCheck: NamedCheck<Transport> = builtIn(
+export const drainingCheck: NamedCheck<Transport.Transport> = builtIn(
   "bus:draining",
   Effect.gen(function*() {
-    const transport = yield* Transport
+    const transport = yield* Transport.Transport
     if (transport.draining === undefined) return []
     const draining = yield* transport.draining
     return draining
@@ -88,11 +89,11 @@ export const drainingCheck: NamedCheck<Transport> = builtIn(
 )
 
 /** One observation per live consumer, by its backlog of undelivered messages. */
-export const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport> =>
+export const backlogCheck = (thresholds: { readonly warn: number; readonly fail: number }): NamedCheck<Transport.Transport> =>
   builtIn(
     "consumers:backlog",
     Effect.gen(function*() {
-      const transport = yield* Transport
+      const transport = yield* Transport.Transport
       if (transport.consumers === undefined) return []
       const lags = yield* Effect.result(transport.consumers)
       // The backlog cannot be read (the broker does not answer): a concern, not a verdict; the bus checks decide

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Options } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 
 /** Attribute values are label values: one line each. */
 export const attributes = (option: string, value: unknown): Options.Check =>

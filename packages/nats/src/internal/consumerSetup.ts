@@ -10,7 +10,8 @@
  * `max_ack_pending` and `filter_subject`; `deliver_policy` (with its start sequence or time) is refused (API error
  * 10012). A group's topic is its identity, so a different `filter_subject` is refused too, under every strategy.
  */
-import { type ConsumeOptions, SubscribeError } from "@cqbus/core"
+import { SubscribeError } from "@cqbus/core"
+import { type ConsumeOptions } from "@cqbus/core/backend"
 import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
 import { nanos, type NatsConnection } from "@nats-io/nats-core"
 import { Duration, Effect, type Scope } from "effect"

@@ -3,7 +3,8 @@
  * error is classified by nats.js's own vocabulary (its error classes and JetStream API codes) and says whether
  * retrying can help.
  */
-import { HealthError, PublishError, type PublishErrorReason, redactSecrets, SubscribeError } from "@cqbus/core"
+import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
+import { redactSecrets } from "@cqbus/core/backend"
 import { type ApiError, JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
 import { errors } from "@nats-io/nats-core"
 import { NatsError } from "../NatsError.ts"

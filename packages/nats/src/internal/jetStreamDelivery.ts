@@ -3,7 +3,8 @@
  * (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>`) without splitting it: the pull loop, the
  * ack verbs and the dead-letter writer all work on it, and the bus sees it as an `IncomingMessage`.
  */
-import type { Headers, IncomingMessage } from "@cqbus/core"
+import type { Headers } from "@cqbus/core"
+import type { IncomingMessage } from "@cqbus/core/backend"
 import type { Msg } from "@nats-io/nats-core"
 import type { HeaderSource } from "./headers.ts"
 

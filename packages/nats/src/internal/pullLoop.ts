@@ -16,7 +16,8 @@
  * (`acks.ts`), dead letters (`deadLetters.ts`) and the consumer on the server (`consumerSetup.ts`) are its
  * collaborators.
  */
-import type { IncomingMessage, Outcome } from "@cqbus/core"
+import type { Outcome } from "@cqbus/core"
+import type { IncomingMessage } from "@cqbus/core/backend"
 import { createInbox, type Msg, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
 import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
 import type { Acker } from "./acks.ts"

@@ -1,6 +1,7 @@
 // Helpers for the NATS fault-injection tests (packages/nats/test/*.test.ts): run a test body in a scope that owns its own
 // nats-server, build a bus in that scope, wait in real time. Not a test file itself (no `.test.ts`).
-import { EventBus, type EventBusShape, Transport, type TransportShape } from "@cqbus/core"
+import { EventBus, type EventBusShape, Transport } from "@cqbus/core"
+import { type TransportShape } from "@cqbus/core/backend"
 import { type NatsEventBusConfig, NatsEventBus, NatsTransport, type NatsTransportShape } from "@cqbus/nats"
 import {
   NatsServer,
@@ -30,8 +31,8 @@ export interface Bus {
 /** Builds `NatsEventBus.layer(config)` into the current scope (released, drained, before the server stops). */
 export const bus = (config: NatsEventBusConfig): Effect.Effect<Bus, Error, Scope.Scope> =>
   Effect.map(Layer.build(NatsEventBus.layer(config)), (context) => ({
-    bus: Context.get(context, EventBus),
-    transport: Context.get(context, Transport),
+    bus: Context.get(context, EventBus.EventBus),
+    transport: Context.get(context, Transport.Transport),
     nats: Context.get(context, NatsTransport.NatsTransport)
   }))
 
