@@ -31,7 +31,7 @@ const buildFailure = <A, E>(layer: Layer.Layer<A, E>): Promise<E | undefined> =>
   })
 
 /** Runs a program on a fresh memory bus. */
-const onBus = <A, E>(program: Effect.Effect<A, E, EventBus | import("effect").Scope.Scope>): Promise<A> =>
+const onBus = <A, E>(program: Effect.Effect<A, E, EventBus.EventBus | import("effect").Scope.Scope>): Promise<A> =>
   runScoped(EventBus.layerMemory(), program)
 
 test("options: EventBus.layerMemory refuses each bad bus or memory option with a ConfigError naming it and its range", async () => {
@@ -76,7 +76,7 @@ test("options: EventBus.layerMemory refuses each bad bus or memory option with a
 /** Subscribes with `options` and answers the SubscribeError (or `undefined` when the subscription started). */
 const subscribeFailure = (options: unknown) =>
   Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const exit = yield* Effect.exit(Effect.scoped(bus.subscribe(AssetCreatedEvent, () => Effect.void, options as SubscribeOptions)))
     if (Exit.isSuccess(exit)) return undefined
     const found = Cause.findErrorOption(exit.cause)
@@ -119,7 +119,7 @@ test("options: subscribe refuses each bad option with SubscribeError InvalidOpti
 
 test("options: publish, publishRaw and publishAll refuse bad options with PublishError InvalidOptions, not retriable", () =>
   onBus(Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const message = { assetId: "a-1", symbol: "ACME" }
     for (const [options, text] of [
       [{ eventId: "" }, /eventId must be a string of 1 to 1024 characters/],

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { TaggedErrorBase } from "@cqbus/core"
+import { TaggedErrorBase } from "@cqbus/core/backend"
 
 /**
  * An option that cannot be honoured, or two events that share a topic. Generation fails with its message, which

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { TaggedErrorBase } from "@cqbus/core"
+import { TaggedErrorBase } from "@cqbus/core/backend"
 import { Duration } from "effect"
 
 /**

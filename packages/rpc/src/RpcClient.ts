@@ -6,7 +6,8 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf"
-import { type Headers, Options } from "@cqbus/core"
+import { type Headers } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { Duration, Effect } from "effect"
 import { type NoResponders, RequestFailed, type RequestTimeout, RpcError } from "./Errors.ts"
 import { message, methods } from "./internal/binding.ts"

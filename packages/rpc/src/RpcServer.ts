@@ -6,7 +6,8 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import type { DescMessage, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf"
-import { type Headers, Options } from "@cqbus/core"
+import { type Headers } from "@cqbus/core"
+import { Options } from "@cqbus/core/backend"
 import { Cause, Duration, Effect, type Scope } from "effect"
 import { RpcError, ServeError } from "./Errors.ts"
 import { message, methods } from "./internal/binding.ts"

@@ -6,7 +6,7 @@
  * @module
  */
 import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf"
-import { checkTopic, snakeCase } from "@cqbus/core"
+import { checkTopic, snakeCase } from "@cqbus/core/backend"
 
 /**
  * The subject of a method: the service's package, then the snake_case service and method names

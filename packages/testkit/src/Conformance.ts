@@ -60,7 +60,7 @@ export interface ConformanceOptions<R = never> {
    * A fresh bus per case: `id` is unique per case, for backends that share a server and need their own stream,
    * subject prefix or consumer names.
    */
-  readonly layer: (context: { readonly id: string }) => Layer.Layer<EventBus | Transport | R, unknown>
+  readonly layer: (context: { readonly id: string }) => Layer.Layer<EventBus.EventBus | Transport.Transport | R, unknown>
   readonly features: Features
   /**
    * Restarts the backend's server (same address, same store) while the bus keeps its transport; run inside a case,
@@ -82,10 +82,10 @@ interface CaseContext<R> {
   readonly time: TimeMode
   readonly wait: (condition: () => boolean, what: string, within?: number) => Effect.Effect<void, Error>
   readonly pass: (millis: number) => Effect.Effect<void>
-  readonly restart: Effect.Effect<void, unknown, R | EventBus>
+  readonly restart: Effect.Effect<void, unknown, R | EventBus.EventBus>
 }
 
-type Case<R> = (context: CaseContext<R>) => Effect.Effect<void, unknown, EventBus | Transport | Scope.Scope | R>
+type Case<R> = (context: CaseContext<R>) => Effect.Effect<void, unknown, EventBus.EventBus | Transport.Transport | Scope.Scope | R>
 
 /** A capability a case needs: a declared feature, or a `restart` hook. */
 type Need = keyof Features | "restart"
@@ -93,7 +93,7 @@ type Need = keyof Features | "restart"
 const fast = { backoff: Backoff.constant("20 millis") } as const
 
 const readDeadLetters = Effect.gen(function*() {
-  const transport = yield* Transport
+  const transport = yield* Transport.Transport
   if (transport.deadLetters === undefined) return assert.fail(`${transport.name} cannot read dead letters`)
   return yield* transport.deadLetters
 })
@@ -178,7 +178,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a typed event round-trips with its delivery metadata", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const seen: Array<{ readonly symbol: string; readonly tags: ReadonlyArray<string>; readonly delivery: Delivery }> = []
       yield* bus.subscribe(AssetCreatedEvent, (event, delivery) =>
         Effect.sync(() => {
@@ -210,7 +210,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("raw bytes round-trip unchanged with their headers", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const bodies: Array<Uint8Array> = []
       const topics: Array<string> = []
       yield* bus.subscribeRaw("cqc.events.v1.raw_bytes", (body, delivery) =>
@@ -227,8 +227,8 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a message published without any headers is still delivered typed (Go interop)", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
-      const transport = yield* Transport
+      const bus = yield* EventBus.EventBus
+      const transport = yield* Transport.Transport
       const seen: Array<{ readonly assetId: string; readonly eventId: string }> = []
       yield* bus.subscribe(AssetCreatedEvent, (event, delivery) =>
         Effect.sync(() => {
@@ -243,7 +243,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("two groups each receive every event (fan-out)", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const a: Array<string> = []
       const b: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => a.push(e.assetId)), { group: "fan-a" })
@@ -255,7 +255,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("members of one group split the events, each event handled exactly once", [], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const byMember: Array<Array<string>> = [[], []]
       for (const member of [0, 1]) {
         yield* bus.subscribe(AssetCreatedEvent, (e) =>
@@ -277,7 +277,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("wildcard subscriptions match like NATS subjects (* one token, > the rest)", ["wildcards"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const star: Array<string> = []
       const tail: Array<string> = []
       yield* bus.subscribeRaw("cqc.events.v1.*", (_, d) => Effect.sync(() => star.push(d.subject)), { group: "star" })
@@ -297,7 +297,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a durable group created late receives the events retained before it", ["retention"], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       for (let i = 0; i < 5; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `early-${i}` })
       const seen: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => seen.push(e.assetId)), { group: "late" })
@@ -307,7 +307,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("an ephemeral subscription starts with new events; deliver policies pick the start", ["retention"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const first = yield* bus.publish(AssetCreatedEvent, { assetId: "p0" })
       yield* bus.publish(AssetCreatedEvent, { assetId: "p1" })
       yield* pass(50)
@@ -345,7 +345,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a failing handler is redelivered with increasing attempt numbers until it succeeds", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const attempts: Array<number> = []
       let done = false
       yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
@@ -362,7 +362,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a handler defect is retried like a failure and the subscription keeps serving", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const handled: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e, d) =>
         Effect.sync(() => {
@@ -377,7 +377,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("RetryLater redelivers after its own delay, not before", [], ({ pass, time, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const delay = time === "virtual" ? 5_000 : 400
       const at: Array<number> = []
       yield* bus.subscribe(AssetCreatedEvent, (_, d) =>
@@ -396,7 +396,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("Reject dead-letters at once with its reason and is not retried", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const { attempts, handler } = recordingAttempts(() => Effect.fail(new Reject({ reason: "asset is blacklisted" })))
       yield* bus.subscribe(AssetCreatedEvent, handler, { group: "rejecting", ...fast })
       const ack = yield* bus.publish(AssetCreatedEvent, { assetId: "rejected", symbol: "BAD" })
@@ -420,7 +420,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("an undecodable body is dead-lettered without retry and the subscription keeps serving", ["deadLetters"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const handled: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => handled.push(e.assetId)), {
         group: "decoding",
@@ -442,7 +442,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("after maxDeliver failed deliveries the event is dead-lettered with the last error", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const { attempts, handler } = recordingAttempts((d) => Effect.fail(new Error(`downstream unavailable (attempt ${d.attempt})`)))
       yield* bus.subscribe(AssetCreatedEvent, handler, { group: "exhaust", maxDeliver: 3, ...fast })
       yield* bus.publish(AssetCreatedEvent, { assetId: "doomed" })
@@ -456,7 +456,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("ordering by key: exhausting maxDeliver with in-place retries dead-letters with the attempts made", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const { attempts, handler } = recordingAttempts(() => Effect.fail(new Error("still broken")))
       yield* bus.subscribe(PriceUpdatedEvent, handler, { group: "ordered-exhaust", ordering: "key", maxDeliver: 3, ...fast })
       yield* bus.publish(PriceUpdatedEvent, { assetId: "a", price: "1" })
@@ -468,7 +468,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a handler that interrupts itself is retried with backoff and dead-lettered at maxDeliver", ["deadLetters"], ({ pass }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       let runs = 0
       yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => runs++), Effect.interrupt), {
         group: "self-interrupt",
@@ -484,7 +484,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("publishing the same event id twice stores and delivers it once", ["dedupe"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const seen: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => seen.push(e.assetId)), { group: "dedupe" })
       const first = yield* bus.publish(AssetCreatedEvent, { assetId: "once" }, { eventId: "same-id" })
@@ -500,7 +500,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("ordering by key: one at a time per key, in publish order, keys concurrent, despite random failures", [], ({ wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const keys = ["k0", "k1", "k2", "k3", "k4", "k5"]
       const perKey = 15
       const next = random(42)
@@ -541,7 +541,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("ordering by key: a failing key parks only itself while other keys keep flowing", [], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const handled: Array<string> = []
       let stuckAttempts = 0
       let healed = false
@@ -567,7 +567,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("invalid topics fail with InvalidTopic naming the problem", [], () =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const cases: ReadonlyArray<readonly [string, string]> = [
         ["", "Empty"],
         ["cqc.events v1", "Whitespace"],
@@ -591,7 +591,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("closing a subscription lets the running handler finish and loses nothing", ["retention"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const started = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
       const handled: Array<string> = []
@@ -621,7 +621,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a handler still running when the drain budget ends is handed back and redelivered", ["retention"], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const started = yield* Deferred.make<void>()
       const attempts: Array<number> = []
       const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, () =>
@@ -642,7 +642,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
     Effect.gen(function*() {
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(options.layer({ id: `${id}x` }), scope)
-      const bus = Context.get(context, EventBus)
+      const bus = Context.get(context, EventBus.EventBus)
       yield* bus.check
       yield* bus.publish(AssetCreatedEvent, { assetId: "before-close" })
       yield* Scope.close(scope, Exit.void)
@@ -656,7 +656,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("members of one group share the work", [], ({ pass, time, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const total = 40
       const runs: Array<Array<{ readonly id: string; readonly attempt: number }>> = [[], []]
       // In virtual time the handlers finish at once and the events follow the subscriptions straight away, with the
@@ -685,7 +685,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("volume: 5,000 events reach 30 subscribers, each group once per event and each ungrouped subscriber all", [], ({ pass, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const total = 5_000
       // 30 subscribers: 3 groups of 8 members and 6 ungrouped, so 9 subscriptions that each must see all 5,000.
       const groups = ["vol-a", "vol-b", "vol-c"]
@@ -725,7 +725,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("after a server restart, grouped and ungrouped subscriptions keep receiving", ["restart"], ({ pass, restart, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const grouped: Array<string> = []
       const ungrouped: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => grouped.push(e.assetId)), { group: "survivor" })
@@ -748,7 +748,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("a publish retried across a server restart is delivered once acknowledged", ["restart"], ({ pass, restart, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const counter = deliveryCounter()
       yield* bus.subscribe(AssetCreatedEvent, (_, d) => Effect.sync(() => counter.record(d.eventId, d.attempt)), {
         group: "across"
@@ -780,7 +780,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
 
   define("nothing acknowledged before a server restart is lost", ["restart", "retention"], ({ pass, restart, wait }) =>
     Effect.gen(function*() {
-      const bus = yield* EventBus
+      const bus = yield* EventBus.EventBus
       const seen = yield* resumeAfterAbsence("kept", restart, wait)
       const late: Array<string> = []
       yield* bus.subscribe(AssetCreatedEvent, (e) => Effect.sync(() => late.push(e.assetId)), { group: "after-restart" })
@@ -798,7 +798,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
  */
 const resumeAfterAbsence = <E, R>(group: string, meanwhile: Effect.Effect<void, E, R>, wait: CaseContext<never>["wait"]) =>
   Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     const seen: Array<string> = []
     const handler = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
     const { scope } = yield* inScope(bus.subscribe(AssetCreatedEvent, handler, { group }))
@@ -831,7 +831,7 @@ const untilAcknowledged = <A, E>(publish: Effect.Effect<A, E>, pass: CaseContext
 /** Repeats the bus's `check` (letting `pause` pass between tries) until it passes; fails after 200 tries. */
 const untilHealthy = (pause: Effect.Effect<void>) =>
   Effect.gen(function*() {
-    const bus = yield* EventBus
+    const bus = yield* EventBus.EventBus
     for (let tries = 1;; tries++) {
       const result = yield* Effect.result(bus.check)
       if (Result.isSuccess(result) || tries >= 200) return yield* Effect.fromResult(result)

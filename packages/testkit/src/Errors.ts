@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { TaggedErrorBase } from "@cqbus/core"
+import { TaggedErrorBase } from "@cqbus/core/backend"
 
 /**
  * Why a test server could not be started (or paused):

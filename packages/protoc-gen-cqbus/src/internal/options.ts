@@ -18,7 +18,8 @@ import {
   ScalarType
 } from "@bufbuild/protobuf"
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt"
-import { checkTopic, isValidTopic, topicOf } from "@cqbus/core"
+import { isValidTopic, topicOf } from "@cqbus/core"
+import { checkTopic } from "@cqbus/core/backend"
 import { OptionError } from "../Errors.ts"
 
 /**
