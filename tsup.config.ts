@@ -49,6 +49,7 @@ const jsSpecifiers: NonNullable<Options["esbuildPlugins"]>[number] = {
  * definition" in a user's editor would stop at a rolled-up file instead of reaching the shipped src/.
  */
 const emitDeclarations = async (): Promise<void> => {
+  const started = Date.now()
   const configFile = path.resolve("tsconfig.json")
   const parsed = ts.getParsedCommandLineOfConfigFile(
     configFile,
@@ -67,7 +68,6 @@ const emitDeclarations = async (): Promise<void> => {
   )
   if (parsed === undefined) throw new Error(`cannot read ${configFile}`)
   const program = ts.createProgram({ rootNames: parsed.fileNames, options: parsed.options })
-  const started = Date.now()
   let written = 0
   const emitted = program.emit(undefined, (file, text, bom) => {
     ts.sys.writeFile(file, text, bom)
