@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Follows docs/codegen.md ("In your own project") the way a new user does, in a fresh project OUTSIDE the repository,
-// so that nothing resolves through the workspace: it builds and `npm pack`s @cqbus/core, @cqbus/rpc, @cqbus/nats and
-// protoc-gen-cqbus, installs the tarballs (plus effect, @bufbuild/protobuf, @bufbuild/buf, @bufbuild/protoc-gen-es and
-// typescript at the versions this repository pins) into a temporary project, writes its own .proto (an event with a
+// so that nothing resolves through the workspace: it builds (tsup, the packages' prepack) and `npm pack`s @cqbus/core,
+// @cqbus/rpc, @cqbus/nats and protoc-gen-cqbus, installs the tarballs (plus effect, @bufbuild/protobuf, @bufbuild/buf,
+// @bufbuild/protoc-gen-es and typescript at the versions this repository pins) into a temporary project, imports
+// @cqbus/core, @cqbus/rpc and @cqbus/nats there in plain Node, writes its own .proto (an event with a
 // key_field, one with a key_field and a topic override), and then for each variant (target=ts + import_extension=ts,
 // import_extension=js, target=js+dts) runs `buf generate`, type-checks with tsc and runs a program that publishes and
 // subscribes the generated events on EventBus.layerMemory(), checking the topic and key it prints.
@@ -106,6 +107,14 @@ npmInstall([
   `typescript@${pinned("typescript")}`
 ])
 log(`installed the tarballs into ${project} (node ${process.version}, --engine-strict)`)
+// The built dist/ of each runtime package loads in plain Node, outside the workspace (no @cqbus/source condition,
+// dependencies from the registry): every relative import of the emitted modules resolves.
+const imported = run(project, process.execPath, ["--input-type=module", "-e", `
+  for (const name of ["@cqbus/core", "@cqbus/rpc", "@cqbus/nats"]) {
+    console.log(name + ": " + Object.keys(await import(name)).length + " exports")
+  }
+`]).trim()
+log(`imported from the installed tarballs: ${imported.split("\n").join(", ")}`)
 
 const write = (file, content) => {
   fs.mkdirSync(path.dirname(path.join(project, file)), { recursive: true })

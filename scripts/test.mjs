@@ -534,6 +534,8 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
 async function typecheck(opts) {
   const projects = [
     "tsconfig.json",
+    // the Bun lane's view of the tests: bun-types instead of @types/node alone
+    ...(fs.existsSync(path.join(ROOT, "tsconfig.bun.json")) ? ["tsconfig.bun.json"] : []),
     ...listDir(path.join(ROOT, "packages"))
       .filter((d) => d.isDirectory())
       .map((d) => `packages/${d.name}/tsconfig.json`)
