@@ -79,7 +79,8 @@ const tarball = {}
 for (const workspace of ["packages/core", "packages/rpc", "packages/nats", "packages/protoc-gen-cqbus"]) {
   // `npm pack` runs the package's prepack (its build); core first, the others' declarations import it.
   const out = run(ROOT, "npm", ["pack", "--workspace", workspace, "--pack-destination", packs, "--json", "--silent"])
-  const [{ name, filename, files }] = JSON.parse(out.slice(out.indexOf("[")))
+  // The build's own output (tsup, coloured under CI) comes first; npm's JSON array starts on a line of its own.
+  const [{ name, filename, files }] = JSON.parse(out.slice(out.search(/^\[\s*$/m)))
   tarball[name] = path.join(packs, filename)
   log(`packed ${name} (${files.length} files)`)
 }

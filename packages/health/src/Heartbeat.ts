@@ -48,7 +48,6 @@ const PROBE_PREFIX = "health-probe-"
 
 const EMPTY = new Uint8Array(0)
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const HeartbeatKey: Context.ServiceClass<Heartbeat, "@cqbus/health/Heartbeat", HeartbeatShape> = Context.Service<
   Heartbeat,
   HeartbeatShape

@@ -229,7 +229,6 @@ export const acquire = (
 /** Options of the connection alone (`NatsConnection.layer`): the connection part of `NatsEventBusConfig`. */
 type ConnectionConfig = Omit<NatsEventBusConfig, "stream" | "provisioning" | "deadLetters">
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const NatsConnectionKey: Context.ServiceClass<NatsConnection, "@cqbus/nats/NatsConnection", ManagedConnection> =
   Context.Service<NatsConnection, ManagedConnection>()("@cqbus/nats/NatsConnection")
 

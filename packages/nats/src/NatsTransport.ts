@@ -239,7 +239,6 @@ export const make = (
     }
   })
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)` (JSR, DESIGN §6).
 const NatsTransportKey: Context.ServiceClass<NatsTransport, "@cqbus/nats/NatsTransport", NatsTransportShape> = Context
   .Service<NatsTransport, NatsTransportShape>()("@cqbus/nats/NatsTransport")
 

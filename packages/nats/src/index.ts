@@ -10,7 +10,7 @@ export * as NatsEventBus from "./NatsEventBus.ts"
 export * as NatsRequestReply from "./NatsRequestReply.ts"
 export * as NatsTransport from "./NatsTransport.ts"
 
-export { DeadLetterHeaders } from "./internal/deadLetters.ts"
+export { DeadLetterHeaders } from "./DeadLetterHeaders.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
 export type { ConnectionState, ManagedConnection } from "./NatsConnection.ts"
 export { NatsError, type NatsErrorReason } from "./NatsError.ts"

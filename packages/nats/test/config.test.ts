@@ -3,15 +3,15 @@
 // `createOnly` leaves an existing stream alone; `skip` makes no JetStream management call at all. And a failed
 // connection never shows the credentials it was given.
 import { PublishError } from "@cqbus/core"
-import { NatsEventBus } from "@cqbus/nats"
+import { failureOf } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
 import { jetstreamManager, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream"
 import { nanos, type NatsConnection } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
-import { Cause, Effect, Exit, Layer, Redacted, SubscriptionRef } from "effect"
+import { Cause, Effect, Exit, Redacted, SubscriptionRef } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { bus, run, server, waitFor } from "./support/nats.ts"
+import { buildExit, bus, run, server, waitFor } from "./support/nats.ts"
 
 /** A plain nats.js connection and its JetStream manager, closed with the test's scope. */
 const admin = (url: string, options: { readonly user?: string; readonly pass?: string } = {}) =>
@@ -23,17 +23,6 @@ const admin = (url: string, options: { readonly user?: string; readonly pass?: s
     const jsm: JetStreamManager = yield* Effect.promise(() => jetstreamManager(nc))
     return { nc, jsm }
   })
-
-/** Builds the bus layer in a scope of its own and returns how that ended (the layer is released right away). */
-const buildExit = (config: Parameters<typeof NatsEventBus.layer>[0]) =>
-  Effect.exit(Effect.scoped(Layer.build(NatsEventBus.layer(config))))
-
-const failureOf = <A>(exit: Exit.Exit<A, unknown>): unknown => {
-  assert.ok(Exit.isFailure(exit), "the layer build fails")
-  const found = Cause.findErrorOption(exit.cause)
-  assert.ok(found._tag === "Some", `a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return found.value
-}
 
 test("nats config: the stream is created with the configured subjects, limits, dedupe window and storage", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {

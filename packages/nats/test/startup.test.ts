@@ -10,19 +10,14 @@ import { connect } from "@nats-io/transport-node"
 import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Redacted, Schedule } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { run, server } from "./support/nats.ts"
-
-/** Builds the bus layer in a scope of its own and returns how that ended (the layer is released right away). */
-const buildExit = (config: Parameters<typeof NatsEventBus.layer>[0]) =>
-  Effect.exit(Effect.scoped(Layer.build(NatsEventBus.layer(config))))
+import { failureOf } from "@cqbus/testkit"
+import { buildExit, run, server } from "./support/nats.ts"
 
 /** The typed failure of an exit, which must be a `NatsError`. */
 const natsError = <A>(exit: Exit.Exit<A, unknown>): NatsError => {
-  assert.ok(Exit.isFailure(exit), "the layer build fails")
-  const found = Cause.findErrorOption(exit.cause)
-  assert.ok(found._tag === "Some", `a typed failure, got ${Cause.pretty(exit.cause)}`)
-  assert.ok(found.value instanceof NatsError, `a NatsError, got ${Cause.pretty(exit.cause)}`)
-  return found.value
+  const found = failureOf(exit)
+  assert.ok(found instanceof NatsError, `a NatsError, got ${Cause.pretty((exit as Exit.Failure<A, unknown>).cause)}`)
+  return found
 }
 
 const occurrences = (text: string, part: string): number => text.split(part).length - 1

@@ -59,8 +59,6 @@ export interface RequestReplyShape {
   ) => Effect.Effect<void, ServeError, Scope.Scope>
 }
 
-// An explicitly typed base instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
-// reject a call expression as a superclass (DESIGN §6).
 const RequestReplyKey: Context.ServiceClass<RequestReply, "@cqbus/rpc/RequestReply", RequestReplyShape> = Context
   .Service<RequestReply, RequestReplyShape>()("@cqbus/rpc/RequestReply")
 

@@ -21,6 +21,7 @@ import {
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Result, Scope } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
+import type { WaitTimeout } from "./Errors.ts"
 import { AssetCreatedEvent, AssetCreatedSchema, PriceUpdatedEvent } from "./events.ts"
 import { letTimePass, runScoped, type TimeMode, waitUntil } from "./Harness.ts"
 
@@ -80,7 +81,7 @@ export interface ConformanceOptions<R = never> {
 interface CaseContext<R> {
   readonly id: string
   readonly time: TimeMode
-  readonly wait: (condition: () => boolean, what: string, within?: number) => Effect.Effect<void, Error>
+  readonly wait: (condition: () => boolean, what: string, within?: number) => Effect.Effect<void, WaitTimeout>
   readonly pass: (millis: number) => Effect.Effect<void>
   readonly restart: Effect.Effect<void, unknown, R | EventBus.EventBus>
 }

@@ -1,7 +1,8 @@
 /**
- * The errors of the testkit's broker launchers, in one module: a test that cannot get its `nats-server` (or its
- * cluster) fails with a tagged error whose `reason` says what went wrong and whose message carries what is needed to
- * see why (the command line and the server's last log lines), on the Promise API and the Effect API alike.
+ * The errors of the testkit, in one module. A test that cannot get its `nats-server` (or its cluster) fails with a
+ * tagged error whose `reason` says what went wrong and whose message carries what is needed to see why (the command
+ * line and the server's last log lines), on the Promise API and the Effect API alike; `waitUntil` fails with
+ * `WaitTimeout`.
  *
  * @module
  */
@@ -73,4 +74,18 @@ export class NatsClusterError extends TaggedErrorBase<{
   readonly cluster: string
 }> {
   readonly _tag = "NatsClusterError"
+}
+
+/**
+ * `waitUntil`'s condition did not hold within its time; the message names what was awaited.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WaitTimeout extends TaggedErrorBase<{
+  readonly message: string
+  /** How long it waited, in milliseconds of the chosen time. */
+  readonly within: number
+}> {
+  readonly _tag = "WaitTimeout"
 }

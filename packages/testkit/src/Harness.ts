@@ -8,6 +8,7 @@
 import type { Delivery } from "@cqbus/core"
 import { Cause, Effect, Exit, Layer, type Scope } from "effect"
 import { TestClock } from "effect/testing"
+import { WaitTimeout } from "./Errors.ts"
 import assert from "node:assert/strict"
 
 /**
@@ -49,7 +50,7 @@ export const waitUntil = (
     readonly within?: number
     readonly step?: number
   } = {}
-): Effect.Effect<void, Error> =>
+): Effect.Effect<void, WaitTimeout> =>
   Effect.gen(function*() {
     const passTime = time === "virtual" ? TestClock.adjust(step) : Effect.sleep(step)
     for (let waited = 0; waited <= within; waited += step) {
@@ -60,7 +61,11 @@ export const waitUntil = (
       }
       yield* passTime
     }
-    if (!condition()) return yield* Effect.fail(new Error(`timed out after ${within} ms (${time} time) waiting until ${what}`))
+    if (!condition()) {
+      return yield* Effect.fail(
+        new WaitTimeout({ message: `timed out after ${within} ms (${time} time) waiting until ${what}`, within })
+      )
+    }
   })
 
 /**

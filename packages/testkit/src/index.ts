@@ -10,7 +10,8 @@ export {
   NatsClusterError,
   type NatsClusterErrorReason,
   NatsServerError,
-  type NatsServerErrorReason
+  type NatsServerErrorReason,
+  WaitTimeout
 } from "./Errors.ts"
 export { failureOf, letTimePass, runScoped, testDelivery, type TimeMode, waitUntil } from "./Harness.ts"
 export { type CapturedLogs, captureLogs, type LogLine } from "./Logs.ts"

@@ -262,15 +262,25 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
   const undecodable = (error: DecodeError, message: IncomingMessage): Effect.Effect<Outcome> =>
     withoutRun(message, deadLetterOf(error, message), "DecodeError", error, error.message)
 
+  // What every delivery goes through before its handler runs: past `maxDeliver`, undecodable or without its ordering
+  // key, it is settled here and the handler never sees it.
+  const prepare = (
+    message: IncomingMessage
+  ): { readonly settled: Effect.Effect<Outcome> } | { readonly event: A; readonly key: string | undefined } => {
+    const stop = overdue(message)
+    if (stop !== undefined) return { settled: stop }
+    const decoded = config.decode(message, topic)
+    if (decoded instanceof DecodeError) return { settled: undecodable(decoded, message) }
+    const key = keyOrFailure(decoded, message)
+    if (typeof key === "object") return { settled: key.outcome }
+    return { event: decoded, key }
+  }
+
   if (config.ordering === "none") {
     return (message) => {
-      const stop = overdue(message)
-      if (stop !== undefined) return stop
-      const decoded = config.decode(message, topic)
-      if (decoded instanceof DecodeError) return undecodable(decoded, message)
-      const key = keyOrFailure(decoded, message)
-      if (typeof key === "object") return key.outcome
-      return runOnce(decoded, makeDelivery(message, key, message.deliveryCount))
+      const prepared = prepare(message)
+      if ("settled" in prepared) return prepared.settled
+      return runOnce(prepared.event, makeDelivery(message, prepared.key, message.deliveryCount))
     }
   }
 
@@ -294,14 +304,11 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
         )
         : Effect.succeed(outcome))
   return (message) => {
-    const stop = overdue(message)
-    if (stop !== undefined) return stop
-    const decoded = config.decode(message, topic)
-    if (decoded instanceof DecodeError) return undecodable(decoded, message)
-    const key = keyOrFailure(decoded, message)
-    if (typeof key === "object") return key.outcome
+    const prepared = prepare(message)
+    if ("settled" in prepared) return prepared.settled
+    const { event, key } = prepared
     return lanes.run(key ?? message.subject, (withPermit) =>
-      retryInPlace(decoded, message, key, message.deliveryCount, withPermit))
+      retryInPlace(event, message, key, message.deliveryCount, withPermit))
   }
 }
 

@@ -1,48 +1,17 @@
 /**
  * Dead letters on NATS: the record a message becomes when it is dead-lettered (its header block, written byte for
  * byte from the original), storing it in the dead-letter stream before the original is terminated, and reading the
- * records back. The record's header names are public (`DeadLetterHeaders`): operators and Go services read them too.
+ * records back. The record's header names are public: `DeadLetterHeaders.ts`.
  */
 import type { DeadLetter, Headers, Outcome, PublishError } from "@cqbus/core"
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { Msg } from "@nats-io/nats-core"
 import { Effect } from "effect"
+import { DeadLetterHeaders } from "../DeadLetterHeaders.ts"
 import type { Acker } from "./acks.ts"
 import { headerSourceOf } from "./headers.ts"
 import type { JetStreamDelivery } from "./jetStreamDelivery.ts"
 import type { Publisher } from "./publisher.ts"
-
-/**
- * Header names of a dead-letter record (besides the original headers).
- *
- * @since 0.1.0
- * @category models
- */
-export const DeadLetterHeaders: {
-  readonly reason: "cqbus-dlq-reason"
-  readonly error: "cqbus-dlq-error"
-  readonly deliveries: "cqbus-dlq-deliveries"
-  readonly subject: "cqbus-dlq-subject"
-  readonly stream: "cqbus-dlq-stream"
-  readonly sequence: "cqbus-dlq-sequence"
-  readonly group: "cqbus-dlq-group"
-  readonly time: "cqbus-dlq-time"
-  /**
-   * Present when the record was too large with the original's bytes in it (over the server's max_payload): it says
-   * what was left out, and the record has no body; the original stays in its stream at `cqbus-dlq-sequence`.
-   */
-  readonly omitted: "cqbus-dlq-omitted"
-} = {
-  reason: "cqbus-dlq-reason",
-  error: "cqbus-dlq-error",
-  deliveries: "cqbus-dlq-deliveries",
-  subject: "cqbus-dlq-subject",
-  stream: "cqbus-dlq-stream",
-  sequence: "cqbus-dlq-sequence",
-  group: "cqbus-dlq-group",
-  time: "cqbus-dlq-time",
-  omitted: "cqbus-dlq-omitted"
-}
 
 const ENCODER = new TextEncoder()
 const CR = 13

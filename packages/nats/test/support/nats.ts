@@ -96,3 +96,7 @@ export const deleteConsumer = async (jsm: JetStreamManager, stream: string, cons
 
 /** Options for servers started by these tests. */
 export type { NatsServerOptions }
+
+/** Builds the bus layer in a scope of its own and returns how that ended (the layer is released right away). */
+export const buildExit = (config: NatsEventBusConfig): Effect.Effect<Exit.Exit<unknown, unknown>> =>
+  Effect.exit(Effect.scoped(Layer.build(NatsEventBus.layer(config))))
