@@ -1,12 +1,12 @@
 // The plugins validate their options in their constructors (`retry`, `recovery`, `logging`, `loggingPublish`,
-// `metrics`, `metricsPublish`, `consumerLag`, `consumerLagPolling`, `prometheus`, `prometheusHandler`, `healthRouter`):
+// `metrics`, `metricsPublish`, `consumerLag`, `layerConsumerLag`, `prometheus`, `prometheusHandler`, `healthRouter`):
 // a bad option throws a ConfigError naming it and its range where the plugin is written, instead of failing (or
 // misbehaving on) every delivery later; each boundary value is accepted; and arbitrary values for the numeric and
 // duration options either build the plugin or throw the ConfigError, nothing else (fast-check).
 import { ConfigError, EventBus } from "@cqbus/core"
 import { healthRouter } from "@cqbus/health"
 import { logging, loggingPublish } from "@cqbus/logging"
-import { consumerLag, consumerLagPolling, metrics, metricsPublish, prometheus, prometheusHandler } from "@cqbus/metrics"
+import { consumerLag, layerConsumerLag, metrics, metricsPublish, prometheus, prometheusHandler } from "@cqbus/metrics"
 import { recovery } from "@cqbus/recovery"
 import { retry, type RetryOptions } from "@cqbus/retry"
 import { Effect, ManagedRuntime, Redacted } from "effect"
@@ -67,13 +67,13 @@ test("options: metrics refuse bad boundaries, attributes and intervals", () => {
   throwsConfig(() => metricsPublish({ boundaries: [1, 0.5] }), "metricsPublish.boundaries[1]", /must be strictly increasing, got 0.5 after 1/)
   throwsConfig(() => metrics({ attributes: bad({ service: 5 }) }), "metrics.attributes.service", /must be a string/)
   throwsConfig(() => consumerLag({ attributes: bad("x") }), "consumerLag.attributes", /must be an object/)
-  throwsConfig(() => consumerLagPolling({ interval: "1 millis" }), "consumerLagPolling.interval", /from 100ms to 1d, got "1 millis"/)
-  throwsConfig(() => consumerLagPolling({ interval: -1 }), "consumerLagPolling.interval", /got -1ms/)
+  throwsConfig(() => layerConsumerLag({ interval: "1 millis" }), "layerConsumerLag.interval", /from 100ms to 1d, got "1 millis"/)
+  throwsConfig(() => layerConsumerLag({ interval: -1 }), "layerConsumerLag.interval", /got -1ms/)
   throwsConfig(() => prometheus({ include: bad("cqbus") }), "prometheus.include", /must be a function/)
   throwsConfig(() => prometheusHandler({ runtime: bad({}) }), "prometheusHandler.runtime.runPromise", /must be a function/)
   throwsConfig(() => prometheusHandler({ consumerLag: bad(1) }), "prometheusHandler.consumerLag", /must be an object, got 1/)
   assert.equal(typeof metrics({ boundaries: [0.001, 1, 1_000_000], attributes: { service: "s" } }), "function")
-  assert.equal(typeof consumerLagPolling({ interval: "100 millis" }), "object")
+  assert.equal(typeof layerConsumerLag({ interval: "100 millis" }), "object")
   assert.equal(typeof prometheusHandler({ consumerLag: false }), "function")
 })
 
@@ -136,7 +136,7 @@ test("property: arbitrary retry, metrics and health options build the plugin or 
       fc.property(numberish, numberish, numberish, numberish, (a, b, c, d) => {
         attempt(() => retry(bad({ times: a, initial: b, factor: c, max: d })))
         attempt(() => metrics(bad({ boundaries: [a, b].filter((x) => x !== undefined) })))
-        attempt(() => consumerLagPolling(bad({ interval: c })))
+        attempt(() => layerConsumerLag(bad({ interval: c })))
         attempt(() => healthRouter(bad({ runtime, timeout: a, backlog: { warn: b, fail: c } })))
       }),
       { numRuns: 500, seed: 13 }

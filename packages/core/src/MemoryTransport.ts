@@ -118,9 +118,8 @@ interface Consumer {
 
 /** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const checkOptions = (options: unknown): Options.Check =>
-  Options.first(() => Options.object("memory", options), () => {
-    const o = (options ?? {}) as Record<string, unknown>
-    return Options.first(
+  Options.fields("memory", options, (o) =>
+    Options.first(
       () => Options.integer("maxMessagesPerTopic", o.maxMessagesPerTopic, { min: 1, max: Options.MAX_COUNT }),
       () => Options.integer("maxBytesPerTopic", o.maxBytesPerTopic, { min: 1, max: Options.MAX_COUNT }),
       () => Options.duration("maxAge", o.maxAge, { min: "1 millis", max: "36500 days" }),
@@ -130,7 +129,7 @@ const checkOptions = (options: unknown): Options.Check =>
       () => Options.duration("duplicateWindow", o.duplicateWindow, { min: 0, max: "7 days" }),
       () => Options.name("stream", o.stream)
     )
-  })
+  )
 
 /**
  * Builds a memory transport; it closes (publishes fail, subscriptions stop) when the scope closes. Fails with

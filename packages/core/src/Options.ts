@@ -295,6 +295,19 @@ export const object = (option: string, value: unknown): Check =>
     : problem(option, `${option} must be an object, got ${show(value)}`)
 
 /**
+ * An options object (or `undefined`) whose fields pass `check`; `check` runs only once the value is known to be an
+ * object, and gets `{}` for `undefined`.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const fields = (
+  option: string,
+  value: unknown,
+  check: (fields: Readonly<Record<string, unknown>>) => Check
+): Check => first(() => object(option, value), () => check((value ?? {}) as Record<string, unknown>))
+
+/**
  * A list whose items each pass `item` (called with the item's path, `option[i]`); `nonEmpty` refuses `[]`.
  *
  * @since 0.1.0

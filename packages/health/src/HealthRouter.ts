@@ -121,18 +121,13 @@ const checkOptions = (options: unknown): Options.Check =>
           : { option: "healthRouter.runtime", message: `healthRouter.runtime must be a ManagedRuntime or a Context, got ${Options.show(o.runtime)}` },
       () =>
         Options.list("healthRouter.checks", o.checks, (option, check) =>
-          Options.first(
-            () => Options.object(option, check),
-            () => {
-              const c = check as Record<string, unknown>
-              return Options.first(
-                () => Options.text(`${option}.name`, c.name, { maxLength: 256 }),
-                () => Effect.isEffect(c.run) ? undefined : { option: `${option}.run`, message: `${option}.run must be an Effect, got ${Options.show(c.run)}` },
-                () => Options.boolean(`${option}.ready`, c.ready),
-                () => Options.duration(`${option}.timeout`, c.timeout, Options.Ranges.timeout)
-              )
-            }
-          )),
+          Options.fields(option, check, (c) =>
+            Options.first(
+              () => Options.text(`${option}.name`, c.name, { maxLength: 256 }),
+              () => Effect.isEffect(c.run) ? undefined : { option: `${option}.run`, message: `${option}.run must be an Effect, got ${Options.show(c.run)}` },
+              () => Options.boolean(`${option}.ready`, c.ready),
+              () => Options.duration(`${option}.timeout`, c.timeout, Options.Ranges.timeout)
+            ))),
       () => Options.duration("healthRouter.timeout", o.timeout, Options.Ranges.timeout),
       () => Options.object("healthRouter.backlog", o.backlog),
       () => Options.integer("healthRouter.backlog.warn", backlog.warn, backlogRange),

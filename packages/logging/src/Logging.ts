@@ -137,9 +137,8 @@ const LEVEL_NAMES: ReadonlyArray<LoggingLevel> = ["Trace", "Debug", "Info", "War
 
 /** `levels` names known outcomes only, each with a level; `headers` lists header names (docs/reliability.md, "Options"). */
 const checkCommon = (options: unknown, prefix: string, outcomes: ReadonlyArray<string>): Options.Check =>
-  Options.first(() => Options.object(prefix, options), () => {
-    const o = (options ?? {}) as Record<string, unknown>
-    return Options.first(
+  Options.fields(prefix, options, (o) =>
+    Options.first(
       () =>
         Options.record(`${prefix}.levels`, o.levels, (option, value) =>
           outcomes.includes(option.slice(`${prefix}.levels.`.length))
@@ -147,7 +146,7 @@ const checkCommon = (options: unknown, prefix: string, outcomes: ReadonlyArray<s
             : { option, message: `${option} is not an outcome; the outcomes are ${outcomes.join(", ")}` }),
       () => Options.list(`${prefix}.headers`, o.headers, (option, value) => Options.text(option, value, { maxLength: 256 }))
     )
-  })
+  )
 
 /**
  * Logs `message` at `level` with the annotations `annotations` writes into a fresh record, unless the level is

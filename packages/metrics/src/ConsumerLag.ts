@@ -1,6 +1,6 @@
 /**
  * Consumer lag: gauges of each live consumer's backlog (pending, ack-pending, redelivered), read from the transport's
- * optional `consumers` capability, once (`consumerLag`) or on a schedule (`consumerLagPolling`).
+ * optional `consumers` capability, once (`consumerLag`) or on a schedule (`layerConsumerLag`).
  *
  * @module
  */
@@ -10,7 +10,7 @@ import { type Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { checkLagOptions } from "./internal/checks.ts"
 
 /**
- * Options of `consumerLag` and `consumerLagPolling`.
+ * Options of `consumerLag` and `layerConsumerLag`.
  *
  * @since 0.1.0
  * @category models
@@ -53,7 +53,7 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
  * `HealthError` and leaves the gauges as they were.
  *
  * Each call of `consumerLag(options)` remembers its own series, so create it once and run it as often as needed
- * (`consumerLagPolling` and `prometheusHandler` do).
+ * (`layerConsumerLag` and `prometheusHandler` do).
  *
  * @example
  * ```ts
@@ -115,12 +115,12 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
  * @since 0.1.0
  * @category consumer lag
  */
-export const consumerLagPolling = (
+export const layerConsumerLag = (
   options: ConsumerLagOptions & { readonly interval?: Duration.Input } = {}
 ): Layer.Layer<never, never, Transport.Transport> => {
   Options.orThrow(Options.first(
-    () => checkLagOptions(options, "consumerLagPolling"),
-    () => Options.duration("consumerLagPolling.interval", options.interval, { min: "100 millis", max: "1 days" })
+    () => checkLagOptions(options, "layerConsumerLag"),
+    () => Options.duration("layerConsumerLag.interval", options.interval, { min: "100 millis", max: "1 days" })
   ))
   const read = consumerLag(options).pipe(Effect.ignore)
   return Layer.effectDiscard(

@@ -67,10 +67,9 @@ const boundaries = (option: string, value: unknown): Options.Check =>
 
 /** `MetricsOptions` of `metrics` and `metricsPublish` (docs/reliability.md, "Options"). */
 const checkMetricsOptions = (options: unknown, prefix: string): Options.Check =>
-  Options.first(() => Options.object(prefix, options), () => {
-    const o = (options ?? {}) as Record<string, unknown>
-    return Options.first(() => attributes(`${prefix}.attributes`, o.attributes), () => boundaries(`${prefix}.boundaries`, o.boundaries))
-  })
+  Options.fields(prefix, options, (o) =>
+    Options.first(() => attributes(`${prefix}.attributes`, o.attributes), () => boundaries(`${prefix}.boundaries`, o.boundaries))
+  )
 
 /** A counter and a histogram of one series (one attribute set). */
 interface Series {

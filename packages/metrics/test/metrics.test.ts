@@ -13,7 +13,7 @@ import {
 } from "@cqbus/core"
 import {
   consumerLag,
-  consumerLagPolling,
+  layerConsumerLag,
   DURATION_BOUNDARIES,
   formatTraceparent,
   metrics,
@@ -606,14 +606,14 @@ test("prometheusHandler: reads the lag through the runtime on each scrape and an
   assert.match(await late.text(), /^metrics unavailable: /)
 })
 
-test("consumerLagPolling: the layer reads the lag every interval (TestClock)", async () => {
+test("layerConsumerLag: the layer reads the lag every interval (TestClock)", async () => {
   let reads = 0
   const read = Effect.sync(() => {
     reads++
     return [{ topic: TOPIC, group: undefined, consumer: "x", pending: reads, ackPending: 0, redelivered: 0, draining: false }]
   })
   const value = await run(Effect.gen(function*() {
-    yield* Layer.build(consumerLagPolling({ interval: "10 seconds" }).pipe(Layer.provide(lagLayer(read))))
+    yield* Layer.build(layerConsumerLag({ interval: "10 seconds" }).pipe(Layer.provide(lagLayer(read))))
     yield* letTimePass(50)
     const first = reads
     yield* TestClock.adjust("30 seconds")

@@ -62,15 +62,25 @@ test("nats consumer: a handler running past ackWait and the deliveries buffered 
     assert.deepEqual(Object.fromEntries(attempts), { s1: [1], s2: [1], s3: [1] }, "each handled once, at attempt 1")
   })))
 
-test("nats consumer: `draining` turns true while a group subscription drains and the consumer leaves the list after", { timeout: 60_000 }, () =>
-  run(Effect.gen(function*() {
+/**
+ * A subscription (of `group`, or ephemeral) whose handler never ends, once it holds one event; its drain budget is
+ * 800 ms.
+ */
+const handlerThatHangs = (group: string | undefined) =>
+  Effect.gen(function*() {
     const nats = yield* server()
     const { bus: b, transport } = yield* bus({ servers: nats.url, source: "consumer" })
     let started = 0
     const sub = yield* inScope(b.subscribe(AssetCreatedEvent, () =>
-      Effect.andThen(Effect.sync(() => void started++), Effect.never), { group: "draining", drainTimeout: "800 millis" }))
-    yield* b.publish(AssetCreatedEvent, { assetId: "d1" })
+      Effect.andThen(Effect.sync(() => void started++), Effect.never), { ...(group === undefined ? {} : { group }), drainTimeout: "800 millis" }))
+    yield* b.publish(AssetCreatedEvent, { assetId: group ?? "ephemeral" })
     yield* waitFor(() => started === 1, "the handler runs")
+    return { sub, transport }
+  })
+
+test("nats consumer: `draining` turns true while a group subscription drains and the consumer leaves the list after", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const { sub, transport } = yield* handlerThatHangs("draining")
     assert.equal(yield* transport.draining!, false, "not draining while serving")
     const closing = yield* Effect.forkChild(sub.close)
     yield* Effect.sleep("300 millis")
@@ -85,13 +95,7 @@ test("nats consumer: `draining` turns true while a group subscription drains and
 
 test("nats consumer: an ephemeral subscription draining shows on its consumer but is not the transport's drain", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
-    const nats = yield* server()
-    const { bus: b, transport } = yield* bus({ servers: nats.url, source: "consumer" })
-    let started = 0
-    const sub = yield* inScope(b.subscribe(AssetCreatedEvent, () =>
-      Effect.andThen(Effect.sync(() => void started++), Effect.never), { drainTimeout: "800 millis" }))
-    yield* b.publish(AssetCreatedEvent, { assetId: "e1" })
-    yield* waitFor(() => started === 1, "the handler runs")
+    const { sub, transport } = yield* handlerThatHangs(undefined)
     const closing = yield* Effect.forkChild(sub.close)
     yield* Effect.sleep("300 millis")
     const listed = (yield* transport.consumers!).map((c) => [c.group, c.draining])

@@ -41,6 +41,15 @@ const foreignGroup = (jsm: JetStreamManager, name: string, config: Partial<Consu
     })
   )
 
+/** A server whose streams a bus has provisioned (and closed again), and an admin client for it. */
+const provisioned = Effect.gen(function*() {
+  const nats = yield* server()
+  const jsm = yield* admin(nats.url)
+  const streams = yield* inScope(bus({ servers: nats.url, source: "groups" }))
+  yield* streams.close
+  return { jsm, nats }
+})
+
 const infoOf = (jsm: JetStreamManager, name: string) =>
   Effect.map(Effect.promise(() => jsm.consumers.info("CQC_EVENTS", name)), (info) => info.config)
 
@@ -155,10 +164,7 @@ for (const strategy of ["validateOnly", "createOnly"] as const) {
 
 test("nats groups: skip leaves a group as it is and follows its settings: keep-alives from its ack_wait, dead letters at its max_deliver", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
-    const nats = yield* server()
-    const jsm = yield* admin(nats.url)
-    const streams = yield* inScope(bus({ servers: nats.url, source: "groups" }))
-    yield* streams.close
+    const { jsm, nats } = yield* provisioned
     yield* foreignGroup(jsm, "legacy", { ack_wait: nanos(1_000), max_deliver: 2 })
 
     const { bus: b, transport } = yield* bus({ servers: nats.url, source: "groups", provisioning: "skip" })
@@ -196,10 +202,7 @@ test("nats groups: skip leaves a group as it is and follows its settings: keep-a
 
 test("nats groups: a start position the server cannot update is refused under every strategy, saying what to do", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
-    const nats = yield* server()
-    const jsm = yield* admin(nats.url)
-    const streams = yield* inScope(bus({ servers: nats.url, source: "groups" }))
-    yield* streams.close
+    const { jsm, nats } = yield* provisioned
     yield* foreignGroup(jsm, "fresh", { deliver_policy: DeliverPolicy.New, ack_wait: nanos(30_000), max_deliver: -1 })
     for (const provisioning of ["createOrUpdate", "validateOnly", "createOnly", "skip"] as const) {
       const { bus: b } = yield* bus({ servers: nats.url, source: "groups", provisioning })

@@ -37,9 +37,8 @@ const isDeliveryDecision = (error: unknown): boolean => {
 
 /** The accepted range of each option (docs/reliability.md, "Options"); the delays are checked as `Backoff`'s are. */
 const checkOptions = (options: unknown): Options.Check =>
-  Options.first(() => Options.object("retry", options), () => {
-    const o = (options ?? {}) as Record<string, unknown>
-    return Options.first(
+  Options.fields("retry", options, (o) =>
+    Options.first(
       () => Options.integer("retry.times", o.times, { min: 0, max: 10_000 }),
       () => Backoff.checkExponential("retry", o),
       () => Options.duration("retry.maxElapsed", o.maxElapsed, Options.Ranges.delay),
@@ -49,7 +48,7 @@ const checkOptions = (options: unknown): Options.Check =>
           : { option: "retry.schedule", message: `retry.schedule must be a Schedule, got ${Options.show(o.schedule)}` },
       () => Options.func("retry.while", o.while)
     )
-  })
+  )
 
 /**
  * The schedule `retry` runs on for these options. An option out of range throws a `ConfigError` naming it.

@@ -145,19 +145,25 @@ test("NatsServer.start starts JetStream on a free loopback port with a fresh sto
   }
 })
 
-test("kill() ends the server like a crash: the port refuses connections", async () => {
+/** Starts a server, ends it with `end`, checks its process is gone and `andThen`, and ends it a second time (a no-op). */
+const endsTheProcess = async (end: (server: NatsServerShape) => Promise<void>, andThen: (server: NatsServerShape) => Promise<void>) => {
   const server = await start()
   try {
     const pid = server.pid
-    await server.kill()
+    await end(server)
     assert.equal(server.isRunning, false)
     assert.equal(alive(pid), false)
-    assert.equal(await connectResult(server.port), "ECONNREFUSED")
-    await server.kill() // a second kill is a no-op
+    await andThen(server)
+    await end(server)
   } finally {
     await server.cleanup()
   }
-})
+}
+
+test("kill() ends the server like a crash: the port refuses connections", () =>
+  endsTheProcess((server) => server.kill(), async (server) => {
+    assert.equal(await connectResult(server.port), "ECONNREFUSED")
+  }))
 
 test("stop() ends the server gracefully and is a no-op once stopped", async () => {
   const server = await start()
@@ -236,19 +242,10 @@ test("restart() waits while something else holds the port, and gives up with a c
   }
 })
 
-test("cleanup() stops the server and removes its store directory", async () => {
-  const server = await start()
-  try {
-    const pid = server.pid
-    await server.cleanup()
-    assert.equal(server.isRunning, false)
-    assert.equal(alive(pid), false)
+test("cleanup() stops the server and removes its store directory", () =>
+  endsTheProcess((server) => server.cleanup(), async (server) => {
     assert.equal(await exists(server.storeDir), false)
-    await server.cleanup() // twice is fine
-  } finally {
-    await server.cleanup()
-  }
-})
+  }))
 
 test("two servers at once get different ports and stores", async () => {
   const servers: Array<NatsServerShape> = []

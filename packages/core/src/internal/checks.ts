@@ -53,53 +53,41 @@ const sharedSubscribe = (options: Record<string, unknown>, prefix: string): Opti
 
 /** Checks the options of one `subscribe`/`subscribeRaw`. */
 export const checkSubscribeOptions = (options: unknown): Options.Check =>
-  Options.first(
-    () => Options.object("options", options),
-    () => {
-      const o = (options ?? {}) as Record<string, unknown>
-      return Options.first(
-        () => Options.name("group", o.group),
-        () => sharedSubscribe(o, ""),
-        () => deliverPolicy("deliverPolicy", o.deliverPolicy)
-      )
-    }
+  Options.fields("options", options, (o) =>
+    Options.first(
+      () => Options.name("group", o.group),
+      () => sharedSubscribe(o, ""),
+      () => deliverPolicy("deliverPolicy", o.deliverPolicy)
+    )
   )
 
 const functions = (option: string, value: unknown): Options.Check => Options.list(option, value, Options.func)
 
 /** Checks a bus configuration (`EventBus.layer`, and the shared part of every backend's configuration). */
 export const checkEventBusConfig = (config: unknown): Options.Check =>
-  Options.first(
-    () => Options.object("config", config),
-    () => {
-      const c = (config ?? {}) as Record<string, unknown>
-      return Options.first(
-        // The CloudEvents `source` travels in a header: one line.
-        () => Options.text("source", c.source, { maxLength: 1024 }),
-        () => Options.object("subscribe", c.subscribe),
-        () => sharedSubscribe((c.subscribe ?? {}) as Record<string, unknown>, "subscribe."),
-        () => functions("middleware", c.middleware),
-        () => functions("publishMiddleware", c.publishMiddleware),
-        () => Options.boolean("logFailures", c.logFailures)
-      )
-    }
+  Options.fields("config", config, (c) =>
+    Options.first(
+      // The CloudEvents `source` travels in a header: one line.
+      () => Options.text("source", c.source, { maxLength: 1024 }),
+      () => Options.object("subscribe", c.subscribe),
+      () => sharedSubscribe((c.subscribe ?? {}) as Record<string, unknown>, "subscribe."),
+      () => functions("middleware", c.middleware),
+      () => functions("publishMiddleware", c.publishMiddleware),
+      () => Options.boolean("logFailures", c.logFailures)
+    )
   )
 
 /** Checks the options of one publish (`publish`, `publishRaw`, each item of `publishAll`). */
 export const checkPublishOptions = (options: unknown): Options.Check =>
-  Options.first(
-    () => Options.object("options", options),
-    () => {
-      const o = (options ?? {}) as Record<string, unknown>
-      return Options.first(
-        // Both travel in headers (`ce-id` and `Nats-Msg-Id`, `ce-correlationid`): one line each.
-        () => Options.text("eventId", o.eventId, { maxLength: 1024 }),
-        () => Options.text("correlationId", o.correlationId, { maxLength: 1024 }),
-        () => Options.text("type", o.type, { maxLength: 1024 }),
-        // An empty key is the event definition's business (`allowEmptyKey`); any other key is one line.
-        () => o.key === "" ? undefined : Options.text("key", o.key, { maxLength: 4096 }),
-        () => Options.object("headers", o.headers),
-        () => Options.boolean("internal", o.internal)
-      )
-    }
+  Options.fields("options", options, (o) =>
+    Options.first(
+      // Both travel in headers (`ce-id` and `Nats-Msg-Id`, `ce-correlationid`): one line each.
+      () => Options.text("eventId", o.eventId, { maxLength: 1024 }),
+      () => Options.text("correlationId", o.correlationId, { maxLength: 1024 }),
+      () => Options.text("type", o.type, { maxLength: 1024 }),
+      // An empty key is the event definition's business (`allowEmptyKey`); any other key is one line.
+      () => o.key === "" ? undefined : Options.text("key", o.key, { maxLength: 4096 }),
+      () => Options.object("headers", o.headers),
+      () => Options.boolean("internal", o.internal)
+    )
   )
