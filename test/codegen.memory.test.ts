@@ -1,10 +1,10 @@
 // Generated code on the in-memory backends: the generated `PriceUpdatedEvent` publishes and subscribes with its
 // generated topic and ordering key and no topic string in the program, and the generated ControlService client and
-// server (protoc-gen-cqbus output in @cqbus/testkit/control) talk over `RequestReply.layerMemory()` with typed
+// server (protoc-gen-cqbus output in @cqbus/testkit/control) talk over `MemoryRequestReply.layer()` with typed
 // requests, responses and headers. The request-reply semantics on memory (error answers, NoResponders, timeouts,
 // queue groups) are pinned in packages/rpc/test/.
 import { type Delivery, EventBus } from "@cqbus/core"
-import { RequestReply } from "@cqbus/rpc"
+import { MemoryRequestReply } from "@cqbus/rpc"
 import { runScoped, waitUntil } from "@cqbus/testkit"
 import { controlHandlers, makeControlServiceClient, serveControlService } from "@cqbus/testkit/control"
 import { PriceUpdatedEvent, PriceUpdatedTopic, type PriceUpdated } from "@cqbus/testkit/events"
@@ -12,7 +12,7 @@ import { Effect, Layer } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 
-const layer = Layer.mergeAll(EventBus.layerMemory({ source: "codegen-test" }), RequestReply.layerMemory())
+const layer = Layer.mergeAll(EventBus.layerMemory({ source: "codegen-test" }), MemoryRequestReply.layer())
 
 const handlers = (instance: string) => controlHandlers(instance, 3n)
 

@@ -13,18 +13,19 @@
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
-import { type Entry, makeMemoryLog } from "./internal/memoryLog.ts"
+import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
 import {
   type ConsumerLag,
   type DeadLetter,
-  type Headers,
   type IncomingMessage,
   type Outcome,
   Transport,
   type TransportShape
 } from "./Transport.ts"
+
+export type { StoredMessage } from "./internal/memoryLog.ts"
 
 /**
  * Limits and windows of a memory transport. Limits apply per topic; when one is reached, `discard: "old"` evicts the
@@ -48,21 +49,6 @@ export interface MemoryTransportOptions {
   readonly duplicateWindow?: Duration.Input
   /** The stream name reported in publish acks (default `"memory"`). */
   readonly stream?: string
-}
-
-/**
- * A retained message.
- *
- * @since 0.1.0
- * @category models
- */
-export interface StoredMessage {
-  readonly sequence: number
-  readonly topic: string
-  readonly body: Uint8Array
-  readonly headers: Headers
-  readonly eventId: string
-  readonly publishedAt: Date
 }
 
 /**

@@ -1,14 +1,13 @@
 /**
  * The byte-level request-reply port: what a backend implements so the typed client (`makeRpcClient`) and server
- * (`serveRpc`) run on it. `@cqbus/nats` provides it over core NATS (`NatsRequestReply.layer`); `layerMemory()` here
- * runs it in process.
+ * (`serveRpc`) run on it. `@cqbus/nats` provides it over core NATS (`NatsRequestReply.layer`);
+ * `MemoryRequestReply.layer()` runs it in process.
  *
  * @module
  */
 import type { Headers } from "@cqbus/core"
-import { Context, type Duration, type Effect, Layer, type Scope } from "effect"
+import { Context, type Duration, type Effect, type Scope } from "effect"
 import type { NoResponders, RequestFailed, RequestTimeout, ServeError } from "./Errors.ts"
-import * as memory from "./internal/memory.ts"
 
 /**
  * A request as a server receives it.
@@ -69,32 +68,3 @@ const RequestReplyKey: Context.ServiceClass<RequestReply, "@cqbus/rpc/RequestRep
  * @category services
  */
 export class RequestReply extends RequestReplyKey {}
-
-/**
- * An in-process backend with the semantics of core NATS: no server means `NoResponders` at once, a request goes to
- * one server per queue group (round robin) and to every server without a queue, and the first reply wins. Time comes
- * from Effect's `Clock`, so timeouts follow a `TestClock`.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const makeMemory: Effect.Effect<RequestReplyShape> = memory.make
-
-/**
- * `RequestReply` in process (see `makeMemory`).
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { RequestReply } from "@cqbus/rpc"
- * const program = Effect.gen(function*() {
- *   const port = yield* RequestReply.RequestReply
- *   yield* Effect.log(port.name) // "memory"
- * })
- * Effect.runPromise(program.pipe(Effect.provide(RequestReply.layerMemory())))
- * ```
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerMemory = (): Layer.Layer<RequestReply> => Layer.effect(RequestReply, makeMemory)

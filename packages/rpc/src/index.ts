@@ -1,7 +1,7 @@
 /**
  * `@cqbus/rpc`: typed request-reply for protobuf services. `defineService` binds a service to one subject per unary
  * method, `makeRpcClient` calls its methods and `serveRpc` answers them, over the byte-level `RequestReply` port that
- * a backend implements (`NatsRequestReply` in `@cqbus/nats` over core NATS; `RequestReply.layerMemory()` in process).
+ * a backend implements (`NatsRequestReply` in `@cqbus/nats` over core NATS; `MemoryRequestReply.layer()` in process).
  * Generated code (`protoc-gen-cqbus`) only binds names and types to these functions.
  *
  * @module
@@ -16,6 +16,7 @@ export {
   RpcError,
   ServeError
 } from "./Errors.ts"
+export * as MemoryRequestReply from "./MemoryRequestReply.ts"
 export * as RequestReply from "./RequestReply.ts"
 export type { IncomingRequest, Reply, RequestReplyShape } from "./RequestReply.ts"
 export {

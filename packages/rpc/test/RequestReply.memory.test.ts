@@ -1,8 +1,8 @@
 // Request-reply on the in-memory backend, through the generated ControlService client and server
-// (@cqbus/testkit/control) over `RequestReply.layerMemory()`: an RpcError travels back, no server means NoResponders
+// (@cqbus/testkit/control) over `MemoryRequestReply.layer()`: an RpcError travels back, no server means NoResponders
 // at once, a slow server means RequestTimeout, queue groups split requests, a defect or an undecodable request gets an
 // error answer.
-import { NoResponders, RequestReply, RequestTimeout, RpcError, RpcErrorHeaders } from "@cqbus/rpc"
+import { MemoryRequestReply, NoResponders, RequestReply, RequestTimeout, RpcError, RpcErrorHeaders } from "@cqbus/rpc"
 import { failureOf, runScoped, waitUntil } from "@cqbus/testkit"
 import {
   controlHandlers,
@@ -16,7 +16,7 @@ import { TestClock } from "effect/testing"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 
-const layer = RequestReply.layerMemory()
+const layer = MemoryRequestReply.layer()
 
 const handlers = (instance: string) => controlHandlers(instance, 3n)
 

@@ -1,7 +1,7 @@
 // Request-reply validates its options where they are given, on the in-memory backend: a bad client or call option
 // fails each call with RequestFailed InvalidOptions, a bad server option fails `serve` with ServeError
 // InvalidOptions; each names the option and its range, and each boundary value is accepted.
-import { RequestFailed, RequestReply, ServeError } from "@cqbus/rpc"
+import { MemoryRequestReply, RequestFailed, ServeError } from "@cqbus/rpc"
 import { runScoped } from "@cqbus/testkit"
 import { makeControlServiceClient, serveControlService } from "@cqbus/testkit/control"
 import { Effect } from "effect"
@@ -9,7 +9,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 
 test("options: request-reply refuses a bad timeout or queue with RequestFailed / ServeError InvalidOptions", () =>
-  runScoped(RequestReply.layerMemory(), Effect.gen(function*() {
+  runScoped(MemoryRequestReply.layer(), Effect.gen(function*() {
     const served = yield* Effect.flip(serveControlService({
       getStatus: () => Effect.succeed({ instance: "i", consumers: [] }),
       pauseConsumer: () => Effect.succeed({})

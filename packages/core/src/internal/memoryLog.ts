@@ -3,8 +3,17 @@
  * id, and reading from a position. It knows nothing of consumers; `MemoryTransport` keeps their cursors into it.
  */
 import { PublishError } from "../Errors.ts"
-import type { StoredMessage } from "../MemoryTransport.ts"
-import type { DeliverPolicy, OutgoingMessage, PublishAck } from "../Transport.ts"
+import type { DeliverPolicy, Headers, OutgoingMessage, PublishAck } from "../Transport.ts"
+
+/** A retained message. */
+export interface StoredMessage {
+  readonly sequence: number
+  readonly topic: string
+  readonly body: Uint8Array
+  readonly headers: Headers
+  readonly eventId: string
+  readonly publishedAt: Date
+}
 
 /** A retained message with what the log needs to expire and evict it. */
 export interface Entry extends StoredMessage {

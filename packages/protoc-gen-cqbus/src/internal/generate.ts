@@ -128,7 +128,7 @@ const emitServices = (f: GeneratedFile, file: DescFile, services: ReadonlyArray<
     f.print()
     f.print(f.jsDoc(
       `Creates a client of ${service.typeName} over the RequestReply in context (\`NatsRequestReply.layer\` from\n` +
-        `@cqbus/nats, or \`RequestReply.layerMemory()\` from @cqbus/rpc). Calls fail with NoResponders,\n` +
+        `@cqbus/nats, or \`MemoryRequestReply.layer()\` from @cqbus/rpc). Calls fail with NoResponders,\n` +
         `RequestTimeout, RpcError (the server's error answer) or RequestFailed.\n\n${generatedFrom}`
     ))
     f.print(

@@ -9,8 +9,8 @@ import fsp from "node:fs/promises"
 import net from "node:net"
 import process from "node:process"
 import { NatsServerError, type NatsServerErrorReason } from "../Errors.ts"
-import type { NatsServerOptions, NatsServerShape } from "../NatsServer.ts"
 import { HOST } from "./net.ts"
+import type { NatsServerOptions, NatsServerShape } from "./serverTypes.ts"
 
 const LOG_LINES = 200
 const STOP_GRACE_MS = 5_000

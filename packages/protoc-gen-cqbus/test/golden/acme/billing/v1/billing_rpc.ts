@@ -45,7 +45,7 @@ export type BillingServiceClient = RpcClient<typeof BillingService>;
 
 /**
  * Creates a client of acme.billing.v1.BillingService over the RequestReply in context (`NatsRequestReply.layer` from
- * @cqbus/nats, or `RequestReply.layerMemory()` from @cqbus/rpc). Calls fail with NoResponders,
+ * @cqbus/nats, or `MemoryRequestReply.layer()` from @cqbus/rpc). Calls fail with NoResponders,
  * RequestTimeout, RpcError (the server's error answer) or RequestFailed.
  *
  * @generated from service acme.billing.v1.BillingService

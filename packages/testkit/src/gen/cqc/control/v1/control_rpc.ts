@@ -56,7 +56,7 @@ export type ControlServiceClient = RpcClient<typeof ControlService>;
 
 /**
  * Creates a client of cqc.control.v1.ControlService over the RequestReply in context (`NatsRequestReply.layer` from
- * @cqbus/nats, or `RequestReply.layerMemory()` from @cqbus/rpc). Calls fail with NoResponders,
+ * @cqbus/nats, or `MemoryRequestReply.layer()` from @cqbus/rpc). Calls fail with NoResponders,
  * RequestTimeout, RpcError (the server's error answer) or RequestFailed.
  *
  * @generated from service cqc.control.v1.ControlService

@@ -1,12 +1,13 @@
 /**
- * The in-process request-reply backend (`RequestReply.layerMemory()`): servers registered per subject in a map, a
- * request delivered to one server per queue group and to every server without one, as core NATS does.
+ * The in-process request-reply backend: the `RequestReply` port with the semantics of core NATS, so typed clients and
+ * servers run in tests and single-process services without a NATS server (`NatsRequestReply` in `@cqbus/nats` is the
+ * backend over NATS). Servers are registered per subject in a map.
  *
  * @module
  */
-import { Deferred, Effect, FiberSet } from "effect"
-import { type NoResponders, noResponders, type RequestTimeout, requestTimeout } from "../Errors.ts"
-import type { IncomingRequest, Reply, RequestReplyShape } from "../RequestReply.ts"
+import { Deferred, Effect, FiberSet, Layer } from "effect"
+import { type NoResponders, noResponders, type RequestTimeout, requestTimeout } from "./Errors.ts"
+import { type IncomingRequest, type Reply, RequestReply, type RequestReplyShape } from "./RequestReply.ts"
 
 interface MemoryServer {
   readonly queue: string | undefined
@@ -14,6 +15,14 @@ interface MemoryServer {
   readonly run: (effect: Effect.Effect<void>) => unknown
 }
 
+/**
+ * An in-process backend with the semantics of core NATS: no server means `NoResponders` at once, a request goes to
+ * one server per queue group (round robin) and to every server without a queue, and the first reply wins. Time comes
+ * from Effect's `Clock`, so timeouts follow a `TestClock`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make: Effect.Effect<RequestReplyShape> = Effect.sync(() => {
   const servers = new Map<string, Array<MemoryServer>>()
   /** The round-robin position of each queue group of each subject. */
@@ -70,3 +79,22 @@ export const make: Effect.Effect<RequestReplyShape> = Effect.sync(() => {
 
   return { name: "memory", request, serve }
 })
+
+/**
+ * `RequestReply` in process (see `make`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { MemoryRequestReply, RequestReply } from "@cqbus/rpc"
+ * const program = Effect.gen(function*() {
+ *   const port = yield* RequestReply.RequestReply
+ *   yield* Effect.log(port.name) // "memory"
+ * })
+ * Effect.runPromise(program.pipe(Effect.provide(MemoryRequestReply.layer())))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (): Layer.Layer<RequestReply> => Layer.effect(RequestReply, make)
