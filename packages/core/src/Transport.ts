@@ -184,7 +184,29 @@ export interface ConnectionState {
 }
 
 /**
- * The connection-state capability: the current state and its changes.
+ * One thing that happened to a backend's connection to its broker. `ConnectionState` is where the connection is; an
+ * event is how it got there, so a counter of disconnects or reconnects does not miss a drop that healed between two
+ * reads of the state. Server addresses and reasons carry no credentials.
+ *
+ * - `Connected`: the connection is up (the first element of `ConnectionWatch.events` while it is).
+ * - `Disconnected`: the connection to `server` was lost; the client starts reconnecting (unless reconnects are off).
+ * - `Reconnecting`: one attempt to reach a server; `attempt` counts from 1 within this outage.
+ * - `Reconnected`: the connection is restored, to `server`, after `attempts` attempts.
+ * - `Closed`: the connection is closed for good; `reason` says why (`"closed"` when the application closed it).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionEvent =
+  | { readonly _tag: "Connected"; readonly server: string | undefined }
+  | { readonly _tag: "Disconnected"; readonly server: string | undefined }
+  | { readonly _tag: "Reconnecting"; readonly attempt: number }
+  | { readonly _tag: "Reconnected"; readonly server: string | undefined; readonly attempts: number }
+  | { readonly _tag: "Closed"; readonly reason: string }
+
+/**
+ * The connection-state capability: the current state, its changes and, where the backend reports them, the events
+ * that changed it.
  *
  * @since 0.1.0
  * @category models
@@ -193,6 +215,12 @@ export interface ConnectionWatch {
   readonly get: Effect.Effect<ConnectionState>
   /** The current state, then every change, for as long as the transport lives. */
   readonly changes: Stream.Stream<ConnectionState>
+  /**
+   * `Connected` when the connection is up at the time of subscribing (`Closed` when it is already closed), then every
+   * later event; the stream ends after `Closed`. Optional, so a backend (or a test fake) that only tracks the state
+   * still implements the capability; a reader falls back to `changes` without it.
+   */
+  readonly events?: Stream.Stream<ConnectionEvent>
 }
 
 /**

@@ -49,6 +49,7 @@ export {
 } from "./Topic.ts"
 export * as Transport from "./Transport.ts"
 export type {
+  ConnectionEvent,
   ConnectionState,
   ConsumerLag,
   DeadLetter,

@@ -1,14 +1,16 @@
 /**
  * The NATS connection a bus runs on: either injected (any nats.js transport, so Deno and edge runtimes work) or
  * created here with `@nats-io/transport-node` from servers and credentials. Its state (connected, disconnected,
- * reconnecting, closed; reconnect count; last error) is tracked so plugins and health checks can watch it.
+ * reconnecting, closed; reconnect count; last error) is tracked, and every change is published as a
+ * `ConnectionEvent`, so plugins and health checks can watch it. `onReconnect` registers Effects that run, in
+ * registration order, each time the connection is restored (jxt-core's `RegisterReconnectCallback`).
  *
  * `NatsConnection.layer(config)` provides the connection alone, without JetStream: enough for request-reply
  * (`NatsRequestReply.layer`) against any server, JetStream enabled or not.
  *
  * @module
  */
-import { type ConnectionState as CoreConnectionState } from "@cqbus/core"
+import { type ConnectionEvent as CoreConnectionEvent, type ConnectionState as CoreConnectionState } from "@cqbus/core"
 import { redactSecrets } from "@cqbus/core/backend"
 import {
   type Authenticator,
@@ -19,7 +21,7 @@ import {
   usernamePasswordAuthenticator
 } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node"
-import { Context, Duration, Effect, Layer, Redacted, type Scope, SubscriptionRef } from "effect"
+import { Cause, Context, Duration, Effect, Layer, PubSub, Redacted, type Scope, Stream, SubscriptionRef } from "effect"
 import { readFile } from "node:fs/promises"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import { connectProblem } from "./internal/errors.ts"
@@ -34,6 +36,15 @@ import { NatsError } from "./NatsError.ts"
 export type ConnectionState = CoreConnectionState
 
 /**
+ * One thing that happened to the connection (the core `ConnectionEvent`, re-exported for NATS users): `Connected`,
+ * `Disconnected`, `Reconnecting` (with its attempt number), `Reconnected`, `Closed` (with its reason).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionEvent = CoreConnectionEvent
+
+/**
  * An open connection and its watched state.
  *
  * @since 0.1.0
@@ -42,6 +53,15 @@ export type ConnectionState = CoreConnectionState
 export interface ManagedConnection {
   readonly nc: NatsClient
   readonly state: SubscriptionRef.SubscriptionRef<ConnectionState>
+  /**
+   * `Connected` when the connection is up at the time of subscribing (`Closed` when it is already closed), then every
+   * later event; ends after `Closed`.
+   */
+  readonly events: Stream.Stream<ConnectionEvent>
+  /**
+   * Registers a hook for the current scope (see `onReconnect`, which also provides the hook's requirements).
+   */
+  readonly onReconnect: (hook: Effect.Effect<unknown, unknown>) => Effect.Effect<void, never, Scope.Scope>
   /** Whether this bus opened the connection (and so closes it). */
   readonly owned: boolean
 }
@@ -174,6 +194,17 @@ export const acquire = (
 ): Effect.Effect<ManagedConnection, NatsError, Scope.Scope> =>
   Effect.gen(function*() {
     const owned = config.connection === undefined
+    // Made before the connection, so the release of an owned connection can still announce `Closed` (the watching
+    // fibers below are interrupted before it runs: a scope closes in reverse order).
+    const pubsub = yield* PubSub.unbounded<ConnectionEvent>()
+    let closedReason: string | undefined
+    const publish = (event: ConnectionEvent): Effect.Effect<void> => {
+      if (event._tag === "Closed") {
+        if (closedReason !== undefined) return Effect.void
+        closedReason = event.reason
+      }
+      return Effect.asVoid(PubSub.publish(pubsub, event))
+    }
     const servers = config.servers ?? defaultServers
     const retry = config.connect?.retry
     const first = retry === undefined ? open(config, servers) : open(config, servers).pipe(
@@ -186,29 +217,50 @@ export const acquire = (
     )
     const nc = config.connection ?? (yield* Effect.acquireRelease(
       first,
-      (nc) => Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close()))
+      (nc) =>
+        Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close())).pipe(
+          Effect.andThen(SubscriptionRef.update(state, (s) => ({ ...s, status: "closed" as const }))),
+          Effect.andThen(Effect.suspend(() => publish({ _tag: "Closed", reason: "closed" })))
+        )
     ))
-    const state = yield* SubscriptionRef.make<ConnectionState>({
+    const state: SubscriptionRef.SubscriptionRef<ConnectionState> = yield* SubscriptionRef.make<ConnectionState>({
       status: nc.isClosed() ? "closed" : "connected",
       reconnects: 0,
       lastError: undefined,
       server: nc.getServer()
     })
     const update = (f: (s: ConnectionState) => ConnectionState) => SubscriptionRef.update(state, f)
+    // Subscribed before the status loop starts, so the hook runner cannot miss a reconnect.
+    const reconnects = yield* PubSub.subscribe(pubsub)
+    // Attempts within the current outage; nats.js reports one `reconnecting` per server dialled.
+    let attempts = 0
     // Watch the client's status events for as long as the scope lives.
     yield* Effect.forkScoped(Effect.promise(async () => {
       for await (const status of nc.status()) {
         switch (status.type) {
           case "disconnect":
-            await Effect.runPromise(update((s) => ({ ...s, status: "disconnected" })))
+            attempts = 0
+            await Effect.runPromise(
+              update((s) => ({ ...s, status: "disconnected" })).pipe(
+                Effect.andThen(publish({ _tag: "Disconnected", server: redact(status.server) }))
+              )
+            )
             break
           case "reconnecting":
-            await Effect.runPromise(update((s) => ({ ...s, status: "reconnecting" })))
+            attempts += 1
+            await Effect.runPromise(
+              update((s) => ({ ...s, status: "reconnecting" })).pipe(
+                Effect.andThen(publish({ _tag: "Reconnecting", attempt: attempts }))
+              )
+            )
             break
           case "reconnect":
             await Effect.runPromise(
-              update((s) => ({ ...s, status: "connected", reconnects: s.reconnects + 1, server: nc.getServer() }))
+              update((s) => ({ ...s, status: "connected", reconnects: s.reconnects + 1, server: nc.getServer() })).pipe(
+                Effect.andThen(publish({ _tag: "Reconnected", server: redact(status.server), attempts }))
+              )
             )
+            attempts = 0
             break
           case "error":
             await Effect.runPromise(update((s) => ({ ...s, lastError: redact(String(status.error)) })))
@@ -220,10 +272,59 @@ export const acquire = (
       }
     }))
     yield* Effect.forkScoped(Effect.promise(async () => {
-      await nc.closed()
-      await Effect.runPromise(update((s) => ({ ...s, status: "closed" })))
+      const error = await nc.closed()
+      await Effect.runPromise(
+        update((s) => ({ ...s, status: "closed" })).pipe(
+          Effect.andThen(Effect.suspend(() =>
+            publish({ _tag: "Closed", reason: error instanceof Error ? redact(error.message) : "closed" })
+          ))
+        )
+      )
     }))
-    return { nc, state, owned }
+
+    // Hooks in registration order. One runner takes the events one at a time, so the hooks of a second reconnect wait
+    // for those of the first, and a hook never runs twice at once.
+    const hooks: Array<{ readonly run: Effect.Effect<unknown, unknown> }> = []
+    const runHooks = Effect.suspend(() =>
+      Effect.forEach([...hooks], (hook, index) =>
+        hook.run.pipe(
+          // A failing hook is the application's problem, not the connection's: say so and run the next one.
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.void
+              : Effect.logWarning(`cqbus: reconnect hook ${index + 1} of ${hooks.length} failed`, cause)
+          )
+        ), { discard: true })
+    )
+    yield* Effect.forkScoped(Effect.forever(
+      Effect.flatMap(PubSub.take(reconnects), (event) => event._tag === "Reconnected" ? runHooks : Effect.void)
+    ))
+    const onReconnect = (hook: Effect.Effect<unknown, unknown>): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.suspend(() => {
+        const entry = { run: hook }
+        hooks.push(entry)
+        return Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            const at = hooks.indexOf(entry)
+            if (at >= 0) hooks.splice(at, 1)
+          })
+        )
+      })
+
+    const events: Stream.Stream<ConnectionEvent> = Stream.unwrap(Effect.gen(function*() {
+      // Subscribe first, then read the state: an event in between shows up twice at worst, never not at all.
+      const subscription = yield* PubSub.subscribe(pubsub)
+      const now = yield* SubscriptionRef.get(state)
+      const first: ReadonlyArray<ConnectionEvent> = closedReason !== undefined
+        ? [{ _tag: "Closed", reason: closedReason }]
+        : now.status === "connected"
+        ? [{ _tag: "Connected", server: now.server === undefined ? undefined : redact(now.server) }]
+        : []
+      return Stream.concat(Stream.fromIterable(first), Stream.fromSubscription(subscription)).pipe(
+        Stream.takeUntil((event) => event._tag === "Closed")
+      )
+    }))
+    return { nc, state, events, onReconnect, owned }
   })
 
 /** Options of the connection alone (`NatsConnection.layer`): the connection part of `NatsEventBusConfig`. */
@@ -257,3 +358,44 @@ export class NatsConnection extends NatsConnectionKey {}
  */
 export const layer = (config: ConnectionConfig = {}): Layer.Layer<NatsConnection, NatsError> =>
   Layer.effect(NatsConnection, acquire(config, "nats://127.0.0.1:4222"))
+
+/**
+ * Runs `hook` each time the connection is restored after a loss, for as long as the current scope lives (the
+ * registration ends with it). Hooks run one after another in registration order, after the client has resubscribed,
+ * once per reconnect; a hook that fails (or dies) leaves one warning line and the next hook still runs, and nothing it
+ * does stops the bus. Its requirements are taken from where it is registered. Subscriptions need no hook: they
+ * resume by themselves; a hook is for what the application keeps beside the bus (a cache to refresh, a gap to
+ * re-read, a presence to announce again).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NatsConnection } from "@cqbus/nats"
+ *
+ * const program = Effect.gen(function*() {
+ *   yield* NatsConnection.onReconnect(Effect.logInfo("connection restored: refreshing the price cache"))
+ * }).pipe(Effect.scoped, Effect.provide(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
+ * ```
+ *
+ * @since 0.1.0
+ * @category reconnects
+ */
+export const onReconnect = <E, R>(
+  hook: Effect.Effect<unknown, E, R>
+): Effect.Effect<void, never, NatsConnection | Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const connection = yield* NatsConnection
+    const context = yield* Effect.context<R>()
+    yield* connection.onReconnect(Effect.provideContext(hook, context))
+  })
+
+/**
+ * The connection's events (see `ManagedConnection.events`), for request-reply users without a `Transport`; the
+ * `Transport` capability `connection.events` is the same stream.
+ *
+ * @since 0.1.0
+ * @category reconnects
+ */
+export const events: Stream.Stream<ConnectionEvent, never, NatsConnection> = Stream.unwrap(
+  Effect.map(Effect.service(NatsConnection), (connection) => connection.events)
+)

@@ -192,7 +192,7 @@ export const make = (
 
     const deadLetters = readDeadLetters(jsm, js, resolved.deadLetterStream)
 
-    const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state) }
+    const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state), events: managed.events }
 
     // One consumer-info request per live subscription, in parallel, under the check timeout.
     const consumers: TransportShape["consumers"] = Effect.suspend(() =>

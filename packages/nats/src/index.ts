@@ -12,6 +12,6 @@ export * as NatsTransport from "./NatsTransport.ts"
 
 export { DeadLetterHeaders } from "./DeadLetterHeaders.ts"
 export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
-export type { ConnectionState, ManagedConnection } from "./NatsConnection.ts"
+export type { ConnectionEvent, ConnectionState, ManagedConnection } from "./NatsConnection.ts"
 export { NatsError, type NatsErrorReason } from "./NatsError.ts"
 export type { NatsTransportShape } from "./NatsTransport.ts"
