@@ -5,11 +5,14 @@
  * - `metrics` / `metricsPublish`: a counter and a duration histogram per delivery and per publish (`Metrics.ts`).
  * - `tracing` / `tracingPublish`: consumer and producer spans joined by the W3C `traceparent` header (`Tracing.ts`).
  * - `consumerLag` / `layerConsumerLag`: gauges of each live consumer's backlog (`ConsumerLag.ts`).
+ * - `connectionMetrics` / `layerConnectionMetrics`: the broker connection's state, disconnects and reconnects
+ *   (`ConnectionMetrics.ts`).
  * - `prometheus` / `prometheusHandler`: the registry in Prometheus text format, and its scrape endpoint
  *   (`Prometheus.ts`).
  *
  * @module
  */
+export { connectionMetrics, type ConnectionMetricsOptions, layerConnectionMetrics } from "./ConnectionMetrics.ts"
 export { consumerLag, type ConsumerLagOptions, layerConsumerLag } from "./ConsumerLag.ts"
 export { DURATION_BOUNDARIES, metrics, type MetricsOptions, metricsPublish } from "./Metrics.ts"
 export {

@@ -10,7 +10,7 @@ import { Options } from "@cqbus/core/backend"
 export const attributes = (option: string, value: unknown): Options.Check =>
   Options.record(option, value, (name, v) => Options.text(name, v, { maxLength: 1024 }))
 
-/** `ConsumerLagOptions` of `consumerLag`, `layerConsumerLag` and `prometheusHandler`'s `consumerLag`. */
+/** `ConsumerLagOptions` of `consumerLag`, `layerConsumerLag` and `prometheusHandler`'s `consumerLag`; `ConnectionMetricsOptions` has the same shape. */
 export const checkLagOptions = (options: unknown, prefix: string): Options.Check =>
   Options.first(
     () => Options.object(prefix, options),
