@@ -361,7 +361,7 @@ export const layer = (config: ConnectionConfig = {}): Layer.Layer<NatsConnection
 
 /**
  * Runs `hook` each time the connection is restored after a loss, for as long as the current scope lives (the
- * registration ends with it). Hooks run one after another in registration order, after the client has resubscribed,
+ * registration ends with it). Hooks run one after another in registration order, once the connection is restored,
  * once per reconnect; a hook that fails (or dies) leaves one warning line and the next hook still runs, and nothing it
  * does stops the bus. Its requirements are taken from where it is registered. Subscriptions need no hook: they
  * resume by themselves; a hook is for what the application keeps beside the bus (a cache to refresh, a gap to
