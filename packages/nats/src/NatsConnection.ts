@@ -374,6 +374,7 @@ export const layer = (config: ConnectionConfig = {}): Layer.Layer<NatsConnection
  *
  * const program = Effect.gen(function*() {
  *   yield* NatsConnection.onReconnect(Effect.logInfo("connection restored: refreshing the price cache"))
+ *   return yield* Effect.never // the hook stays registered while this scope lives
  * }).pipe(Effect.scoped, Effect.provide(NatsConnection.layer({ servers: "nats://127.0.0.1:4222" })))
  * ```
  *
