@@ -19,34 +19,32 @@ import type { ProvisioningStrategy } from "../NatsConfig.ts"
 import { ApiCodes, isNotFound, toSubscribeError } from "./errors.ts"
 import { differences } from "./provision.ts"
 
-/** Fields an update of an existing consumer may change (nats-server 2.9; `metadata` from 2.10, where it exists). */
-const UPDATABLE: ReadonlySet<string> = new Set([
-  "ack_wait",
-  "max_deliver",
-  "backoff",
-  "max_ack_pending",
-  "description",
-  "metadata"
-])
+/**
+ * Fields compared with an existing consumer, in the order they are reported, each with what a difference means:
+ * `update`, an update can change it (nats-server 2.9; `metadata` from 2.10, where it exists); `start`, the start
+ * position, which the server cannot change (refused with advice about the start); `fixed`, refused otherwise (the
+ * server cannot change it, or, for `filter_subject`, a group's topic is its identity).
+ */
+const FIELDS = {
+  filter_subject: "fixed",
+  deliver_policy: "start",
+  opt_start_seq: "start",
+  opt_start_time: "start",
+  ack_policy: "fixed",
+  replay_policy: "fixed",
+  ack_wait: "update",
+  max_deliver: "update",
+  backoff: "update",
+  max_ack_pending: "update",
+  description: "update",
+  metadata: "update"
+} as const
 
-/** Fields compared with an existing consumer, in the order they are reported. */
-const COMPARED = [
-  "filter_subject",
-  "deliver_policy",
-  "opt_start_seq",
-  "opt_start_time",
-  "ack_policy",
-  "replay_policy",
-  "ack_wait",
-  "max_deliver",
-  "backoff",
-  "max_ack_pending",
-  "description",
-  "metadata"
-] as const
+const COMPARED = Object.keys(FIELDS) as ReadonlyArray<keyof typeof FIELDS>
 
-/** The fields of a start position: a difference in them alone is refused with advice about the start. */
-const START: ReadonlySet<string> = new Set(["deliver_policy", "opt_start_seq", "opt_start_time"])
+/** The field a difference line (`field: have → want`) is about. */
+const kindOf = (line: string): "fixed" | "start" | "update" | undefined =>
+  (FIELDS as Record<string, "fixed" | "start" | "update">)[line.slice(0, line.indexOf(":"))]
 
 /** The first nats-server version that keeps consumer `metadata` (2.9 accepts the field and drops it). */
 const METADATA_SINCE: readonly [number, number] = [2, 10]
@@ -194,8 +192,8 @@ const compare = (
   for (const field of COMPARED) wanted[field] = b[field]
   const diff = differences<Compared>(a, wanted, show)
   return {
-    updatable: diff.filter((line) => UPDATABLE.has(line.slice(0, line.indexOf(":")))),
-    fixed: diff.filter((line) => !UPDATABLE.has(line.slice(0, line.indexOf(":"))))
+    updatable: diff.filter((line) => kindOf(line) === "update"),
+    fixed: diff.filter((line) => kindOf(line) !== "update")
   }
 }
 
@@ -214,7 +212,7 @@ const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: Read
         `also consume ${topic} (${fixed.join("; ")}). Give each topic its own group name`
     })
   }
-  if (fixed.some((line) => !START.has(line.slice(0, line.indexOf(":"))))) {
+  if (fixed.some((line) => kindOf(line) !== "start")) {
     return new SubscribeError({
       topic,
       group,
