@@ -14,7 +14,7 @@ import {
 } from "@cqbus/core"
 import { captureLogs, letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent, PriceUpdatedEvent } from "@cqbus/testkit/events"
-import { Effect, Exit, Scope } from "effect"
+import { Deferred, Effect, Exit, Scope } from "effect"
 import { TestClock } from "effect/testing"
 
 const withMemory = <A, E>(
@@ -326,4 +326,29 @@ test("memory: replay \"original\" spaces the retained events exactly as stored, 
     yield* waitUntil(() => at.length === 4, "the new event")
     assert.equal(at[3]![1], published, "delivered as it came")
     assert.equal(subscribed - start, 4_000)
+  })))
+
+test("memory: events a \"lastPerSubject\" start picked count as pending until delivered, not as redelivered", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
+    for (const topic of ["x", "y", "x", "z"]) yield* bus.publishRaw(`cqc.events.v1.lps_${topic}`, new Uint8Array([1]))
+    const gate = yield* Deferred.make<void>()
+    let started = 0
+    yield* bus.subscribeRaw("cqc.events.v1.*", () => Effect.andThen(Effect.sync(() => void started++), Deferred.await(gate)), {
+      group: "lps",
+      concurrency: 1,
+      deliverPolicy: "lastPerSubject"
+    })
+    yield* waitUntil(() => started === 1, "the first runs")
+    const [lag] = yield* memory.groups
+    assert.deepEqual({ pending: lag!.pending, ackPending: lag!.ackPending, redelivered: lag!.redelivered }, {
+      pending: 2,
+      ackPending: 1,
+      redelivered: 0
+    })
+    yield* Deferred.succeed(gate, undefined)
+    yield* waitUntil(() => started === 3, "the latest of x, y and z, nothing more")
+    yield* letTimePass(100)
+    assert.equal(started, 3)
   })))

@@ -91,6 +91,8 @@ interface Consumer {
   cursor: number
   /** Deliveries to make before new messages: handed back, or redeliveries that are due. */
   readonly ready: Array<Entry>
+  /** First deliveries to make before the cursor's (`"lastPerSubject"`: the latest of each subject), oldest first. */
+  readonly first: Array<Entry>
   readonly delayed: Array<{ readonly entry: Entry; readonly due: number }>
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
@@ -202,7 +204,10 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       let entry = consumer.ready.shift()
       if (entry === undefined) {
         if (now !== undefined) log.expire(now)
-        entry = log.next(consumer.cursor, consumer.matches)
+        // What the start position picked and not yet delivered comes first, unless a limit has removed it meanwhile.
+        while (consumer.first.length > 0 && consumer.first[0]!.deleted) consumer.first.shift()
+        const picked = consumer.first[0]
+        entry = picked ?? log.next(consumer.cursor, consumer.matches)
         const replay = consumer.replay
         if (entry !== undefined && replay !== undefined && entry.sequence < replay.until) {
           // Paced by the members' timers, which read the consumer's clock; a publish only leaves it to them.
@@ -216,7 +221,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           replay.lastDelivered = now
           replay.due = Infinity
         }
-        consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
+        if (picked !== undefined) consumer.first.shift()
+        else consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
         if (entry === undefined) return undefined
       }
       consumer.attempts.set(entry.sequence, (consumer.attempts.get(entry.sequence) ?? 0) + 1)
@@ -343,7 +349,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             durable: group !== undefined,
             matches,
             cursor: start.cursor,
-            ready: start.first.slice(),
+            ready: [],
+            first: start.first.slice(),
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
@@ -448,7 +455,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       })
 
     /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
-    const pendingOf = (consumer: Consumer): number => log.count(consumer.cursor, consumer.matches)
+    const pendingOf = (consumer: Consumer): number =>
+      log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
 
     const isDraining = (consumer: Consumer): boolean => {
       for (const member of consumer.members) if (member.stopping) return true
