@@ -1,11 +1,20 @@
 // Memory-transport specifics beyond the conformance suite: retention limits, discard policies, size limits, the
-// dedupe window and the inspection service. Virtual time throughout.
+// dedupe window, the inspection service, ackPolicy "none" and the exact pace of replay "original". Virtual time
+// throughout.
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { EventBus, MemoryTransport, type MemoryTransportOptions, PublishError, SubscribeError } from "@cqbus/core"
-import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
+import {
+  EventBus,
+  MemoryTransport,
+  type MemoryTransportOptions,
+  PublishError,
+  Reject,
+  RetryLater,
+  SubscribeError
+} from "@cqbus/core"
+import { captureLogs, letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedEvent, PriceUpdatedEvent } from "@cqbus/testkit/events"
-import { Effect, Exit, Scope } from "effect"
+import { Deferred, Effect, Exit, Scope } from "effect"
 import { TestClock } from "effect/testing"
 
 const withMemory = <A, E>(
@@ -259,4 +268,87 @@ test("memory: a message that keeps being handed back mid-handler is dead-lettere
     assert.equal(letter?.errorTag, "MaxDeliverExceeded")
     assert.equal(letter?.deliveryCount, 3)
     assert.match(letter!.reason, /delivered 3 times without an outcome \(maxDeliver 2\)/)
+  })))
+
+test("memory: ackPolicy \"none\" delivers each event once whatever the handler does, and logs what it drops", () => {
+  const logs = captureLogs()
+  return withMemory({}, logs.provide(Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
+    const seen: Array<string> = []
+    yield* bus.subscribe(AssetCreatedEvent, (event) =>
+      Effect.suspend((): Effect.Effect<void, RetryLater | Reject> => {
+        seen.push(event.assetId)
+        if (event.assetId === "retry") return Effect.fail(new RetryLater({ delay: "100 millis", reason: "not yet" }))
+        if (event.assetId === "reject") return Effect.fail(new Reject({ reason: "unwanted" }))
+        return Effect.void
+      }), { group: "fire", ackPolicy: "none", maxDeliver: 3 })
+    for (const assetId of ["ok", "retry", "reject"]) yield* bus.publish(AssetCreatedEvent, { assetId })
+    yield* waitUntil(() => seen.length === 3, "each event is delivered")
+    yield* letTimePass(5_000)
+    assert.deepEqual(seen, ["ok", "retry", "reject"], "each once, never again")
+    assert.deepEqual(yield* memory.deadLetters, [])
+    const [group] = yield* memory.groups
+    assert.equal(group!.ackPending, 0)
+    assert.equal(group!.redelivered, 0)
+    const dropped = logs.lines.filter((line) => line.message.includes(`ackPolicy "none"`)).map((line) => line.message)
+    assert.equal(dropped.length, 2, dropped.join(" | "))
+    assert.match(dropped.join(" | "), /outcome Nak: .*not yet/)
+    assert.match(dropped.join(" | "), /outcome DeadLetter: .*unwanted/)
+  })))
+})
+
+test("memory: replay \"original\" spaces the retained events exactly as stored, then delivers new ones as they come (TestClock)", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    const start = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    yield* bus.publish(AssetCreatedEvent, { assetId: "r0" })
+    yield* TestClock.adjust("1 second")
+    yield* bus.publish(AssetCreatedEvent, { assetId: "r1" })
+    yield* TestClock.adjust("3 seconds")
+    yield* bus.publish(AssetCreatedEvent, { assetId: "r2" })
+    const at: Array<readonly [string, number]> = []
+    const subscribed = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    yield* bus.subscribe(AssetCreatedEvent, (e) =>
+      Effect.clockWith((clock) => Effect.sync(() => at.push([e.assetId, clock.currentTimeMillisUnsafe() - subscribed]))), {
+      deliverPolicy: "all",
+      replay: "original"
+    })
+    yield* waitUntil(() => at.length === 1, "the first at once")
+    yield* TestClock.adjust(999)
+    assert.equal(at.length, 1, "the second waits the full stored gap")
+    yield* waitUntil(() => at.length === 3, "the rest at their pace")
+    assert.deepEqual(at, [["r0", 0], ["r1", 1_000], ["r2", 4_000]])
+    // Caught up: a new event does not wait for the gap since r2 was stored.
+    yield* TestClock.adjust("10 seconds")
+    const published = (yield* Effect.clockWith((clock) => clock.currentTimeMillis)) - subscribed
+    yield* bus.publish(AssetCreatedEvent, { assetId: "live" })
+    yield* waitUntil(() => at.length === 4, "the new event")
+    assert.equal(at[3]![1], published, "delivered as it came")
+    assert.equal(subscribed - start, 4_000)
+  })))
+
+test("memory: events a \"lastPerSubject\" start picked count as pending until delivered, not as redelivered", () =>
+  withMemory({}, Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
+    for (const topic of ["x", "y", "x", "z"]) yield* bus.publishRaw(`cqc.events.v1.lps_${topic}`, new Uint8Array([1]))
+    const gate = yield* Deferred.make<void>()
+    let started = 0
+    yield* bus.subscribeRaw("cqc.events.v1.*", () => Effect.andThen(Effect.sync(() => void started++), Deferred.await(gate)), {
+      group: "lps",
+      concurrency: 1,
+      deliverPolicy: "lastPerSubject"
+    })
+    yield* waitUntil(() => started === 1, "the first runs")
+    const [lag] = yield* memory.groups
+    assert.deepEqual({ pending: lag!.pending, ackPending: lag!.ackPending, redelivered: lag!.redelivered }, {
+      pending: 2,
+      ackPending: 1,
+      redelivered: 0
+    })
+    yield* Deferred.succeed(gate, undefined)
+    yield* waitUntil(() => started === 3, "the latest of x, y and z, nothing more")
+    yield* letTimePass(100)
+    assert.equal(started, 3)
   })))

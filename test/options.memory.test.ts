@@ -46,6 +46,8 @@ test("options: EventBus.layerMemory refuses each bad bus or memory option with a
     [{ subscribe: { ackWait: "5 secs" as never } }, "subscribe.ackWait", /must be a duration .*got "5 secs"/],
     [{ subscribe: { drainTimeout: "2 hours" } }, "subscribe.drainTimeout", /drainTimeout must be a duration from 0 to 1h/],
     [{ subscribe: { ordering: "fifo" as never } }, "subscribe.ordering", /must be one of "none", "key", got "fifo"/],
+    [{ subscribe: { maxAckPending: -1 } }, "subscribe.maxAckPending", /subscribe\.maxAckPending must be an integer from 1/],
+    [{ subscribe: { inactiveThreshold: 0 } }, "subscribe.inactiveThreshold", /from 1s to 7d, got 0/],
     [{ source: "" }, "source", /source must be a string of 1 to 1024 characters/],
     [{ source: "a\nb" }, "source", /control character at position 1/],
     [{ logFailures: "yes" as never }, "logFailures", /logFailures must be true or false/],
@@ -100,7 +102,18 @@ test("options: subscribe refuses each bad option with SubscribeError InvalidOpti
       [{ group: "x".repeat(256) }, /group must be a name of 1 to 255 characters/],
       [{ deliverPolicy: { fromSequence: 0 } }, /deliverPolicy\.fromSequence must be an integer from 1 to/],
       [{ deliverPolicy: { fromTime: new Date(NaN) } }, /deliverPolicy.*got an invalid date/],
-      [{ deliverPolicy: "latest" }, /deliverPolicy must be "all", "new"/],
+      [{ deliverPolicy: "latest" }, /deliverPolicy must be "all", "new", "last", "lastPerSubject"/],
+      [{ replay: "fast" }, /replay must be one of "instant", "original", got "fast"/],
+      [{ ackPolicy: "all" }, /ackPolicy must be one of "explicit", "none", got "all"/],
+      [{ maxAckPending: 0 }, /maxAckPending must be an integer from 1 to 10000000, got 0/],
+      [{ maxAckPending: 1.5 }, /maxAckPending must be an integer/],
+      [{ idleHeartbeat: "10 millis" }, /idleHeartbeat must be a duration from 100ms to 1m, got "10 millis"/],
+      [{ inactiveThreshold: "8 days" }, /inactiveThreshold must be a duration from 1s to 7d/],
+      [{ group: "g", inactiveThreshold: "5 seconds" }, /inactiveThreshold applies to subscriptions without a group/],
+      [{ description: "" }, /description must be a string of 1 to 4096 characters/],
+      [{ description: "a\nb" }, /description must be .*control character at position 1/],
+      [{ metadata: "team=seeds" }, /metadata must be an object, got "team=seeds"/],
+      [{ metadata: { team: 5 } }, /metadata\.team must be a string of 1 to 4096 characters/],
       [{ backoff: "fast" }, /backoff must be a function, got "fast"/],
       [null, /options must be an object, got null/]
     ]
@@ -111,7 +124,18 @@ test("options: subscribe refuses each bad option with SubscribeError InvalidOpti
     }
     for (const options of [
       { group: "g".repeat(255), concurrency: 10_000, maxDeliver: 10_000, maxBuffered: 1_000_000, ackWait: "1 days" },
-      { concurrency: 1, maxDeliver: 1, maxBuffered: 1, ackWait: "100 millis", drainTimeout: 0, ordering: "key" as const }
+      { concurrency: 1, maxDeliver: 1, maxBuffered: 1, ackWait: "100 millis", drainTimeout: 0, ordering: "key" as const },
+      { deliverPolicy: "last" as const, replay: "original" as const, maxAckPending: 1, idleHeartbeat: "100 millis" },
+      {
+        deliverPolicy: "lastPerSubject" as const,
+        ackPolicy: "none" as const,
+        maxAckPending: 10_000_000,
+        idleHeartbeat: "1 minutes",
+        inactiveThreshold: "7 days",
+        description: "d".repeat(4096),
+        metadata: { team: "seeds" }
+      },
+      { group: "bounds", maxAckPending: 5, ackPolicy: "explicit" as const, replay: "instant" as const }
     ]) {
       assert.equal(yield* subscribeFailure(options), undefined, JSON.stringify(options))
     }

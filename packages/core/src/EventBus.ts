@@ -18,7 +18,14 @@ import { makeProcess } from "./internal/process.ts"
 import * as MemoryTransport from "./MemoryTransport.ts"
 import * as Options from "./Options.ts"
 import { checkTopic } from "./Topic.ts"
-import { type DeliverPolicy, type Headers, type IncomingMessage, type PublishAck, Transport } from "./Transport.ts"
+import {
+  type ConsumeOptions,
+  type DeliverPolicy,
+  type Headers,
+  type IncomingMessage,
+  type PublishAck,
+  Transport
+} from "./Transport.ts"
 
 /**
  * Options of one publish.
@@ -71,8 +78,45 @@ export interface SubscribeOptions {
   readonly maxDeliver?: number
   /** Delay before redelivering a failed message (default exponential from 200 ms, ×2, up to 1 minute). */
   readonly backoff?: Backoff.Backoff
-  /** Where a new group or an ephemeral subscription starts (default `"all"` for a group, `"new"` without one). */
+  /**
+   * Where a new group or an ephemeral subscription starts (default `"all"` for a group, `"new"` without one):
+   * `"last"` is the latest retained event of the topic (or pattern), `"lastPerSubject"` the latest of each concrete
+   * subject the pattern matches, each followed by new events.
+   */
   readonly deliverPolicy?: DeliverPolicy
+  /**
+   * `"original"`: retained events are delivered at the rate they were stored until the subscription has caught up
+   * (rate-limited replay); default `"instant"`.
+   */
+  readonly replay?: "instant" | "original"
+  /**
+   * The most events the group (all its members together) holds delivered and not yet settled (default
+   * max(1000, 4 × concurrency) on NATS, unlimited in memory; 1 to 10,000,000).
+   */
+  readonly maxAckPending?: number
+  /**
+   * `"none"`: fire-and-forget reads. Nothing is acknowledged; every event is delivered once, whatever the handler does:
+   * `RetryLater`, a failure, `Reject` and a hand-back at shutdown are only logged (one warning line), never redelivered
+   * nor dead-lettered. Default `"explicit"` (docs/semantics.md, "Subscribe options").
+   */
+  readonly ackPolicy?: "explicit" | "none"
+  /**
+   * How often the broker tells an idle subscription it is still there (NATS: the pull request's heartbeat, default
+   * 1 s; 100 ms to 1 minute). Ignored in memory.
+   */
+  readonly idleHeartbeat?: Duration.Input
+  /**
+   * Without a group only: how long the broker keeps the subscription's consumer after its process stopped pulling
+   * (NATS `inactive_threshold`, default 1 minute; 1 second to 7 days). Ignored in memory.
+   */
+  readonly inactiveThreshold?: Duration.Input
+  /** A description of the consumer on the broker (NATS `description`, up to 4096 characters). Ignored in memory. */
+  readonly description?: string
+  /**
+   * Labels of the consumer on the broker (NATS `metadata`, nats-server 2.10 or later; an older server ignores them and a
+   * warning says so). Ignored in memory.
+   */
+  readonly metadata?: Readonly<Record<string, string>>
   /** How long a delivery may stay unacknowledged before the backend redelivers it (default 30 s; 100 ms to 1 day). */
   readonly ackWait?: Duration.Input
   /** How long closing the subscription waits for running handlers before handing them back (default 10 s; 0 to 1 hour). */
@@ -106,7 +150,10 @@ export interface EventBusConfig {
   /** The CloudEvents `source` of published events: this service's name (default `"cqbus"`). */
   readonly source?: string
   /** Defaults for every subscription of this bus. */
-  readonly subscribe?: Omit<SubscribeOptions, "group" | "deliverPolicy">
+  readonly subscribe?: Omit<
+    SubscribeOptions,
+    "group" | "deliverPolicy" | "replay" | "ackPolicy" | "description" | "metadata"
+  >
   /**
    * Middleware for every subscription of this bus, applied around the subscription's own handler (which may already
    * be wrapped with `pipe`). `[a, b]` means `pipe(handler, a, b)`: `a` wraps the handler, `b` wraps `a` and runs
@@ -340,7 +387,8 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
           maxInFlight: ordering === "key" ? Math.max(concurrency, maxBuffered) : concurrency,
           ackWait: Duration.fromInputUnsafe(options.ackWait ?? shared.ackWait ?? DEFAULTS.ackWait),
           drainTimeout: Duration.fromInputUnsafe(options.drainTimeout ?? shared.drainTimeout ?? DEFAULTS.drainTimeout),
-          ...(options.internal === true ? { internal: true } : {})
+          ...(options.internal === true ? { internal: true } : {}),
+          ...consumerOptions(options, shared, group)
         }, process)
         return { topic, group }
       })
@@ -397,6 +445,34 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
 
     return { publish, publishAll, subscribe, publishRaw, subscribeRaw, check: transport.check }
   }))
+
+/**
+ * The optional consumer settings of `ConsumeOptions`, only those given: a transport applies its own default for an
+ * absent one, so a subscription that sets none asks the backend for exactly what it asked before these options existed.
+ */
+const consumerOptions = (
+  options: SubscribeOptions,
+  shared: NonNullable<EventBusConfig["subscribe"]>,
+  group: string | undefined
+): Partial<ConsumeOptions> => {
+  const result: {
+    -readonly [K in keyof ConsumeOptions]?: ConsumeOptions[K]
+  } = {}
+  if (options.replay !== undefined) result.replay = options.replay
+  if (options.ackPolicy !== undefined) result.ackPolicy = options.ackPolicy
+  if (options.description !== undefined) result.description = options.description
+  if (options.metadata !== undefined) result.metadata = options.metadata
+  const maxAckPending = options.maxAckPending ?? shared.maxAckPending
+  if (maxAckPending !== undefined) result.maxAckPending = maxAckPending
+  const idleHeartbeat = options.idleHeartbeat ?? shared.idleHeartbeat
+  if (idleHeartbeat !== undefined) result.idleHeartbeat = Duration.fromInputUnsafe(idleHeartbeat)
+  // A bus-wide default applies to the subscriptions it can apply to: those without a group.
+  const inactiveThreshold = options.inactiveThreshold ?? shared.inactiveThreshold
+  if (inactiveThreshold !== undefined && group === undefined) {
+    result.inactiveThreshold = Duration.fromInputUnsafe(inactiveThreshold)
+  }
+  return result
+}
 
 /**
  * Decodes a delivery as the event's type. A `ce-type` header naming another type is a decode error too: protobuf

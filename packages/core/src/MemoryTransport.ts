@@ -91,6 +91,8 @@ interface Consumer {
   cursor: number
   /** Deliveries to make before new messages: handed back, or redeliveries that are due. */
   readonly ready: Array<Entry>
+  /** First deliveries to make before the cursor's (`"lastPerSubject"`: the latest of each subject), oldest first. */
+  readonly first: Array<Entry>
   readonly delayed: Array<{ readonly entry: Entry; readonly due: number }>
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
@@ -100,6 +102,24 @@ interface Consumer {
   turn: number
   /** An infrastructure subscription (`ConsumeOptions.internal`): not listed by `consumers`. */
   readonly internal: boolean
+  /** The most deliveries the consumer holds unsettled (`ConsumeOptions.maxAckPending`; `Infinity` without one). */
+  readonly maxAckPending: number
+  /** `ConsumeOptions.ackPolicy` `"none"`: every outcome settles the message; one other than `Ack` is logged. */
+  readonly ackNone: boolean
+  /** With `replay: "original"`, the pace of the first deliveries of what was retained when the consumer was created. */
+  readonly replay: Replay | undefined
+}
+
+/** Replay at the original rate (`ConsumeOptions.replay`), as nats-server does it: each message waits after the previous
+ * one as long as it was stored after it, until the consumer reaches what was published after it was created. */
+interface Replay {
+  /** The first sequence published after the consumer was created: delivered as it comes. */
+  readonly until: number
+  /** The stored time of the last message delivered at pace, and when (Clock time) it was delivered. */
+  lastStored: number | undefined
+  lastDelivered: number
+  /** When the next paced message is due (`Infinity`: nothing waits). */
+  due: number
 }
 
 /** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
@@ -171,6 +191,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
      * timers and takes what is already waiting or new.
      */
     const take = (consumer: Consumer, now: number | undefined): Entry | undefined => {
+      if (consumer.inFlight >= consumer.maxAckPending) return undefined
       if (now !== undefined && consumer.delayed.length > 0) {
         for (let i = 0; i < consumer.delayed.length;) {
           const item = consumer.delayed[i]!
@@ -183,8 +204,25 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       let entry = consumer.ready.shift()
       if (entry === undefined) {
         if (now !== undefined) log.expire(now)
-        entry = log.next(consumer.cursor, consumer.matches)
-        consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
+        // What the start position picked and not yet delivered comes first, unless a limit has removed it meanwhile.
+        while (consumer.first.length > 0 && consumer.first[0]!.deleted) consumer.first.shift()
+        const picked = consumer.first[0]
+        entry = picked ?? log.next(consumer.cursor, consumer.matches)
+        const replay = consumer.replay
+        if (entry !== undefined && replay !== undefined && entry.sequence < replay.until) {
+          // Paced by the members' timers, which read the consumer's clock; a publish only leaves it to them.
+          if (now === undefined) return undefined
+          const due = replay.lastStored === undefined ? now : replay.lastDelivered + (entry.time - replay.lastStored)
+          if (due > now) {
+            replay.due = due
+            return undefined
+          }
+          replay.lastStored = entry.time
+          replay.lastDelivered = now
+          replay.due = Infinity
+        }
+        if (picked !== undefined) consumer.first.shift()
+        else consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
         if (entry === undefined) return undefined
       }
       consumer.attempts.set(entry.sequence, (consumer.attempts.get(entry.sequence) ?? 0) + 1)
@@ -248,13 +286,18 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
     }
 
     const nextDue = (consumer: Consumer): number => {
-      let due = Infinity
+      let due = consumer.replay?.due ?? Infinity
       for (const item of consumer.delayed) due = Math.min(due, item.due)
       return due
     }
 
     const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, group: string | undefined, now: number): void => {
       consumer.inFlight--
+      if (consumer.ackNone) {
+        // Nothing waits for an answer: the message is done, whatever the outcome (the caller logs one other than Ack).
+        consumer.attempts.delete(entry.sequence)
+        return
+      }
       switch (outcome._tag) {
         case "Ack":
           consumer.attempts.delete(entry.sequence)
@@ -298,19 +341,27 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         }
         if (consumer === undefined) {
           const name = group ?? `~ephemeral-${++ephemeralIds}`
+          const matches = compilePattern(topic)
+          const start = log.startPosition(options.deliverPolicy, matches)
           consumer = {
             name,
             topic,
             durable: group !== undefined,
-            matches: compilePattern(topic),
-            cursor: log.startPosition(options.deliverPolicy),
+            matches,
+            cursor: start.cursor,
             ready: [],
+            first: start.first.slice(),
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
             members: [],
             turn: 0,
-            internal: options.internal === true
+            internal: options.internal === true,
+            maxAckPending: options.maxAckPending ?? Infinity,
+            ackNone: options.ackPolicy === "none",
+            replay: options.replay === "original"
+              ? { until: log.nextSequence(), lastStored: undefined, lastDelivered: 0, due: Infinity }
+              : undefined
           }
           consumers.set(name, consumer)
         }
@@ -339,13 +390,15 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           FiberSet.run(fibers)(
             process(deliver(entry)).pipe(
               Effect.onExit((exit) =>
-                Effect.sync(() => {
+                Effect.suspend(() => {
                   const now = clock.currentTimeMillisUnsafe()
+                  const outcome: Outcome = exit._tag === "Success" ? exit.value : { _tag: "Handback" }
                   member.inFlight--
-                  settle(self, entry, exit._tag === "Success" ? exit.value : { _tag: "Handback" }, group, now)
+                  settle(self, entry, outcome, group, now)
                   dispatch(self, now)
                   // Its loop looks again at the next due redelivery, now that it has room for it.
                   member.wake.openUnsafe()
+                  return self.ackNone && outcome._tag !== "Ack" ? logUnacknowledged(topic, group, entry.topic, outcome) : Effect.void
                 })
               )
             )
@@ -402,7 +455,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       })
 
     /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
-    const pendingOf = (consumer: Consumer): number => log.count(consumer.cursor, consumer.matches)
+    const pendingOf = (consumer: Consumer): number =>
+      log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
 
     const isDraining = (consumer: Consumer): boolean => {
       for (const member of consumer.members) if (member.stopping) return true
@@ -467,6 +521,23 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
     )
     return transport
   })
+
+/**
+ * The one line a consumer with `ackPolicy: "none"` leaves for an outcome it cannot apply: the message is not
+ * redelivered and not dead-lettered (the NATS transport words it the same; docs/semantics.md, "Subscribe options").
+ */
+const logUnacknowledged = (
+  topic: string,
+  group: string | undefined,
+  subject: string,
+  outcome: Exclude<Outcome, { readonly _tag: "Ack" }>
+): Effect.Effect<void> =>
+  Effect.logWarning(
+    `cqbus: a message on ${subject} (${group === undefined ? "subscription" : `group ${group}`} of ${topic}) is ` +
+      `dropped: ackPolicy "none" neither redelivers nor dead-letters it (outcome ${outcome._tag}${
+        outcome._tag === "Nak" ? `: ${outcome.error}` : outcome._tag === "DeadLetter" ? `: ${outcome.reason}` : ""
+      })`
+  )
 
 const MemoryTransportKey: Context.ServiceClass<MemoryTransport, "@cqbus/core/MemoryTransport", MemoryTransportShape> =
   Context.Service<MemoryTransport, MemoryTransportShape>()("@cqbus/core/MemoryTransport")

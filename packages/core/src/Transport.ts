@@ -108,7 +108,8 @@ export type Outcome =
 
 /**
  * Where a new consumer starts. Only applies when the consumer (group) is created; an existing group resumes after its
- * last acknowledged message.
+ * last acknowledged message. `"last"`: the latest retained message the topic or pattern matches, then new ones;
+ * `"lastPerSubject"`: the latest retained message of each concrete subject the pattern matches, then new ones.
  *
  * @since 0.1.0
  * @category models
@@ -116,6 +117,8 @@ export type Outcome =
 export type DeliverPolicy =
   | "all"
   | "new"
+  | "last"
+  | "lastPerSubject"
   | { readonly fromSequence: number }
   | { readonly fromTime: Date }
 
@@ -145,6 +148,32 @@ export interface ConsumeOptions {
    * `consumers` capability. Absent means `false`.
    */
   readonly internal?: boolean
+  /**
+   * `"original"`: deliver retained messages at the rate they were stored (the gap between two deliveries is the gap
+   * between their stored times) until the consumer has caught up, then as they come. Absent means `"instant"`.
+   */
+  readonly replay?: "instant" | "original"
+  /**
+   * The most messages the whole consumer (every member of a group) holds delivered and not yet settled; the backend
+   * delivers no more until one settles. Absent: the backend's default.
+   */
+  readonly maxAckPending?: number
+  /**
+   * `"none"`: nothing is acknowledged and every message is delivered once, whatever its outcome (fire-and-forget
+   * reads); an outcome other than `Ack` is only logged. Absent means `"explicit"`.
+   */
+  readonly ackPolicy?: "explicit" | "none"
+  /** How often a broker signals an idle consumer that it is alive, where the backend uses such heartbeats. */
+  readonly idleHeartbeat?: Duration.Duration
+  /**
+   * How long an ephemeral consumer may go without a subscriber before a broker deletes it (only without a `group`),
+   * where the backend keeps consumers on a server.
+   */
+  readonly inactiveThreshold?: Duration.Duration
+  /** A description of the consumer, where the backend stores one. */
+  readonly description?: string
+  /** Labels of the consumer, where the backend stores them. */
+  readonly metadata?: Readonly<Record<string, string>>
 }
 
 /**

@@ -150,7 +150,10 @@ export const make = (
           process,
           acker,
           deadLetters: new DeadLetterWriter({ publisher, acker, prefix: resolved.deadLetterPrefix, group }),
-          server
+          server,
+          topic,
+          group,
+          ...(options.idleHeartbeat === undefined ? {} : { heartbeat: Duration.toMillis(options.idleHeartbeat) })
         }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group, stream)))
         draining = consumer.draining
       })

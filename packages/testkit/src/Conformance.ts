@@ -337,6 +337,112 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
       assert.deepEqual(fromTime, ["p2", "p3"])
     }))
 
+  define("deliver policy \"last\" starts with the latest retained event of the topic or pattern", ["retention", "wildcards"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const text = (body: Uint8Array) => new TextDecoder().decode(body)
+      for (const [topic, body] of [["a", "a1"], ["b", "b1"], ["a", "a2"], ["c", "c1"]] as const) {
+        yield* bus.publishRaw(`cqc.events.v1.last_${topic}`, new TextEncoder().encode(body))
+      }
+      const ofPattern: Array<string> = []
+      const ofTopic: Array<string> = []
+      const ofGroup: Array<string> = []
+      yield* bus.subscribeRaw("cqc.events.v1.*", (body) => Effect.sync(() => ofPattern.push(text(body))), {
+        deliverPolicy: "last"
+      })
+      yield* bus.subscribeRaw("cqc.events.v1.last_a", (body) => Effect.sync(() => ofTopic.push(text(body))), {
+        deliverPolicy: "last"
+      })
+      yield* bus.subscribeRaw("cqc.events.v1.last_b", (body) => Effect.sync(() => ofGroup.push(text(body))), {
+        group: "latest",
+        deliverPolicy: "last"
+      })
+      yield* wait(() => ofPattern.length === 1 && ofTopic.length === 1 && ofGroup.length === 1, "each has the latest event")
+      yield* bus.publishRaw("cqc.events.v1.last_a", new TextEncoder().encode("a3"))
+      yield* wait(() => ofPattern.length === 2 && ofTopic.length === 2, "new events follow")
+      yield* pass(100)
+      assert.deepEqual(ofPattern, ["c1", "a3"])
+      assert.deepEqual(ofTopic, ["a2", "a3"])
+      assert.deepEqual(ofGroup, ["b1"])
+    }))
+
+  define("deliver policy \"lastPerSubject\" starts with the latest retained event of each subject", ["retention", "wildcards"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const text = (body: Uint8Array) => new TextDecoder().decode(body)
+      for (const [topic, body] of [["a", "a1"], ["b", "b1"], ["a", "a2"], ["c", "c1"], ["b", "b2"]] as const) {
+        yield* bus.publishRaw(`cqc.events.v1.each_${topic}`, new TextEncoder().encode(body))
+      }
+      const seen: Array<string> = []
+      const grouped: Array<string> = []
+      yield* bus.subscribeRaw("cqc.events.v1.*", (body) => Effect.sync(() => seen.push(text(body))), {
+        deliverPolicy: "lastPerSubject"
+      })
+      yield* bus.subscribeRaw("cqc.events.v1.*", (body) => Effect.sync(() => grouped.push(text(body))), {
+        group: "per_subject",
+        deliverPolicy: "lastPerSubject"
+      })
+      yield* wait(() => seen.length === 3 && grouped.length === 3, "the latest event of each subject")
+      yield* bus.publishRaw("cqc.events.v1.each_a", new TextEncoder().encode("a3"))
+      yield* wait(() => seen.length === 4 && grouped.length === 4, "new events follow")
+      yield* pass(100)
+      // In stream order: the latest of a, then c, then b.
+      assert.deepEqual(seen, ["a2", "c1", "b2", "a3"])
+      assert.deepEqual(grouped, ["a2", "c1", "b2", "a3"])
+    }))
+
+  define("maxAckPending bounds the group's unsettled deliveries below its concurrency", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const release = yield* Deferred.make<void>()
+      let running = 0
+      let most = 0
+      const handled: Array<string> = []
+      const handler = (e: { readonly assetId: string }) =>
+        Effect.gen(function*() {
+          running++
+          most = Math.max(most, running)
+          yield* Deferred.await(release)
+          running--
+          handled.push(e.assetId)
+        })
+      // Two members, each with room for 10: the group as a whole holds at most 3.
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "capped", concurrency: 10, maxAckPending: 3 })
+      yield* bus.subscribe(AssetCreatedEvent, handler, { group: "capped", concurrency: 10, maxAckPending: 3 })
+      for (let i = 0; i < 8; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `cap-${i}` })
+      yield* wait(() => running === 3, "3 handlers run")
+      yield* pass(500)
+      assert.equal(most, 3, "no more than maxAckPending deliveries are unsettled at once")
+      yield* Deferred.succeed(release, undefined)
+      yield* wait(() => handled.length === 8, "every event is handled once the first ones settle")
+      assert.equal(new Set(handled).size, 8)
+      assert.ok(most <= 3, `at most 3 at once, got ${most}`)
+    }))
+
+  define("replay \"original\" delivers retained events spaced as they were stored", ["retention"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const now = Effect.clockWith((clock) => clock.currentTimeMillis)
+      yield* bus.publish(AssetCreatedEvent, { assetId: "r0" })
+      yield* pass(400)
+      yield* bus.publish(AssetCreatedEvent, { assetId: "r1" })
+      yield* pass(800)
+      yield* bus.publish(AssetCreatedEvent, { assetId: "r2" })
+      const at: Array<number> = []
+      const ids: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (e) =>
+        Effect.map(now, (t) => {
+          at.push(t)
+          ids.push(e.assetId)
+        }), { group: "replayed", deliverPolicy: "all", replay: "original" })
+      yield* wait(() => ids.length === 3, "the three retained events are replayed", 10_000)
+      assert.deepEqual(ids, ["r0", "r1", "r2"])
+      // Instant replay would deliver all three within a few ms; the stored gaps were 400 ms and 800 ms. Half of each is
+      // the bound, for timer slack.
+      assert.ok(at[1]! - at[0]! >= 200, `the second waits after the first, got ${at[1]! - at[0]!} ms`)
+      assert.ok(at[2]! - at[1]! >= 400, `the third waits after the second, got ${at[2]! - at[1]!} ms`)
+    }))
+
   define("a group resumes after its last acked event when it subscribes again", ["retention"], ({ pass, wait }) =>
     Effect.gen(function*() {
       const seen = yield* resumeAfterAbsence("resume", Effect.void, wait)

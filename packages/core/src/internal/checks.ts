@@ -13,15 +13,23 @@ const SubscribeRanges = {
   // NATS keeps an unacknowledged delivery for `ack_wait`; cqbus sends keep-alives at a fraction of it, so below 100 ms
   // it would mostly send keep-alives.
   ackWait: { min: "100 millis", max: "1 days" },
-  drainTimeout: Options.Ranges.drain
+  drainTimeout: Options.Ranges.drain,
+  maxAckPending: { min: 1, max: 10_000_000 },
+  // The pull request lives a few heartbeats; below 100 ms the heartbeats would be most of the traffic.
+  idleHeartbeat: { min: "100 millis", max: "1 minutes" },
+  // Shorter than a few pull heartbeats, the server could drop a consumer that is only between two pulls.
+  inactiveThreshold: { min: "1 seconds", max: "7 days" }
 } as const
 
 /** How many publishes `publishAll` may keep awaiting their acknowledgement at once. */
 export const WindowRange: { readonly min: number; readonly max: number } = { min: 1, max: 65_536 } as const
 
 const deliverPolicy = (option: string, value: unknown): Options.Check => {
-  if (value === undefined || value === "all" || value === "new") return undefined
-  const rule = `${option} must be "all", "new", { fromSequence: 1 to ${Options.MAX_COUNT} } or { fromTime: a valid Date }`
+  if (value === undefined || value === "all" || value === "new" || value === "last" || value === "lastPerSubject") {
+    return undefined
+  }
+  const rule = `${option} must be "all", "new", "last", "lastPerSubject", { fromSequence: 1 to ${Options.MAX_COUNT} } ` +
+    `or { fromTime: a valid Date }`
   if (typeof value === "object" && value !== null) {
     if ("fromSequence" in value) {
       return Options.integer(`${option}.fromSequence`, value.fromSequence, { min: 1, max: Options.MAX_COUNT })
@@ -48,7 +56,10 @@ const sharedSubscribe = (options: Record<string, unknown>, prefix: string): Opti
     () => Options.func(`${prefix}backoff`, options.backoff),
     () => Options.duration(`${prefix}ackWait`, options.ackWait, SubscribeRanges.ackWait),
     () => Options.duration(`${prefix}drainTimeout`, options.drainTimeout, SubscribeRanges.drainTimeout),
-    () => Options.boolean(`${prefix}internal`, options.internal)
+    () => Options.boolean(`${prefix}internal`, options.internal),
+    () => Options.integer(`${prefix}maxAckPending`, options.maxAckPending, SubscribeRanges.maxAckPending),
+    () => Options.duration(`${prefix}idleHeartbeat`, options.idleHeartbeat, SubscribeRanges.idleHeartbeat),
+    () => Options.duration(`${prefix}inactiveThreshold`, options.inactiveThreshold, SubscribeRanges.inactiveThreshold)
   )
 
 /** Checks the options of one `subscribe`/`subscribeRaw`. */
@@ -57,7 +68,21 @@ export const checkSubscribeOptions = (options: unknown): Options.Check =>
     Options.first(
       () => Options.name("group", o.group),
       () => sharedSubscribe(o, ""),
-      () => deliverPolicy("deliverPolicy", o.deliverPolicy)
+      () => deliverPolicy("deliverPolicy", o.deliverPolicy),
+      () => Options.oneOf("replay", o.replay, ["instant", "original"]),
+      () => Options.oneOf("ackPolicy", o.ackPolicy, ["explicit", "none"]),
+      // nats-server keeps up to 4 KiB of description (JSMaxDescriptionLen).
+      () => Options.text("description", o.description, { maxLength: 4096 }),
+      () => Options.record("metadata", o.metadata, (option, value) => Options.text(option, value, { maxLength: 4096 })),
+      // A group lives until it is deleted: the server's inactivity clean-up is for consumers nobody names.
+      () =>
+        o.group !== undefined && o.inactiveThreshold !== undefined
+          ? {
+            option: "inactiveThreshold",
+            message: "inactiveThreshold applies to subscriptions without a group; a group's consumer is kept until it is " +
+              "deleted"
+          }
+          : undefined
     )
   )
 

@@ -56,8 +56,14 @@ export interface MemoryLog {
   readonly next: (sequence: number, matches: (topic: string) => boolean) => Entry | undefined
   /** How many live entries at or after `sequence` have a topic that `matches`. */
   readonly count: (sequence: number, matches: (topic: string) => boolean) => number
-  /** The sequence a new consumer with this policy starts at. */
-  readonly startPosition: (policy: DeliverPolicy) => number
+  /**
+   * Where a new consumer with this policy and pattern starts: the sequence of its first new delivery, and the
+   * deliveries to make before it (`"lastPerSubject"`: the latest entry of each matching topic, in sequence order).
+   */
+  readonly startPosition: (
+    policy: DeliverPolicy,
+    matches: (topic: string) => boolean
+  ) => { readonly cursor: number; readonly first: ReadonlyArray<Entry> }
   /** The sequence the next stored message gets. */
   readonly nextSequence: () => number
   /** The live entries, oldest first, optionally of one topic. */
@@ -216,13 +222,32 @@ export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
     return found
   }
 
-  const startPosition = (policy: DeliverPolicy): number => {
-    if (policy === "all") return 0
-    if (policy === "new") return nextSequence
-    if ("fromSequence" in policy) return policy.fromSequence
+  const startPosition = (
+    policy: DeliverPolicy,
+    matches: (topic: string) => boolean
+  ): { readonly cursor: number; readonly first: ReadonlyArray<Entry> } => {
+    const at = (cursor: number) => ({ cursor, first: [] })
+    if (policy === "all") return at(0)
+    if (policy === "new") return at(nextSequence)
+    if (policy === "last") {
+      for (let i = log.length - 1; i >= head; i--) {
+        const entry = log[i]!
+        if (!entry.deleted && matches(entry.topic)) return at(entry.sequence)
+      }
+      return at(nextSequence)
+    }
+    if (policy === "lastPerSubject") {
+      // A topic's entries leave from its front only (age and size limits), so its last entry is live while it has any.
+      const first: Array<Entry> = []
+      for (const [topic, stats] of topics) {
+        if (stats.count > 0 && matches(topic)) first.push(stats.entries[stats.entries.length - 1]!)
+      }
+      return { cursor: nextSequence, first: first.sort((a, b) => a.sequence - b.sequence) }
+    }
+    if ("fromSequence" in policy) return at(policy.fromSequence)
     const time = policy.fromTime.getTime()
     const found = log.slice(head).find((e) => !e.deleted && e.time >= time)
-    return found === undefined ? nextSequence : found.sequence
+    return at(found === undefined ? nextSequence : found.sequence)
   }
 
   const messages = (topic: string | undefined): ReadonlyArray<StoredMessage> =>

@@ -12,27 +12,48 @@
  */
 import { SubscribeError } from "@cqbus/core"
 import { type ConsumeOptions } from "@cqbus/core/backend"
-import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream"
+import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager, ReplayPolicy } from "@nats-io/jetstream"
 import { nanos, type NatsConnection } from "@nats-io/nats-core"
 import { Duration, Effect, type Scope } from "effect"
 import type { ProvisioningStrategy } from "../NatsConfig.ts"
 import { ApiCodes, isNotFound, toSubscribeError } from "./errors.ts"
 import { differences } from "./provision.ts"
 
-/** Fields an update of an existing consumer may change (nats-server 2.9). */
-const UPDATABLE: ReadonlySet<string> = new Set(["ack_wait", "max_deliver", "backoff", "max_ack_pending"])
+/**
+ * Fields compared with an existing consumer, in the order they are reported, each with what a difference means:
+ * `update`, an update can change it (nats-server 2.9; `metadata` from 2.10, where it exists); `start`, the start
+ * position, which the server cannot change (refused with advice about the start); `fixed`, refused otherwise (the
+ * server cannot change it, or, for `filter_subject`, a group's topic is its identity).
+ */
+const FIELDS = {
+  filter_subject: "fixed",
+  deliver_policy: "start",
+  opt_start_seq: "start",
+  opt_start_time: "start",
+  ack_policy: "fixed",
+  replay_policy: "fixed",
+  ack_wait: "update",
+  max_deliver: "update",
+  backoff: "update",
+  max_ack_pending: "update",
+  description: "update",
+  metadata: "update"
+} as const
 
-/** Fields compared with an existing consumer, in the order they are reported. */
-const COMPARED = [
-  "filter_subject",
-  "deliver_policy",
-  "opt_start_seq",
-  "opt_start_time",
-  "ack_wait",
-  "max_deliver",
-  "backoff",
-  "max_ack_pending"
-] as const
+const COMPARED = Object.keys(FIELDS) as ReadonlyArray<keyof typeof FIELDS>
+
+/** The field a difference line (`field: have → want`) is about. */
+const kindOf = (line: string): "fixed" | "start" | "update" | undefined =>
+  (FIELDS as Record<string, "fixed" | "start" | "update">)[line.slice(0, line.indexOf(":"))]
+
+/** The first nats-server version that keeps consumer `metadata` (2.9 accepts the field and drops it). */
+const METADATA_SINCE: readonly [number, number] = [2, 10]
+
+/** `true` when the server (its `INFO` version, e.g. `2.9.10`) keeps consumer metadata. */
+export const keepsMetadata = (version: string | undefined): boolean => {
+  const [major = 0, minor = 0] = (version ?? "").split(".").map((part) => Number.parseInt(part, 10))
+  return major > METADATA_SINCE[0] || (major === METADATA_SINCE[0] && minor >= METADATA_SINCE[1])
+}
 
 type Compared = Partial<Record<(typeof COMPARED)[number], unknown>>
 
@@ -45,6 +66,8 @@ interface ConsumerRequest {
   /** The full configuration the subscription asks for (deliver policy included). */
   readonly want: Partial<ConsumerConfig>
   readonly strategy: ProvisioningStrategy
+  /** `maxAckPending` was given: compared as asked, not as a ceiling (see `compare`). */
+  readonly exactAckPending: boolean
   /**
    * The consumer is being recreated after the server lost it, from the oldest unsettled sequence: a consumer another
    * member recreated first starts at its own floor, so the start position is not compared.
@@ -66,6 +89,8 @@ export interface ConsumerSettings {
   readonly maxBatch: number | undefined
   /** The consumer's `max_expires` in ms, when it has one: no pull waits longer. */
   readonly maxExpires: number | undefined
+  /** The consumer's `ack_policy` is `none`: nothing is answered; every delivery is the only one. */
+  readonly ackNone: boolean
 }
 
 /** The settings of a consumer's configuration. */
@@ -80,7 +105,8 @@ const settingsOf = (config: ConsumerConfig): ConsumerSettings => {
     maxBatch: config.max_batch !== undefined && config.max_batch > 0 ? config.max_batch : undefined,
     maxExpires: config.max_expires !== undefined && config.max_expires > 0
       ? Math.floor(config.max_expires / 1_000_000)
-      : undefined
+      : undefined,
+    ackNone: config.ack_policy === AckPolicy.None
   }
 }
 
@@ -92,6 +118,9 @@ const show = (field: string, value: unknown): string => {
   const duration = (n: unknown) =>
     typeof n === "number" ? Duration.format(Duration.millis(n / 1_000_000)) : JSON.stringify(n)
   if (NANOS.has(field)) return Array.isArray(value) ? `[${value.map(duration).join(", ")}]` : duration(value)
+  // Already canonical JSON (see `comparable`), or absent.
+  if (field === "metadata") return typeof value === "string" ? value : "none"
+  if (field === "description" && value === undefined) return "none"
   return JSON.stringify(value)
 }
 
@@ -106,11 +135,27 @@ const comparable = (config: Partial<ConsumerConfig>): Compared => {
     opt_start_time: policy === DeliverPolicy.StartTime && config.opt_start_time !== undefined
       ? new Date(config.opt_start_time).toISOString()
       : undefined,
+    ack_policy: config.ack_policy ?? AckPolicy.Explicit,
+    replay_policy: config.replay_policy ?? ReplayPolicy.Instant,
     ack_wait: config.ack_wait,
     max_deliver: config.max_deliver ?? -1,
     backoff: config.backoff ?? [],
-    max_ack_pending: config.max_ack_pending
+    // Without acks there is nothing pending: the server's value is not the subscription's concern.
+    max_ack_pending: config.ack_policy === AckPolicy.None ? undefined : config.max_ack_pending,
+    description: config.description === "" ? undefined : config.description,
+    metadata: canonicalMetadata(config.metadata)
   }
+}
+
+/**
+ * Metadata as one comparable string with sorted keys, without the server's own `_nats.*` entries (2.11+ adds them);
+ * `undefined` for none.
+ */
+const canonicalMetadata = (metadata: Readonly<Record<string, string>> | undefined): string | undefined => {
+  const entries = Object.entries(metadata ?? {}).filter(([key]) => !key.startsWith("_nats.")).sort(([a], [b]) =>
+    a < b ? -1 : a > b ? 1 : 0
+  )
+  return entries.length === 0 ? undefined : JSON.stringify(Object.fromEntries(entries))
 }
 
 /**
@@ -120,15 +165,21 @@ const comparable = (config: Partial<ConsumerConfig>): Compared => {
 const compare = (
   have: Partial<ConsumerConfig>,
   want: Partial<ConsumerConfig>,
-  options: { readonly recreating?: boolean } = {}
+  options: { readonly recreating?: boolean; readonly exactAckPending?: boolean } = {}
 ): { readonly updatable: ReadonlyArray<string>; readonly fixed: ReadonlyArray<string> } => {
   const a = comparable(have)
   const b = comparable(want)
-  // `max_ack_pending` is a ceiling: more room than asked (or none, -1) is not a difference, and members of one group
-  // with different concurrency must not take turns lowering it.
-  if (a.max_ack_pending === -1 || (a.max_ack_pending as number) >= (b.max_ack_pending as number)) {
+  // The default `max_ack_pending` is a ceiling: more room than asked (or none, -1) is not a difference, and members of
+  // one group with different concurrency must not take turns lowering it. A `maxAckPending` the subscription gives is
+  // a setting like any other.
+  if (
+    options.exactAckPending !== true &&
+    (a.max_ack_pending === -1 || (a.max_ack_pending as number) >= (b.max_ack_pending as number))
+  ) {
     b.max_ack_pending = a.max_ack_pending
   }
+  // Metadata the subscription does not send (a server before 2.10, see `setUpConsumer`) is not compared.
+  if (want.metadata === undefined) b.metadata = a.metadata
   // A group has a position already: cqbus recreates a lost consumer from its oldest unsettled sequence, so a group
   // that starts at a sequence continues what "all" began. Any other start differs.
   const continues = a.deliver_policy === DeliverPolicy.StartSequence && b.deliver_policy === DeliverPolicy.All
@@ -141,8 +192,8 @@ const compare = (
   for (const field of COMPARED) wanted[field] = b[field]
   const diff = differences<Compared>(a, wanted, show)
   return {
-    updatable: diff.filter((line) => UPDATABLE.has(line.slice(0, line.indexOf(":")))),
-    fixed: diff.filter((line) => !UPDATABLE.has(line.slice(0, line.indexOf(":"))))
+    updatable: diff.filter((line) => kindOf(line) === "update"),
+    fixed: diff.filter((line) => kindOf(line) !== "update")
   }
 }
 
@@ -159,6 +210,16 @@ const refuseFixed = (request: ConsumerRequest, have: ConsumerConfig, fixed: Read
       reason: "GroupConflict",
       message: `group ${request.name} already consumes ${have.filter_subject} on ${request.stream}; one group cannot ` +
         `also consume ${topic} (${fixed.join("; ")}). Give each topic its own group name`
+    })
+  }
+  if (fixed.some((line) => kindOf(line) !== "start")) {
+    return new SubscribeError({
+      topic,
+      group,
+      reason: "GroupConflict",
+      message: `${where(request)} was created with settings nats-server cannot change on an existing consumer: ` +
+        `${fixed.join("; ")}. Subscribe with the group's settings, delete the consumer (nats consumer rm ` +
+        `${request.stream} ${request.name}; the group loses its position), or use another group name`
     })
   }
   return new SubscribeError({
@@ -224,10 +285,16 @@ const ensureConsumer = (
         backoff: want.backoff ?? []
       }
       if (want.ack_wait !== undefined) update.ack_wait = want.ack_wait
-      // A ceiling only ever raised (see `compare`).
-      if (want.max_ack_pending !== undefined && room !== -1 && (room === undefined || room < want.max_ack_pending)) {
+      // The default is a ceiling only ever raised (see `compare`); a given `maxAckPending` is set as asked.
+      if (
+        want.max_ack_pending !== undefined &&
+        (request.exactAckPending || (room !== -1 && (room === undefined || room < want.max_ack_pending)))
+      ) {
         update.max_ack_pending = want.max_ack_pending
       }
+      // nats.js merges the update into the current configuration: an empty value clears one.
+      update.description = want.description ?? ""
+      if (want.metadata !== undefined || have.metadata !== undefined) update.metadata = want.metadata ?? {}
       return { settings: settingsOf((await jsm.consumers.update(stream, name, update)).config) }
     },
     catch: (cause) =>
@@ -242,6 +309,10 @@ const deliverPolicyConfig = (policy: ConsumeOptions["deliverPolicy"]): Partial<C
     ? { deliver_policy: DeliverPolicy.All }
     : policy === "new"
     ? { deliver_policy: DeliverPolicy.New }
+    : policy === "last"
+    ? { deliver_policy: DeliverPolicy.Last }
+    : policy === "lastPerSubject"
+    ? { deliver_policy: DeliverPolicy.LastPerSubject }
     : "fromSequence" in policy
     ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: policy.fromSequence }
     : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: policy.fromTime.toISOString() }
@@ -282,18 +353,45 @@ export const setUpConsumer = (
   Effect.gen(function*() {
     const { jsm, name, nc, options, stream } = setup
     const { group, topic } = options
+    const ackNone = options.ackPolicy === "none"
+    const metadata = options.metadata !== undefined && keepsMetadata(nc.info?.version) ? options.metadata : undefined
+    if (options.metadata !== undefined && metadata === undefined) {
+      // nats-server before 2.10 accepts the field and drops it: say so once per subscription rather than pretend.
+      yield* Effect.logWarning(
+        `cqbus: ${group === undefined ? "the consumer" : `group ${name}`} of ${topic} runs without its metadata: ` +
+          `nats-server ${nc.info?.version ?? "(unknown version)"} does not keep consumer metadata (2.10 or later does)`
+      )
+    }
     const base: Partial<ConsumerConfig> = {
-      ack_policy: AckPolicy.Explicit,
+      ack_policy: ackNone ? AckPolicy.None : AckPolicy.Explicit,
+      replay_policy: options.replay === "original" ? ReplayPolicy.Original : ReplayPolicy.Instant,
       filter_subject: topic,
       ack_wait: nanos(Duration.toMillis(options.ackWait)),
       // The bus dead-letters after `maxDeliver` itself, with the reason; the server must never give up silently.
       max_deliver: -1,
-      max_ack_pending: Math.max(1000, options.maxInFlight * 4),
-      ...(group === undefined ? { name, inactive_threshold: nanos(60_000) } : { durable_name: name })
+      ...(ackNone ? {} : { max_ack_pending: options.maxAckPending ?? Math.max(1000, options.maxInFlight * 4) }),
+      ...(options.description === undefined ? {} : { description: options.description }),
+      ...(metadata === undefined ? {} : { metadata: { ...metadata } }),
+      ...(group === undefined
+        ? {
+          name,
+          inactive_threshold: nanos(options.inactiveThreshold === undefined ? 60_000 : Duration.toMillis(options.inactiveThreshold))
+        }
+        : { durable_name: name })
     }
+    const exactAckPending = options.maxAckPending !== undefined
     /** The consumer on the server, created from `start` when it does not exist, reconciled when it does. */
     const ensure = (start: Partial<ConsumerConfig>, recreating = false) =>
-      ensureConsumer(jsm, { stream, name, topic, group, want: { ...base, ...start }, strategy: setup.strategy, recreating })
+      ensureConsumer(jsm, {
+        stream,
+        name,
+        topic,
+        group,
+        want: { ...base, ...start },
+        strategy: setup.strategy,
+        exactAckPending,
+        recreating
+      })
     const settings = yield* ensure(deliverPolicyConfig(options.deliverPolicy))
     // Registered before the pull loop, so it runs after the loop's drain: an ephemeral consumer is deleted only once
     // its deliveries are settled.

@@ -49,6 +49,11 @@ export interface PullLoopConfig {
   readonly deadLetters: DeadLetterWriter
   /** The consumer on the server: whether it is missing, its ack floor, recreating it. */
   readonly server: ServerConsumer
+  /** The idle heartbeat each pull request asks for, in ms (`SubscribeOptions.idleHeartbeat`; default 1 s). */
+  readonly heartbeat?: number
+  /** For the line an outcome leaves that a consumer without acks cannot apply. */
+  readonly topic: string
+  readonly group: string | undefined
 }
 
 /** A running pull consumer. */
@@ -59,7 +64,7 @@ export interface PullConsumer {
 
 /** Pull requests live this long on the server; idle ones are renewed. */
 const EXPIRES_MS = 5_000
-/** Idle heartbeats while a request waits: a silent server is noticed within a few of them. */
+/** Idle heartbeats while a request waits (default): a silent server is noticed within a few of them. */
 const HEARTBEAT_MS = 1_000
 
 interface PullRequest {
@@ -79,7 +84,10 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
     const runFork = Effect.runForkWith(context)
     const inbox = createInbox()
     const nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${config.stream}.${config.consumer}`
-    const expires = settings.maxExpires !== undefined && settings.maxExpires < EXPIRES_MS ? settings.maxExpires : EXPIRES_MS
+    const heartbeat = config.heartbeat ?? HEARTBEAT_MS
+    // The server refuses a request whose heartbeat is more than half its expiry: longer heartbeats, longer requests.
+    const wanted = Math.max(EXPIRES_MS, heartbeat * 3)
+    const expires = settings.maxExpires !== undefined && settings.maxExpires < wanted ? settings.maxExpires : wanted
     const capacity = maxInFlight * 2
     // Pull again once a quarter of the capacity is free: big enough batches, small enough gaps.
     const threshold = Math.max(1, Math.floor(capacity / 4))
@@ -115,7 +123,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       requested += free
       nc.publish(
         nextSubject,
-        ENCODER.encode(`{"batch":${free},"expires":${nanos(expires)},"idle_heartbeat":${nanos(HEARTBEAT_MS)}}`),
+        ENCODER.encode(`{"batch":${free},"expires":${nanos(expires)},"idle_heartbeat":${nanos(heartbeat)}}`),
         { reply: inbox }
       )
     }
@@ -142,7 +150,28 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
     }
 
     let serverMaxDeliver = settings.maxDeliver
+    let ackNone = settings.ackNone
+    /**
+     * Without acks (`ackPolicy: "none"`) the server has already forgotten the message: an outcome other than `Ack` is
+     * one warning line, and the message is neither redelivered nor dead-lettered.
+     */
+    const dropped = (delivery: JetStreamDelivery, outcome: Outcome): void => {
+      if (outcome._tag === "Ack") return
+      const group = config.group === undefined ? "subscription" : `group ${config.group}`
+      const detail = outcome._tag === "Nak" ? `: ${outcome.error}` : outcome._tag === "DeadLetter" ? `: ${outcome.reason}` : ""
+      runFork(Effect.logWarning(
+        `cqbus: a message on ${delivery.subject} (${group} of ${config.topic}) is dropped: ackPolicy "none" neither ` +
+          `redelivers nor dead-letters it (outcome ${outcome._tag}${detail})`
+      ))
+    }
+    /** A hand-back, or for a consumer without acks, the line saying the message is dropped. */
+    const handBack = (delivery: JetStreamDelivery): void =>
+      ackNone ? dropped(delivery, HANDBACK) : acker.handBack(delivery)
     const settle = (delivery: JetStreamDelivery, outcome: Outcome): void => {
+      if (ackNone) {
+        dropped(delivery, outcome)
+        return release()
+      }
       if (
         serverMaxDeliver !== undefined && delivery.deliveryCount >= serverMaxDeliver &&
         (outcome._tag === "Nak" || outcome._tag === "Handback")
@@ -279,7 +308,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
       if (naked.size > 0) naked.delete(delivery.sequence)
       streamPending = delivery.pending
-      if (stopping) return holding ? void queue.push(delivery) : acker.handBack(delivery)
+      if (stopping) return holding ? void queue.push(delivery) : handBack(delivery)
       if (running < maxInFlight) start(delivery)
       else queue.push(delivery)
     }
@@ -321,6 +350,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       stopping ? Effect.void : Effect.map(server.recreate(floor()), (settings) => {
         beat = beatOf(settings.ackWait)
         serverMaxDeliver = settings.maxDeliver
+        ackNone = settings.ackNone
       })
     ).pipe(
       Effect.andThen(Effect.sync(() => {
@@ -332,8 +362,8 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
 
     // Keep-alives for handlers that run in the background and for buffered deliveries, renewal of lost requests, and
     // the check for a silent server: with a request open the server sends a heartbeat every second, so nothing for
-    // three seconds means the request (or the consumer) is gone.
-    const beatOf = (ackWait: number) => Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(ackWait / 3)))
+    // three heartbeats means the request (or the consumer) is gone.
+    const beatOf = (ackWait: number) => Math.max(100, Math.min(heartbeat, Math.floor(ackWait / 3)))
     let beat = beatOf(settings.ackWait)
     let lastSeen = 0
     let silentSince = Date.now()
@@ -343,10 +373,13 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       if (nc.isClosed()) return Effect.void
       const now = Date.now()
       // Also while draining: a handler still running inside drainTimeout must not be redelivered to another member.
-      for (const delivery of background.keys()) if (now - delivery.since >= beat) acker.working(delivery)
-      for (let i = queueHead; i < queue.length; i++) acker.working(queue[i]!)
+      // Without acks nothing times out, so nothing needs keeping alive.
+      if (!ackNone) {
+        for (const delivery of background.keys()) if (now - delivery.since >= beat) acker.working(delivery)
+        for (let i = queueHead; i < queue.length; i++) acker.working(queue[i]!)
+      }
       if (stopping) return Effect.void
-      while (requests.length > 0 && requests[0]!.expiresAt + HEARTBEAT_MS * 2 < now) ended(undefined)
+      while (requests.length > 0 && requests[0]!.expiresAt + heartbeat * 2 < now) ended(undefined)
       // The ack floor, for recreating the consumer without skipping what other members hold, about every 30 s.
       if (++ticks % Math.max(1, Math.round(30_000 / beat)) === 0 && !checking) {
         checking = true
@@ -362,7 +395,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
         pull()
         return Effect.void
       }
-      if (now - silentSince < HEARTBEAT_MS * 3 || checking) return Effect.void
+      if (now - silentSince < heartbeat * 3 || checking) return Effect.void
       silentSince = now
       forgetRequests()
       // In its own fiber: asking the server may take its request timeout, and keep-alives must not wait for it.
@@ -414,7 +447,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
           requestsWaiter = undefined
           holding = false
         }
-        for (let i = queueHead; i < queue.length; i++) acker.handBack(queue[i]!)
+        for (let i = queueHead; i < queue.length; i++) handBack(queue[i]!)
         queue.length = 0
         queueHead = 0
         // Drain the inbox (UNSUB + flush) rather than unsubscribing at once: messages the server already sent for an
