@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ConsumerLag, type HealthError, Transport } from "@cqbus/core"
+import { type ConsumerLag, type HealthError, type PublishDepth, Transport } from "@cqbus/core"
 import { Options } from "@cqbus/core/backend"
 import { type Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { checkLagOptions } from "./internal/checks.ts"
@@ -42,6 +42,22 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
   }
 ]
 
+/** The publisher's depth (the transport's `publishing` capability), one gauge per field of a `PublishDepth`. */
+const PUBLISH_GAUGES: ReadonlyArray<{ readonly field: "inFlight" | "waiting"; readonly gauge: Metric.Gauge<number> }> = [
+  {
+    field: "inFlight",
+    gauge: Metric.gauge("messaging_publisher_in_flight_messages", {
+      description: "Publishes sent and awaiting the broker's confirmation (on NATS, their PubAck)."
+    })
+  },
+  {
+    field: "waiting",
+    gauge: Metric.gauge("messaging_publisher_waiting_messages", {
+      description: "Publishes waiting for a free slot, a connection or a stream leader before they can go out."
+    })
+  }
+]
+
 /**
  * Reads the transport's live consumers (its `consumers` capability) once and sets three gauges per topic and group:
  * `messaging_consumer_pending_messages` (stored, not yet delivered), `messaging_consumer_ack_pending_messages`
@@ -50,7 +66,9 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
  * `messaging_consumer_group_name`. Ephemeral consumers of one topic share one series (their sum), so series do not
  * multiply with generated consumer names. A series whose consumer is gone drops to 0 (a gauge cannot be removed
  * from the registry). A transport without the capability records nothing; one that cannot answer fails with its
- * `HealthError` and leaves the gauges as they were.
+ * `HealthError` and leaves the gauges as they were. Where the transport has the `publishing` capability, the publisher's
+ * depth is set too: `messaging_publisher_in_flight_messages` (sent, awaiting confirmation) and
+ * `messaging_publisher_waiting_messages` (waiting for a slot or a connection).
  *
  * Each call of `consumerLag(options)` remembers its own series, so create it once and run it as often as needed
  * (`layerConsumerLag` and `prometheusHandler` do).
@@ -103,8 +121,16 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
     }
     return Effect.all(updates, { discard: true })
   }
+  const recordDepth = (depth: PublishDepth): Effect.Effect<void> =>
+    Effect.all(
+      PUBLISH_GAUGES.map(({ field, gauge }) => Metric.update(Metric.withAttributes(gauge, extra), depth[field])),
+      { discard: true }
+    )
   return Effect.flatMap(Effect.service(Transport.Transport), (transport) =>
-    transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record))
+    Effect.andThen(
+      transport.publishing === undefined ? Effect.void : Effect.flatMap(transport.publishing, recordDepth),
+      transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record)
+    ))
 }
 
 /**
