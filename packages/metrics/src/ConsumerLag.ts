@@ -20,43 +20,36 @@ export interface ConsumerLagOptions {
   readonly attributes?: Readonly<Record<string, string>>
 }
 
+/** Gauges fed from fields of one record, each `[field, metric name, description]`. */
+const gaugesOf = <F extends string>(
+  specs: ReadonlyArray<readonly [F, string, string]>
+): ReadonlyArray<{ readonly field: F; readonly gauge: Metric.Gauge<number> }> =>
+  specs.map(([field, name, description]) => ({ field, gauge: Metric.gauge(name, { description }) }))
+
 /** The three lag gauges, each fed from one field of a `ConsumerLag`. */
-const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "redelivered"; readonly gauge: Metric.Gauge<number> }> = [
-  {
-    field: "pending",
-    gauge: Metric.gauge("messaging_consumer_pending_messages", {
-      description: "Messages stored for a consumer and not yet delivered to it."
-    })
-  },
-  {
-    field: "ackPending",
-    gauge: Metric.gauge("messaging_consumer_ack_pending_messages", {
-      description: "Messages delivered to a consumer and not yet acknowledged."
-    })
-  },
-  {
-    field: "redelivered",
-    gauge: Metric.gauge("messaging_consumer_redelivered_messages", {
-      description: "Messages of a consumer delivered more than once (or waiting to be) and not yet acknowledged."
-    })
-  }
-]
+const LAG_GAUGES = gaugesOf<"pending" | "ackPending" | "redelivered">([
+  ["pending", "messaging_consumer_pending_messages", "Messages stored for a consumer and not yet delivered to it."],
+  ["ackPending", "messaging_consumer_ack_pending_messages", "Messages delivered to a consumer and not yet acknowledged."],
+  [
+    "redelivered",
+    "messaging_consumer_redelivered_messages",
+    "Messages of a consumer delivered more than once (or waiting to be) and not yet acknowledged."
+  ]
+])
 
 /** The publisher's depth (the transport's `publishing` capability), one gauge per field of a `PublishDepth`. */
-const PUBLISH_GAUGES: ReadonlyArray<{ readonly field: "inFlight" | "waiting"; readonly gauge: Metric.Gauge<number> }> = [
-  {
-    field: "inFlight",
-    gauge: Metric.gauge("messaging_publisher_in_flight_messages", {
-      description: "Publishes sent and awaiting the broker's confirmation (on NATS, their PubAck)."
-    })
-  },
-  {
-    field: "waiting",
-    gauge: Metric.gauge("messaging_publisher_waiting_messages", {
-      description: "Publishes waiting for a free slot, a connection or a stream leader before they can go out."
-    })
-  }
-]
+const PUBLISH_GAUGES = gaugesOf<"inFlight" | "waiting">([
+  [
+    "inFlight",
+    "messaging_publisher_in_flight_messages",
+    "Publishes sent and awaiting the broker's confirmation (on NATS, their PubAck)."
+  ],
+  [
+    "waiting",
+    "messaging_publisher_waiting_messages",
+    "Publishes waiting for a free slot, a connection or a stream leader before they can go out."
+  ]
+])
 
 /**
  * Reads the transport's live consumers (its `consumers` capability) once and sets three gauges per topic and group:
