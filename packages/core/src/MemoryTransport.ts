@@ -21,6 +21,7 @@ import {
   type DeadLetter,
   type IncomingMessage,
   type Outcome,
+  type PublishDepth,
   Transport,
   type TransportShape
 } from "./Transport.ts"
@@ -52,8 +53,8 @@ export interface MemoryTransportOptions {
 }
 
 /**
- * The memory transport: the `Transport` (with its `deadLetters`, `consumers` and `draining` capabilities, always
- * present here) plus what only an in-memory log can show.
+ * The memory transport: the `Transport` (with its `deadLetters`, `consumers`, `draining` and `publishing`
+ * capabilities, always present here) plus what only an in-memory log can show.
  *
  * @since 0.1.0
  * @category models
@@ -62,6 +63,7 @@ export interface MemoryTransportShape extends TransportShape {
   readonly deadLetters: Effect.Effect<ReadonlyArray<DeadLetter>>
   readonly consumers: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
   readonly draining: Effect.Effect<boolean>
+  readonly publishing: Effect.Effect<PublishDepth>
   /** Retained messages, oldest first, optionally of one topic. */
   readonly messages: (topic?: string) => Effect.Effect<ReadonlyArray<StoredMessage>>
   /**
@@ -97,6 +99,11 @@ interface Consumer {
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
   inFlight: number
+  /**
+   * When each running delivery started, on the consumer's clock (a multiset: only the smallest is read), for
+   * `ConsumerLag.oldestUnackedAge`.
+   */
+  readonly held: Array<number>
   /** The live members, in the order they joined; `turn` is where the next tie is broken. */
   readonly members: Array<Member>
   turn: number
@@ -354,6 +361,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
+            held: [],
             members: [],
             turn: 0,
             internal: options.internal === true,
@@ -386,13 +394,16 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           publishedAt: entry.publishedAt
         })
 
-        const run = (entry: Entry) =>
-          FiberSet.run(fibers)(
+        const run = (entry: Entry) => {
+          const started = clock.currentTimeMillisUnsafe()
+          self.held.push(started)
+          return FiberSet.run(fibers)(
             process(deliver(entry)).pipe(
               Effect.onExit((exit) =>
                 Effect.suspend(() => {
                   const now = clock.currentTimeMillisUnsafe()
                   const outcome: Outcome = exit._tag === "Success" ? exit.value : { _tag: "Handback" }
+                  self.held.splice(self.held.indexOf(started), 1)
                   member.inFlight--
                   settle(self, entry, outcome, group, now)
                   dispatch(self, now)
@@ -403,6 +414,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
               )
             )
           )
+        }
 
         // The member's loop: hand out what is due (to whichever members have room), start what this member was
         // assigned, then sleep until an assignment, a settled delivery or the next due redelivery wakes it. What is
@@ -463,14 +475,21 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       return false
     }
 
-    const lagOf = (c: Consumer): ConsumerLag => ({
+    const oldestOf = (c: Consumer, now: number): Duration.Duration => {
+      let oldest = now
+      for (const started of c.held) if (started < oldest) oldest = started
+      return Duration.millis(now - oldest)
+    }
+
+    const lagOf = (c: Consumer, now: number): ConsumerLag => ({
       topic: c.topic,
       group: c.durable ? c.name : undefined,
       consumer: c.name,
       pending: pendingOf(c),
       ackPending: c.inFlight,
       redelivered: c.ready.length + c.delayed.length,
-      draining: isDraining(c)
+      draining: isDraining(c),
+      oldestUnackedAge: oldestOf(c, now)
     })
 
     const transport: MemoryTransportShape = {
@@ -485,10 +504,11 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       // backlog. The clock is read so `pending` leaves out what `maxAge` has expired, as a publish would.
       consumers: Effect.clockWith((clock) =>
         Effect.sync(() => {
-          log.expire(clock.currentTimeMillisUnsafe())
+          const now = clock.currentTimeMillisUnsafe()
+          log.expire(now)
           const lags: Array<ConsumerLag> = []
           for (const c of consumers.values()) {
-            if (c.members.length > 0 && !c.internal) lags.push(lagOf(c))
+            if (c.members.length > 0 && !c.internal) lags.push(lagOf(c, now))
           }
           return lags
         })
@@ -505,7 +525,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             return log.messages(topic)
           })
         ),
-      groups: Effect.sync(() => Array.from(consumers.values(), (c) => ({ ...lagOf(c), members: c.members.length })))
+      groups: Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          const now = clock.currentTimeMillisUnsafe()
+          return Array.from(consumers.values(), (c) => ({ ...lagOf(c, now), members: c.members.length }))
+        })
+      ),
+      // A memory publish is stored before it returns: nothing is ever in flight or waiting.
+      publishing: Effect.succeed({ inFlight: 0, waiting: 0 })
     }
 
     yield* Effect.addFinalizer(() =>

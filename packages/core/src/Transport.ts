@@ -274,6 +274,27 @@ export interface ConsumerLag {
   readonly draining: boolean
   /** Live subscriptions of this process in the consumer, where the backend counts them (the memory `groups`). */
   readonly members?: number
+  /**
+   * The age of the oldest unacknowledged delivery this process is working on: how long the longest-running handler of
+   * the consumer has been running, from the moment the transport handed it the delivery until it is acked, nak'd,
+   * dead-lettered or handed back. A slow or stuck handler shows here; a message waiting out a redelivery delay counts in
+   * `redelivered` instead. `Duration.zero` when no handler runs; absent when the backend does not track it.
+   */
+  readonly oldestUnackedAge?: Duration.Duration
+}
+
+/**
+ * The publisher's depth: publishes the backend has taken and not yet confirmed (on NATS, awaiting their PubAck), and
+ * publishes waiting for a slot or a connection before they can go out.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishDepth {
+  /** Sent, awaiting the broker's confirmation. */
+  readonly inFlight: number
+  /** Not sent yet: waiting for a free slot (backpressure), a connection, or a stream leader. */
+  readonly waiting: number
 }
 
 /**
@@ -303,6 +324,8 @@ export interface TransportShape {
   readonly connection?: ConnectionWatch
   /** The live consumers and their backlog (capability). Fails when the backend cannot be asked right now. */
   readonly consumers?: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
+  /** The publisher's depth right now (capability): how many publishes await confirmation or a slot. */
+  readonly publishing?: Effect.Effect<PublishDepth>
   /**
    * `true` once the transport is closed or while a group (durable) subscription drains (capability): a readiness check
    * should fail then, so traffic moves elsewhere while in-flight work finishes. Group subscriptions live as long as the

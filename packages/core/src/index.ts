@@ -6,6 +6,8 @@
  *
  * @module
  */
+export * as Backlog from "./Backlog.ts"
+export type { BacklogChange, BacklogLevel, BacklogShape, BacklogState } from "./Backlog.ts"
 export * as Backoff from "./Backoff.ts"
 export { HeaderNames, newEventId, PROTOBUF_CONTENT_TYPE } from "./Envelope.ts"
 export {
@@ -56,6 +58,7 @@ export type {
   DeliverPolicy,
   Headers,
   Outcome,
-  PublishAck
+  PublishAck,
+  PublishDepth
 } from "./Transport.ts"
 export * as Verdict from "./Verdict.ts"

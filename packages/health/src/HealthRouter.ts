@@ -16,6 +16,7 @@ import { Hono } from "hono"
 import type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
 import {
   backlogCheck,
+  backlogStatesCheck,
   busCheck,
   causeMessage,
   connectionCheck,
@@ -70,8 +71,11 @@ export interface HealthRouterOptions<R = never> {
   /**
    * Thresholds on each live consumer's `pending` messages (stored, not yet delivered) for `consumers:backlog`:
    * at or above `warn` the check warns, at or above `fail` it fails (default `warn: 10_000`, no `fail`).
+   * `states: true` instead takes each consumer's level from the backlog monitor the runtime provides (core's `Backlog`
+   * service, e.g. `BacklogMonitor.layer` of `@cqbus/metrics`): `warning` warns, `critical` fails; `warn` and `fail`
+   * do not apply then.
    */
-  readonly backlog?: { readonly warn?: number; readonly fail?: number }
+  readonly backlog?: { readonly warn?: number; readonly fail?: number; readonly states?: boolean }
   /**
    * Where the `heartbeat:responseTime` check runs when the runtime provides `Heartbeat`: `"full"` (default: the full
    * report only, since each probe stores a message), `"ready"` (also `/ready`) or `false` (never).
@@ -132,6 +136,15 @@ const checkOptions = (options: unknown): Options.Check =>
       () => Options.object("healthRouter.backlog", o.backlog),
       () => Options.integer("healthRouter.backlog.warn", backlog.warn, backlogRange),
       () => Options.integer("healthRouter.backlog.fail", backlog.fail, backlogRange),
+      () => Options.boolean("healthRouter.backlog.states", backlog.states),
+      () =>
+        backlog.states === true && (backlog.warn !== undefined || backlog.fail !== undefined)
+          ? {
+            option: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"}`,
+            message: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"} does not apply with ` +
+              "healthRouter.backlog.states: true (the backlog monitor's thresholds decide)"
+          }
+          : undefined,
       () => Options.oneOf("healthRouter.heartbeat", o.heartbeat, ["full", "ready", false]),
       () => Options.record("healthRouter.service", o.service, (option, v) => Options.text(option, v, { maxLength: 1024 })),
       // Secrets are never shown, not even when they are the wrong type.
@@ -151,8 +164,8 @@ const checkOptions = (options: unknown): Options.Check =>
  *
  * Bus checks (each left out when the transport lacks the capability): `bus:responseTime` (the bus `check`, timed),
  * `bus:connection` (`fail` unless connected), `bus:draining` (`fail` while shutting down), `consumers:backlog` (one
- * entry per live consumer, by its undelivered messages), and `heartbeat:responseTime` when the runtime provides
- * `Heartbeat`.
+ * entry per live consumer, by its undelivered messages, or by the backlog monitor's level with
+ * `backlog: { states: true }`), and `heartbeat:responseTime` when the runtime provides `Heartbeat`.
  *
  * @example
  * ```ts
@@ -179,7 +192,9 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
     busCheck,
     connectionCheck,
     drainingCheck,
-    backlogCheck({ warn: options.backlog?.warn ?? 10_000, fail: options.backlog?.fail ?? Infinity }),
+    options.backlog?.states === true
+      ? backlogStatesCheck
+      : backlogCheck({ warn: options.backlog?.warn ?? 10_000, fail: options.backlog?.fail ?? Infinity }),
     ...(options.checks ?? []).map((check): NamedCheck<R> => ({
       name: check.name,
       ready: check.ready ?? true,

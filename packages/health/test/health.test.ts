@@ -4,7 +4,12 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import {
+  Backlog,
+  type BacklogLevel,
+  type BacklogState,
+  ConfigError,
   type ConnectionState,
+  type ConsumerLag,
   EventBus,
   HealthError,
   MemoryTransport,
@@ -13,7 +18,7 @@ import {
 import { type TransportShape } from "@cqbus/core/backend"
 import { type HealthCheck, type HealthResponse, healthRouter, type HealthRouterOptions, Heartbeat } from "@cqbus/health"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { Context, Deferred, Effect, Exit, Layer, ManagedRuntime, Redacted, Scope, SubscriptionRef } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, ManagedRuntime, Redacted, Scope, Stream, SubscriptionRef } from "effect"
 import { TestClock } from "effect/testing"
 import { Hono } from "hono"
 
@@ -127,6 +132,72 @@ test("health /ready reports each live consumer's backlog; warn at the warn thres
     assert.equal(failed.status, 503)
     assert.equal(failed.body.checks["consumers:backlog"]![0]!.status, "fail")
   }, busWithScope()))
+
+test("health /ready with backlog.states: the monitor's levels decide (warning warns, critical fails 503, normal passes)", async () => {
+  const lag = (consumer: string, pending: number): ConsumerLag => ({
+    topic: AssetCreatedEvent.topic,
+    group: consumer,
+    consumer,
+    pending,
+    ackPending: 1,
+    redelivered: 0,
+    draining: false
+  })
+  const stateOf = (consumer: string, level: BacklogLevel, pending: number): BacklogState => ({
+    consumer,
+    topic: AssetCreatedEvent.topic,
+    group: consumer,
+    level,
+    reason: level === "normal" ? undefined : `${pending} messages pending (${level} at 5)`,
+    since: new Date(0),
+    lag: lag(consumer, pending)
+  })
+  let current: ReadonlyArray<BacklogState> = []
+  const monitor = Layer.succeed(Backlog.Backlog, { states: Effect.sync(() => current), changes: Stream.empty })
+  await withRuntime(async (runtime) => {
+    const app = appOf({ runtime, backlog: { states: true } })
+    current = [stateOf("billing", "normal", 0), stateOf("search", "normal", 2)]
+    const calm = await get(app, "/health/ready")
+    assert.equal(calm.status, 200)
+    assert.deepEqual(calm.body.checks["consumers:backlog"]!.map((c) => [c.componentId, c.observedValue, c.status]), [
+      ["billing", 0, "pass"],
+      ["search", 2, "pass"]
+    ])
+
+    current = [stateOf("billing", "normal", 0), stateOf("search", "warning", 7)]
+    const warned = await get(app, "/health/ready")
+    assert.deepEqual([warned.status, warned.body.status], [200, "warn"])
+    const search = warned.body.checks["consumers:backlog"]![1]!
+    assert.equal(search.status, "warn")
+    assert.match(search.output!, /^warning since 1970-01-01T00:00:00\.000Z: 7 messages pending \(warning at 5\)$/)
+
+    current = [stateOf("billing", "critical", 50), stateOf("search", "warning", 7)]
+    const failed = await get(app, "/health/ready")
+    assert.deepEqual([failed.status, failed.body.status], [503, "fail"])
+    assert.deepEqual(failed.body.checks["consumers:backlog"]!.map((c) => c.status), ["fail", "warn"])
+
+    current = [stateOf("billing", "normal", 0), stateOf("search", "normal", 0)]
+    assert.equal((await get(app, "/health/ready")).status, 200, "recovered")
+  }, monitor.pipe(Layer.provideMerge(EventBus.layerMemory())) as unknown as Layer.Layer<Services>)
+
+  // Without a monitor in the runtime the option was set for nothing: the check warns and says what to add.
+  await withRuntime(async (runtime) => {
+    const missing = await get(appOf({ runtime, backlog: { states: true } }), "/health/ready")
+    assert.equal(missing.body.status, "warn")
+    assert.match(missing.body.checks["consumers:backlog"]![0]!.output!, /no Backlog service.*BacklogMonitor\.layer/)
+  })
+
+  // The pending thresholds do not apply with states: a ConfigError rather than a silently ignored option.
+  const runtime = ManagedRuntime.make(EventBus.layerMemory())
+  try {
+    assert.throws(() => healthRouter({ runtime, backlog: { states: true, warn: 10 } }), (error: unknown) =>
+      error instanceof ConfigError && error.option === "healthRouter.backlog.warn" && /does not apply/.test(error.message))
+    assert.throws(() => healthRouter({ runtime, backlog: { states: "yes" as unknown as boolean } }), (error: unknown) =>
+      error instanceof ConfigError && error.option === "healthRouter.backlog.states")
+  } finally {
+    await runtime.dispose()
+  }
+})
 
 test("health /ready fails (503) while a subscription drains and passes again once the drain is over", () =>
   withRuntime(async (runtime) => {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ConsumerLag, type HealthError, Transport } from "@cqbus/core"
+import { type ConsumerLag, type HealthError, type PublishDepth, Transport } from "@cqbus/core"
 import { Options } from "@cqbus/core/backend"
 import { type Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { checkLagOptions } from "./internal/checks.ts"
@@ -20,27 +20,36 @@ export interface ConsumerLagOptions {
   readonly attributes?: Readonly<Record<string, string>>
 }
 
+/** Gauges fed from fields of one record, each `[field, metric name, description]`. */
+const gaugesOf = <F extends string>(
+  specs: ReadonlyArray<readonly [F, string, string]>
+): ReadonlyArray<{ readonly field: F; readonly gauge: Metric.Gauge<number> }> =>
+  specs.map(([field, name, description]) => ({ field, gauge: Metric.gauge(name, { description }) }))
+
 /** The three lag gauges, each fed from one field of a `ConsumerLag`. */
-const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "redelivered"; readonly gauge: Metric.Gauge<number> }> = [
-  {
-    field: "pending",
-    gauge: Metric.gauge("messaging_consumer_pending_messages", {
-      description: "Messages stored for a consumer and not yet delivered to it."
-    })
-  },
-  {
-    field: "ackPending",
-    gauge: Metric.gauge("messaging_consumer_ack_pending_messages", {
-      description: "Messages delivered to a consumer and not yet acknowledged."
-    })
-  },
-  {
-    field: "redelivered",
-    gauge: Metric.gauge("messaging_consumer_redelivered_messages", {
-      description: "Messages of a consumer delivered more than once (or waiting to be) and not yet acknowledged."
-    })
-  }
-]
+const LAG_GAUGES = gaugesOf<"pending" | "ackPending" | "redelivered">([
+  ["pending", "messaging_consumer_pending_messages", "Messages stored for a consumer and not yet delivered to it."],
+  ["ackPending", "messaging_consumer_ack_pending_messages", "Messages delivered to a consumer and not yet acknowledged."],
+  [
+    "redelivered",
+    "messaging_consumer_redelivered_messages",
+    "Messages of a consumer delivered more than once (or waiting to be) and not yet acknowledged."
+  ]
+])
+
+/** The publisher's depth (the transport's `publishing` capability), one gauge per field of a `PublishDepth`. */
+const PUBLISH_GAUGES = gaugesOf<"inFlight" | "waiting">([
+  [
+    "inFlight",
+    "messaging_publisher_in_flight_messages",
+    "Publishes sent and awaiting the broker's confirmation (on NATS, their PubAck)."
+  ],
+  [
+    "waiting",
+    "messaging_publisher_waiting_messages",
+    "Publishes waiting for a free slot, a connection or a stream leader before they can go out."
+  ]
+])
 
 /**
  * Reads the transport's live consumers (its `consumers` capability) once and sets three gauges per topic and group:
@@ -50,7 +59,9 @@ const LAG_GAUGES: ReadonlyArray<{ readonly field: "pending" | "ackPending" | "re
  * `messaging_consumer_group_name`. Ephemeral consumers of one topic share one series (their sum), so series do not
  * multiply with generated consumer names. A series whose consumer is gone drops to 0 (a gauge cannot be removed
  * from the registry). A transport without the capability records nothing; one that cannot answer fails with its
- * `HealthError` and leaves the gauges as they were.
+ * `HealthError` and leaves the gauges as they were. Where the transport has the `publishing` capability, the publisher's
+ * depth is set too: `messaging_publisher_in_flight_messages` (sent, awaiting confirmation) and
+ * `messaging_publisher_waiting_messages` (waiting for a slot or a connection).
  *
  * Each call of `consumerLag(options)` remembers its own series, so create it once and run it as often as needed
  * (`layerConsumerLag` and `prometheusHandler` do).
@@ -103,8 +114,16 @@ export const consumerLag = (options: ConsumerLagOptions = {}): Effect.Effect<voi
     }
     return Effect.all(updates, { discard: true })
   }
+  const recordDepth = (depth: PublishDepth): Effect.Effect<void> =>
+    Effect.all(
+      PUBLISH_GAUGES.map(({ field, gauge }) => Metric.update(Metric.withAttributes(gauge, extra), depth[field])),
+      { discard: true }
+    )
   return Effect.flatMap(Effect.service(Transport.Transport), (transport) =>
-    transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record))
+    Effect.andThen(
+      transport.publishing === undefined ? Effect.void : Effect.flatMap(transport.publishing, recordDepth),
+      transport.consumers === undefined ? Effect.void : Effect.flatMap(transport.consumers, record)
+    ))
 }
 
 /**

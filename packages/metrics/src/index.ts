@@ -7,11 +7,15 @@
  * - `consumerLag` / `layerConsumerLag`: gauges of each live consumer's backlog (`ConsumerLag.ts`).
  * - `connectionMetrics` / `layerConnectionMetrics`: the broker connection's state, disconnects and reconnects
  *   (`ConnectionMetrics.ts`).
+ * - `BacklogMonitor`: each consumer's backlog as a level (normal / warning / critical) and a stream of its changes
+ *   (`BacklogMonitor.ts`).
  * - `prometheus` / `prometheusHandler`: the registry in Prometheus text format, and its scrape endpoint
  *   (`Prometheus.ts`).
  *
  * @module
  */
+export * as BacklogMonitor from "./BacklogMonitor.ts"
+export type { BacklogMonitorOptions, BacklogThresholds } from "./BacklogMonitor.ts"
 export { connectionMetrics, type ConnectionMetricsOptions, layerConnectionMetrics } from "./ConnectionMetrics.ts"
 export { consumerLag, type ConsumerLagOptions, layerConsumerLag } from "./ConsumerLag.ts"
 export { DURATION_BOUNDARIES, metrics, type MetricsOptions, metricsPublish } from "./Metrics.ts"

@@ -54,6 +54,8 @@ interface LiveConsumer {
   readonly group: string | undefined
   readonly name: string
   readonly draining: () => boolean
+  /** When its oldest running handler started (`Date.now()` ms), `undefined` when none runs. */
+  readonly oldestRunningSince: () => number | undefined
 }
 
 /**
@@ -136,7 +138,14 @@ export const make = (
           options
         })
         let draining = () => false
-        const entry: LiveConsumer = { topic, group, name, draining: () => draining() }
+        let oldestRunningSince = (): number | undefined => undefined
+        const entry: LiveConsumer = {
+          topic,
+          group,
+          name,
+          draining: () => draining(),
+          oldestRunningSince: () => oldestRunningSince()
+        }
         // An infrastructure subscription (the heartbeat) is no backlog anyone should watch.
         if (options.internal !== true) live.add(entry)
         yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(entry)))
@@ -156,6 +165,7 @@ export const make = (
           ...(options.idleHeartbeat === undefined ? {} : { heartbeat: Duration.toMillis(options.idleHeartbeat) })
         }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group, stream)))
         draining = consumer.draining
+        oldestRunningSince = consumer.oldestRunningSince
       })
 
     // Which step a timed-out check was at: a server that does not answer at all, or a stream without a leader (only
@@ -197,6 +207,10 @@ export const make = (
 
     const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state), events: managed.events }
 
+    // The pull loop stamps its deliveries with `Date.now()`, so the age is read on the same clock.
+    const ageSince = (since: number | undefined): Duration.Duration =>
+      since === undefined ? Duration.zero : Duration.millis(Math.max(0, Date.now() - since))
+
     // One consumer-info request per live subscription, in parallel, under the check timeout.
     const consumers: TransportShape["consumers"] = Effect.suspend(() =>
       Effect.forEach([...live], (entry) =>
@@ -210,7 +224,8 @@ export const make = (
           pending: info.num_pending,
           ackPending: info.num_ack_pending,
           redelivered: info.num_redelivered,
-          draining: entry.draining()
+          draining: entry.draining(),
+          oldestUnackedAge: ageSince(entry.oldestRunningSince())
         }))), { concurrency: "unbounded" })
     ).pipe(
       Effect.timeoutOrElse({
@@ -233,7 +248,8 @@ export const make = (
       deadLetters,
       connection,
       consumers,
-      draining
+      draining,
+      publishing: Effect.sync(publisher.depth)
     }
     return {
       transport,

@@ -45,6 +45,11 @@ export interface Features {
    * in real time with short delays.
    */
   readonly virtualTime: true | string
+  /**
+   * The backlog capabilities: `consumers` with `oldestUnackedAge`, and `publishing`. Absent means supported (both
+   * backends have them; a new backend declares a reason to skip).
+   */
+  readonly backlog?: true | string
 }
 
 /**
@@ -155,7 +160,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
   const restart = options.restart ?? "no restart hook given"
   const define = (name: string, needs: ReadonlyArray<Need>, body: Case<R>): void => {
     const support = (need: Need): true | string =>
-      need !== "restart" ? features[need] : typeof restart === "string" ? restart : true
+      need !== "restart" ? features[need] ?? true : typeof restart === "string" ? restart : true
     const missing = needs.map(support).find((value): value is string => value !== true)
     const title = `${options.name}: ${name}`
     if (missing !== undefined) {
@@ -831,6 +836,41 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
         // At least once: an event may come again only as a redelivery (attempt > 1), never twice as a first delivery.
         assert.deepEqual(counter.repeatedFirsts.slice(0, 5), [], `${label} gets no event twice as a first delivery`)
       }
+    }))
+
+  define("a running handler's delivery is the consumer's oldest unacknowledged one until it settles; publishing drains to 0", ["backlog"], ({ pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const transport = yield* Transport.Transport
+      if (transport.consumers === undefined || transport.publishing === undefined) {
+        return assert.fail(`${transport.name} has no consumers or publishing capability`)
+      }
+      const consumers = transport.consumers
+      const gate = yield* Deferred.make<void>()
+      let started = 0
+      yield* bus.subscribe(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => started++), Deferred.await(gate)), {
+        group: "oldest",
+        concurrency: 1,
+        drainTimeout: 0
+      })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "held" })
+      assert.deepEqual(yield* transport.publishing, { inFlight: 0, waiting: 0 }, "the publish was confirmed")
+      /** The group's age of its oldest unacknowledged delivery, once `ready` holds for it (time passes between reads). */
+      const ageWhen = (ready: (millis: number) => boolean, what: string) =>
+        Effect.gen(function*() {
+          let last: number | undefined
+          for (let waited = 0; waited <= 10_000; waited += 20) {
+            const lag = (yield* consumers).find((l) => l.group === "oldest")
+            assert.ok(lag?.oldestUnackedAge !== undefined, `${transport.name} reports oldestUnackedAge: ${JSON.stringify(lag)}`)
+            last = Duration.toMillis(lag.oldestUnackedAge)
+            if (ready(last)) return last
+            yield* pass(20)
+          }
+          return assert.fail(`timed out waiting until ${what}; last age ${last} ms`)
+        })
+      yield* ageWhen((age) => started === 1 && age >= 300, "the held delivery is at least 300 ms old")
+      yield* Deferred.succeed(gate, undefined)
+      assert.equal(yield* ageWhen((age) => age === 0, "no delivery is held"), 0)
     }))
 
   define("after a server restart, grouped and ungrouped subscriptions keep receiving", ["restart"], ({ pass, restart, wait }) =>

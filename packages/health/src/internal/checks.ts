@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { EventBus, Transport } from "@cqbus/core"
+import { Backlog, type BacklogLevel, EventBus, Transport } from "@cqbus/core"
 import { errorMessage } from "@cqbus/core/backend"
 import { Cause, type Duration, Effect, Exit, Option, Result } from "effect"
 import type { HealthStatus, Observation } from "../HealthCheck.ts"
@@ -122,6 +122,36 @@ export const backlogCheck = (thresholds: { readonly warn: number; readonly fail:
       })
     })
   )
+
+const STATUS_OF: Record<BacklogLevel, HealthStatus> = { normal: "pass", warning: "warn", critical: "fail" }
+
+/**
+ * One observation per consumer from the backlog monitor's states (`Backlog` service): `warning` warns, `critical`
+ * fails. Without a monitor in the runtime the option was set for nothing: a warning says so.
+ */
+export const backlogStatesCheck: NamedCheck<never> = builtIn(
+  "consumers:backlog",
+  Effect.flatMap(Effect.serviceOption(Backlog.Backlog), (backlog): Effect.Effect<Observation | ReadonlyArray<Observation>> =>
+    Option.isNone(backlog)
+      ? Effect.succeed({
+        status: "warn",
+        output: "backlog.states is set but the runtime provides no Backlog service (add BacklogMonitor.layer from @cqbus/metrics)"
+      })
+      : Effect.map(backlog.value.states, (states) =>
+        states.map((state): Observation => {
+          const observation: Observation = {
+            componentId: state.consumer,
+            componentType: "consumer",
+            observedValue: state.lag.pending,
+            observedUnit: "messages"
+          }
+          return state.level === "normal" ? observation : {
+            ...observation,
+            status: STATUS_OF[state.level],
+            output: `${state.level} since ${state.since.toISOString()}: ${state.reason ?? ""}`
+          }
+        })))
+)
 
 /** The heartbeat's round trip, when the runtime provides `Heartbeat` (no entry otherwise). */
 export const heartbeatCheck = (ready: boolean): NamedCheck<never> =>

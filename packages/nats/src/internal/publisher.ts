@@ -18,7 +18,7 @@
  * fails `NoStream` at once; a stream, or no answer, sends the message again every few hundred milliseconds until its
  * deadline, and then fails `Unavailable`, retriable (issue 11).
  */
-import type { Headers, PublishAck, PublishError } from "@cqbus/core"
+import type { Headers, PublishAck, PublishDepth, PublishError } from "@cqbus/core"
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Status } from "@nats-io/nats-core"
 import { Effect, type Scope } from "effect"
 import { deniedPublishSubject, isNoResponders, publishFailure, toPublishError } from "./errors.ts"
@@ -55,6 +55,8 @@ export interface Publisher {
     body: Uint8Array,
     block: Uint8Array
   ) => Effect.Effect<PublishAck, PublishError>
+  /** Publishes awaiting their PubAck, and those waiting for a slot, a connection or a stream leader. */
+  readonly depth: () => PublishDepth
 }
 
 type Resume = (effect: Effect.Effect<PublishAck, PublishError>) => void
@@ -433,7 +435,15 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
         return entry.done || entry.token >= 0 ? undefined : Effect.sync(() => cancel(entry))
       })
 
+    const depth = (): PublishDepth => {
+      let queued = 0
+      for (let i = head; i < waiting.length; i++) if (waiting[i] !== undefined && !waiting[i]!.done) queued++
+      for (const entry of delayed) if (!entry.done) queued++
+      return { inFlight: inFlight.size, waiting: queued }
+    }
+
     return {
+      depth,
       publish: (topic, body, headers, msgId) => start(topic, body, headers, undefined, msgId),
       publishBlock: (topic, body, block) => start(topic, body, NO_HEADERS, block, "")
     }

@@ -60,6 +60,11 @@ export interface PullLoopConfig {
 export interface PullConsumer {
   /** `true` from the moment its scope starts closing. */
   readonly draining: () => boolean
+  /**
+   * When the oldest handler still running in the background started (`Date.now()` milliseconds), or `undefined` when
+   * none runs: the `oldestUnackedAge` of the consumer's lag.
+   */
+  readonly oldestRunningSince: () => number | undefined
 }
 
 /** Pull requests live this long on the server; idle ones are renewed. */
@@ -480,5 +485,10 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       if (!sub.isClosed()) sub.unsubscribe()
       return yield* Effect.fail(denied)
     }
-    return { draining: () => stopping }
+    const oldestRunningSince = (): number | undefined => {
+      let oldest: number | undefined
+      for (const delivery of background.keys()) if (oldest === undefined || delivery.since < oldest) oldest = delivery.since
+      return oldest
+    }
+    return { draining: () => stopping, oldestRunningSince }
   })
