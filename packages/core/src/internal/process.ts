@@ -263,25 +263,25 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
     withoutRun(message, deadLetterOf(error, message), "DecodeError", error, error.message)
 
   // What every delivery goes through before its handler runs: past `maxDeliver`, undecodable or without its ordering
-  // key, it is settled here and the handler never sees it.
-  const prepare = (
-    message: IncomingMessage
-  ): { readonly settled: Effect.Effect<Outcome> } | { readonly event: A; readonly key: string | undefined } => {
+  // key, it is settled here and the handler never sees it; otherwise `run` gets the event. A continuation rather than a
+  // returned pair: this runs once per delivery, and the pair would be one more allocation each time.
+  const prepared = (
+    message: IncomingMessage,
+    run: (event: A, key: string | undefined, message: IncomingMessage) => Effect.Effect<Outcome>
+  ): Effect.Effect<Outcome> => {
     const stop = overdue(message)
-    if (stop !== undefined) return { settled: stop }
+    if (stop !== undefined) return stop
     const decoded = config.decode(message, topic)
-    if (decoded instanceof DecodeError) return { settled: undecodable(decoded, message) }
+    if (decoded instanceof DecodeError) return undecodable(decoded, message)
     const key = keyOrFailure(decoded, message)
-    if (typeof key === "object") return { settled: key.outcome }
-    return { event: decoded, key }
+    if (typeof key === "object") return key.outcome
+    return run(decoded, key, message)
   }
 
   if (config.ordering === "none") {
-    return (message) => {
-      const prepared = prepare(message)
-      if ("settled" in prepared) return prepared.settled
-      return runOnce(prepared.event, makeDelivery(message, prepared.key, message.deliveryCount))
-    }
+    const runNow = (event: A, key: string | undefined, message: IncomingMessage): Effect.Effect<Outcome> =>
+      runOnce(event, makeDelivery(message, key, message.deliveryCount))
+    return (message) => prepared(message, runNow)
   }
 
   // Ordered by key: deliveries with the same key run one at a time in arrival order, different keys run concurrently
@@ -303,13 +303,9 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
           Effect.suspend(() => retryInPlace(event, message, key, attempt + 1, withPermit))
         )
         : Effect.succeed(outcome))
-  return (message) => {
-    const prepared = prepare(message)
-    if ("settled" in prepared) return prepared.settled
-    const { event, key } = prepared
-    return lanes.run(key ?? message.subject, (withPermit) =>
-      retryInPlace(event, message, key, message.deliveryCount, withPermit))
-  }
+  const runInLane = (event: A, key: string | undefined, message: IncomingMessage): Effect.Effect<Outcome> =>
+    lanes.run(key ?? message.subject, (withPermit) => retryInPlace(event, message, key, message.deliveryCount, withPermit))
+  return (message) => prepared(message, runInLane)
 }
 
 const deadLetterOf = (error: DecodeError, message: IncomingMessage): Outcome => ({
