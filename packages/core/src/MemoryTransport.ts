@@ -93,17 +93,20 @@ interface Consumer {
   cursor: number
   /** Deliveries to make before new messages: handed back, or redeliveries that are due. */
   readonly ready: Array<Entry>
-  /** First deliveries to make before the cursor's (`"lastPerSubject"`: the latest of each subject), oldest first. */
+  /**
+   * First deliveries to make before the cursor's (`"lastPerSubject"`: the latest of each subject), as a stack: the
+   * oldest is last, so taking it is a `pop`, not a `shift` that moves every other entry (one per subject).
+   */
   readonly first: Array<Entry>
   readonly delayed: Array<{ readonly entry: Entry; readonly due: number }>
   /** Delivery counts of messages not yet acked or dead-lettered. */
   readonly attempts: Map<number, number>
   inFlight: number
   /**
-   * When each running delivery started, on the consumer's clock (a multiset: only the smallest is read), for
-   * `ConsumerLag.oldestUnackedAge`.
+   * When each running delivery started, by sequence, on the consumer's clock, for `ConsumerLag.oldestUnackedAge`. A
+   * map: a consumer holds a message once at a time, and a settle must not scan or shift an array.
    */
-  readonly held: Array<number>
+  readonly held: Map<number, number>
   /** The live members, in the order they joined; `turn` is where the next tie is broken. */
   readonly members: Array<Member>
   turn: number
@@ -212,8 +215,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       if (entry === undefined) {
         if (now !== undefined) log.expire(now)
         // What the start position picked and not yet delivered comes first, unless a limit has removed it meanwhile.
-        while (consumer.first.length > 0 && consumer.first[0]!.deleted) consumer.first.shift()
-        const picked = consumer.first[0]
+        while (consumer.first.length > 0 && consumer.first[consumer.first.length - 1]!.deleted) consumer.first.pop()
+        const picked = consumer.first[consumer.first.length - 1]
         entry = picked ?? log.next(consumer.cursor, consumer.matches)
         const replay = consumer.replay
         if (entry !== undefined && replay !== undefined && entry.sequence < replay.until) {
@@ -228,7 +231,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           replay.lastDelivered = now
           replay.due = Infinity
         }
-        if (picked !== undefined) consumer.first.shift()
+        if (picked !== undefined) consumer.first.pop()
         else consumer.cursor = entry === undefined ? log.nextSequence() : entry.sequence + 1
         if (entry === undefined) return undefined
       }
@@ -357,11 +360,11 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             matches,
             cursor: start.cursor,
             ready: [],
-            first: start.first.slice(),
+            first: start.first.slice().reverse(),
             delayed: [],
             attempts: new Map(),
             inFlight: 0,
-            held: [],
+            held: new Map(),
             members: [],
             turn: 0,
             internal: options.internal === true,
@@ -395,15 +398,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         })
 
         const run = (entry: Entry) => {
-          const started = clock.currentTimeMillisUnsafe()
-          self.held.push(started)
+          self.held.set(entry.sequence, clock.currentTimeMillisUnsafe())
           return FiberSet.run(fibers)(
             process(deliver(entry)).pipe(
               Effect.onExit((exit) =>
                 Effect.suspend(() => {
                   const now = clock.currentTimeMillisUnsafe()
                   const outcome: Outcome = exit._tag === "Success" ? exit.value : { _tag: "Handback" }
-                  self.held.splice(self.held.indexOf(started), 1)
+                  self.held.delete(entry.sequence)
                   member.inFlight--
                   settle(self, entry, outcome, group, now)
                   dispatch(self, now)
@@ -477,7 +479,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
 
     const oldestOf = (c: Consumer, now: number): Duration.Duration => {
       let oldest = now
-      for (const started of c.held) if (started < oldest) oldest = started
+      for (const started of c.held.values()) if (started < oldest) oldest = started
       return Duration.millis(now - oldest)
     }
 

@@ -115,10 +115,8 @@ const backlogRange = { min: 1, max: Options.MAX_COUNT }
 
 /** The accepted range of each option (docs/reliability.md, "Options"). */
 const checkOptions = (options: unknown): Options.Check =>
-  Options.first(() => Options.object("healthRouter", options), () => {
-    const o = options as Record<string, unknown>
-    const backlog = (o.backlog ?? {}) as Record<string, unknown>
-    return Options.first(
+  Options.fields("healthRouter", options, (o) =>
+    Options.first(
       () =>
         typeof o.runtime === "object" && o.runtime !== null
           ? undefined
@@ -133,18 +131,21 @@ const checkOptions = (options: unknown): Options.Check =>
               () => Options.duration(`${option}.timeout`, c.timeout, Options.Ranges.timeout)
             ))),
       () => Options.duration("healthRouter.timeout", o.timeout, Options.Ranges.timeout),
-      () => Options.object("healthRouter.backlog", o.backlog),
-      () => Options.integer("healthRouter.backlog.warn", backlog.warn, backlogRange),
-      () => Options.integer("healthRouter.backlog.fail", backlog.fail, backlogRange),
-      () => Options.boolean("healthRouter.backlog.states", backlog.states),
       () =>
-        backlog.states === true && (backlog.warn !== undefined || backlog.fail !== undefined)
-          ? {
-            option: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"}`,
-            message: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"} does not apply with ` +
-              "healthRouter.backlog.states: true (the backlog monitor's thresholds decide)"
-          }
-          : undefined,
+        Options.fields("healthRouter.backlog", o.backlog, (backlog) =>
+          Options.first(
+            () => Options.integer("healthRouter.backlog.warn", backlog.warn, backlogRange),
+            () => Options.integer("healthRouter.backlog.fail", backlog.fail, backlogRange),
+            () => Options.boolean("healthRouter.backlog.states", backlog.states),
+            () =>
+              backlog.states === true && (backlog.warn !== undefined || backlog.fail !== undefined)
+                ? {
+                  option: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"}`,
+                  message: `healthRouter.backlog.${backlog.warn !== undefined ? "warn" : "fail"} does not apply with ` +
+                    "healthRouter.backlog.states: true (the backlog monitor's thresholds decide)"
+                }
+                : undefined
+          )),
       () => Options.oneOf("healthRouter.heartbeat", o.heartbeat, ["full", "ready", false]),
       () => Options.record("healthRouter.service", o.service, (option, v) => Options.text(option, v, { maxLength: 1024 })),
       // Secrets are never shown, not even when they are the wrong type.
@@ -153,8 +154,7 @@ const checkOptions = (options: unknown): Options.Check =>
           typeof v === "string" || Redacted.isRedacted(v)
             ? undefined
             : { option, message: `${option} must be a string or a Redacted string` })
-    )
-  })
+    ))
 
 /**
  * A Hono app with `GET /` (the full report), `GET /live` (liveness: answers without touching any dependency) and

@@ -30,10 +30,7 @@ export interface PrometheusOptions {
 export const PROMETHEUS_CONTENT_TYPE: string = "text/plain; version=0.0.4; charset=utf-8"
 
 const checkPrometheusOptions = (options: unknown, prefix: string): Options.Check =>
-  Options.first(
-    () => Options.object(prefix, options),
-    () => Options.func(`${prefix}.include`, (options as PrometheusOptions | undefined)?.include)
-  )
+  Options.fields(prefix, options, (o) => Options.func(`${prefix}.include`, o.include))
 
 /** A metric name: invalid characters become `_`, and a leading digit gets a `_` prefix. */
 const metricName = (id: string): string => {

@@ -65,11 +65,11 @@ export type RpcClient<S extends DescService> = {
 
 /** The options of a client or a call: a timeout within `Options.Ranges.timeout` and a headers object. */
 const checkCallOptions = (options: unknown, prefix: string): Options.Check =>
-  Options.first(
-    () => Options.object(prefix === "" ? "options" : prefix.slice(0, -1), options),
-    () => Options.duration(`${prefix}timeout`, (options as CallOptions | undefined)?.timeout, Options.Ranges.timeout),
-    () => Options.object(`${prefix}headers`, (options as CallOptions | undefined)?.headers)
-  )
+  Options.fields(prefix === "" ? "options" : prefix.slice(0, -1), options, (o) =>
+    Options.first(
+      () => Options.duration(`${prefix}timeout`, o.timeout, Options.Ranges.timeout),
+      () => Options.object(`${prefix}headers`, o.headers)
+    ))
 
 /**
  * A typed client of a service over the `RequestReply` in context.

@@ -12,7 +12,4 @@ export const attributes = (option: string, value: unknown): Options.Check =>
 
 /** `ConsumerLagOptions` of `consumerLag`, `layerConsumerLag` and `prometheusHandler`'s `consumerLag`; `ConnectionMetricsOptions` has the same shape. */
 export const checkLagOptions = (options: unknown, prefix: string): Options.Check =>
-  Options.first(
-    () => Options.object(prefix, options),
-    () => attributes(`${prefix}.attributes`, (options as { readonly attributes?: unknown } | undefined)?.attributes)
-  )
+  Options.fields(prefix, options, (o) => attributes(`${prefix}.attributes`, o.attributes))

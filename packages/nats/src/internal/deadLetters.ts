@@ -9,14 +9,9 @@ import type { Msg } from "@nats-io/nats-core"
 import { Effect } from "effect"
 import { DeadLetterHeaders } from "../DeadLetterHeaders.ts"
 import type { Acker } from "./acks.ts"
-import { headerSourceOf } from "./headers.ts"
+import { CR, CRLF, ENCODER, headerSourceOf, LF } from "./headers.ts"
 import type { JetStreamDelivery } from "./jetStreamDelivery.ts"
 import type { Publisher } from "./publisher.ts"
-
-const ENCODER = new TextEncoder()
-const CR = 13
-const LF = 10
-const CRLF = Uint8Array.of(CR, LF)
 
 /** `nats-` in lower case, for the case-insensitive prefix test below. */
 const NATS_PREFIX = [110, 97, 116, 115, 45]

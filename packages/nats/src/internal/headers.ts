@@ -36,10 +36,10 @@ export const fromMsgHdrs = (h: MsgHdrs | undefined): Headers => {
 }
 
 const DECODER = new TextDecoder()
-const ENCODER = new TextEncoder()
-const CR = 13
-const LF = 10
-const CRLF = Uint8Array.of(CR, LF)
+export const ENCODER: InstanceType<typeof TextEncoder> = new TextEncoder()
+export const CR = 13
+export const LF = 10
+export const CRLF: Uint8Array = Uint8Array.of(CR, LF)
 const END = Uint8Array.of(CR, LF, CR, LF)
 
 /**

@@ -158,6 +158,8 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
     let head = 0
     /** Refused for want of a stream leader; queued again at their `retryAt` by the sweep. */
     const delayed = new Set<Entry>()
+    /** Publishes answered `503`, while JetStream is asked whether a stream captures their subject (`depth` counts them). */
+    const probing = new Set<Entry>()
     /** Per topic, the last "does a stream capture it?" question: its answer and when, or the publishes awaiting it. */
     const probes = new Map<string, { at: number; verdict: StreamVerdict | undefined; waiters: Array<(verdict: StreamVerdict) => void> }>()
     let counter = 0
@@ -277,7 +279,9 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
     /** A `503` for a sent publish: `NoStream` when no stream captures the topic, else sent again until its deadline. */
     const noResponders = (entry: Entry): void => {
       entry.token = -1
+      probing.add(entry)
       probe(entry.topic, (verdict) => {
+        probing.delete(entry)
         if (entry.done) return
         if (verdict === "missing") return settle(entry, Effect.fail(publishFailure.noResponders(entry.topic)))
         entry.failure = publishFailure.unavailable(
@@ -439,6 +443,7 @@ export const make = (nc: NatsConnection, options: PublisherOptions): Effect.Effe
       let queued = 0
       for (let i = head; i < waiting.length; i++) if (waiting[i] !== undefined && !waiting[i]!.done) queued++
       for (const entry of delayed) if (!entry.done) queued++
+      for (const entry of probing) if (!entry.done) queued++
       return { inFlight: inFlight.size, waiting: queued }
     }
 

@@ -485,10 +485,10 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       if (!sub.isClosed()) sub.unsubscribe()
       return yield* Effect.fail(denied)
     }
+    // `background` keeps insertion order and `since` is set just before each insertion: the first is the oldest.
     const oldestRunningSince = (): number | undefined => {
-      let oldest: number | undefined
-      for (const delivery of background.keys()) if (oldest === undefined || delivery.since < oldest) oldest = delivery.since
-      return oldest
+      const first = background.keys().next()
+      return first.done === true ? undefined : first.value.since
     }
     return { draining: () => stopping, oldestRunningSince }
   })
