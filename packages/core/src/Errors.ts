@@ -142,6 +142,33 @@ export class SubscribeError extends TaggedErrorBase<{
 }
 
 /**
+ * Why a topic's configuration was refused: `Unsupported`, the backend cannot do it (it has no per-topic persistence,
+ * or, on NATS, JetStream is not enabled for a persistent topic); `NoStream`, a persistent topic that no stream captures
+ * and the bus may not add (its stream is another service's, or provisioning forbids changes); `Captured`, an
+ * ephemeral topic that a stream captures (it would be stored all the same); `InvalidOptions`, the settings are out of
+ * range; `Transport`, the broker could not be asked or changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type TopicConfigErrorReason = "Unsupported" | "NoStream" | "Captured" | "InvalidOptions" | "Transport"
+
+/**
+ * A topic's configuration was refused; the topic keeps the configuration it had.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TopicConfigError extends TaggedErrorBase<{
+  readonly topic: string
+  readonly reason: TopicConfigErrorReason
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  readonly _tag = "TopicConfigError"
+}
+
+/**
  * A message body is not a valid protobuf encoding of the expected type. The message is dead-lettered at once: a
  * redelivery would fail the same way.
  *

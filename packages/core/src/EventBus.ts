@@ -18,13 +18,15 @@ import { makeProcess } from "./internal/process.ts"
 import * as MemoryTransport from "./MemoryTransport.ts"
 import * as Options from "./Options.ts"
 import { checkTopic } from "./Topic.ts"
+import * as TopicConfig from "./TopicConfig.ts"
 import {
   type ConsumeOptions,
   type DeliverPolicy,
   type Headers,
   type IncomingMessage,
   type PublishAck,
-  Transport
+  Transport,
+  type TransportShape
 } from "./Transport.ts"
 
 /**
@@ -169,6 +171,13 @@ export interface EventBusConfig {
    * default line, so the same failure is never logged twice. `false` turns the default lines off.
    */
   readonly logFailures?: boolean
+  /**
+   * Topics configured when the bus starts, each with its persistence (or settings): applied through `bus.topics`, so
+   * each name and setting is checked the same way; one the backend refuses fails start-up with `ConfigError` naming
+   * it. Unlisted topics follow the backend's default persistence (`persistent` unless the backend is told otherwise).
+   * `TopicConfig.parseList` reads the text form environment variables carry.
+   */
+  readonly topics?: Readonly<Record<string, TopicConfig.Persistence | TopicConfig.TopicSettings>>
 }
 
 /**
@@ -216,6 +225,11 @@ export interface EventBusShape {
   ) => Effect.Effect<Subscription, SubscribeError | InvalidTopic, Scope.Scope | R>
   /** Succeeds while the bus can publish and deliver. */
   readonly check: Effect.Effect<void, HealthError>
+  /**
+   * Per-topic persistence at run time: configure, get, list, remove (`TopicConfig`). A change applies to later
+   * publishes and subscriptions.
+   */
+  readonly topics: TopicConfig.Topics
 }
 
 const DEFAULTS = {
@@ -230,7 +244,8 @@ const invalidPublish = (topic: string, found: Options.Problem): PublishError =>
   new PublishError({ topic, reason: "InvalidOptions", retriable: false, message: `cannot publish to ${topic}: ${found.message}` })
 
 /**
- * Builds a bus over the `Transport` in context. Fails with `ConfigError` when an option of `config` is out of range.
+ * Builds a bus over the `Transport` in context and applies `config.topics`. Fails with `ConfigError` when an option of
+ * `config` is out of range or the backend refuses a configured topic.
  *
  * @since 0.1.0
  * @category constructors
@@ -239,7 +254,18 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
   Effect.suspend(() => {
     const found = checkEventBusConfig(config)
     return found === undefined ? Effect.void : Effect.fail(Options.toConfigError(found))
-  }).pipe(Effect.andThen(Effect.service(Transport)), Effect.map((transport): EventBusShape => {
+  }).pipe(
+    Effect.andThen(Effect.service(Transport)),
+    Effect.map(build(config)),
+    Effect.tap((bus) =>
+      Effect.forEach(Object.entries(config.topics ?? {}), ([topic, settings]) =>
+        Effect.mapError(bus.topics.configure(topic, settings), (error) =>
+          new ConfigError({ option: `topics.${topic}`, message: error.message })), { discard: true })
+    )
+  )
+
+/** The bus over a transport (`config` already checked). */
+const build = (config: EventBusConfig) => (transport: TransportShape): EventBusShape => {
     const source = config.source ?? "cqbus"
     const shared = config.subscribe ?? {}
     const checked = new WeakSet<EventDef<DescMessage>>()
@@ -443,8 +469,16 @@ export const make = (config: EventBusConfig = {}): Effect.Effect<EventBusShape, 
         )
       })
 
-    return { publish, publishAll, subscribe, publishRaw, subscribeRaw, check: transport.check }
-  }))
+    return {
+      publish,
+      publishAll,
+      subscribe,
+      publishRaw,
+      subscribeRaw,
+      check: transport.check,
+      topics: TopicConfig.topics(transport.topics, transport.name)
+    }
+  }
 
 /**
  * The optional consumer settings of `ConsumeOptions`, only those given: a transport applies its own default for an

@@ -16,6 +16,7 @@
 import type { Duration, Effect, Scope, Stream } from "effect"
 import { Context } from "effect"
 import type { HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import type { TopicRegistry } from "./TopicConfig.ts"
 
 /**
  * Message headers: lower-case names (except NATS's own `Nats-*` names) to string values.
@@ -61,6 +62,11 @@ export interface PublishAck {
   readonly sequence: number
   /** `true` when the event id was seen inside the dedupe window: nothing new was stored. */
   readonly duplicate: boolean
+  /**
+   * `true` when the topic is ephemeral: the event went to the subscribers listening at the time and nothing was
+   * stored (`stream` is `""`, `sequence` is 0, and no dedupe applies). Absent for a stored event.
+   */
+  readonly ephemeral?: boolean
 }
 
 /**
@@ -333,6 +339,11 @@ export interface TransportShape {
    * request) does not count, though `consumers` shows it draining.
    */
   readonly draining?: Effect.Effect<boolean>
+  /**
+   * Per-topic persistence (capability): the registry of `TopicConfig`; publish and consume route by it. A backend
+   * without it stores every topic.
+   */
+  readonly topics?: TopicRegistry
 }
 
 // An explicitly typed key instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`

@@ -22,7 +22,9 @@ export {
   Reject,
   RetryLater,
   SubscribeError,
-  type SubscribeErrorReason
+  type SubscribeErrorReason,
+  TopicConfigError,
+  type TopicConfigErrorReason
 } from "./Errors.ts"
 export * as EventBus from "./EventBus.ts"
 export type { EventBusConfig, EventBusShape, PublishOptions, SubscribeOptions, Subscription } from "./EventBus.ts"
@@ -49,6 +51,8 @@ export {
   type TopicKind,
   validateTopic
 } from "./Topic.ts"
+export * as TopicConfig from "./TopicConfig.ts"
+export type { Persistence, TopicEntry, TopicRegistry, TopicSettings } from "./TopicConfig.ts"
 export * as Transport from "./Transport.ts"
 export type {
   ConnectionEvent,

@@ -25,6 +25,7 @@ import { toHealthError, toJetStreamUnavailable, toSubscribeError } from "./inter
 import { checkConfig, configError } from "./internal/options.ts"
 import { provisionStreams } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
+import * as StreamRoutes from "./internal/streams.ts"
 import { startPullConsumer } from "./internal/pullLoop.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import { resolveConfig } from "./NatsConfig.ts"
@@ -50,6 +51,7 @@ export interface NatsTransportShape {
 
 /** A subscription's consumer, as the capabilities report it. */
 interface LiveConsumer {
+  readonly stream: string
   readonly topic: string
   readonly group: string | undefined
   readonly name: string
@@ -89,9 +91,7 @@ export const make = (
     })
     const stream = resolved.stream.name
     yield* provisionStreams(jsm, resolved)
-    /** The stream a subscription's consumer lives on: the health stream for the heartbeat's subjects, else the events'. */
-    const streamOf = (topic: string): string =>
-      topic === resolved.healthPrefix || topic.startsWith(`${resolved.healthPrefix}.`) ? resolved.healthStream : stream
+    const routes = StreamRoutes.make(jsm, resolved)
     // Created before the `closed` flag's finalizer, so on close the flag is set first and the engine then waits only
     // for publishes already sent.
     const publisher = yield* makePublisher(nc, {
@@ -117,7 +117,6 @@ export const make = (
     const consume: TransportShape["consume"] = (options, process) =>
       Effect.gen(function*() {
         const { group, topic } = options
-        const stream = streamOf(topic)
         if (closed || nc.isClosed()) {
           return yield* new SubscribeError({
             topic,
@@ -126,6 +125,7 @@ export const make = (
             message: `cannot subscribe to ${topic}: the NATS bus is closed`
           })
         }
+        const stream = yield* routes.streamFor(topic, group)
         const name = group ?? `cqbus_${nuid.next()}`
         // Everything below runs with the settings in force on the server (issue 10, item 1): keep-alives from its
         // `ack_wait`, dead letters no later than its `max_deliver`.
@@ -140,6 +140,7 @@ export const make = (
         let draining = () => false
         let oldestRunningSince = (): number | undefined => undefined
         const entry: LiveConsumer = {
+          stream,
           topic,
           group,
           name,
@@ -215,7 +216,7 @@ export const make = (
     const consumers: TransportShape["consumers"] = Effect.suspend(() =>
       Effect.forEach([...live], (entry) =>
         Effect.tryPromise({
-          try: () => jsm.consumers.info(stream, entry.name),
+          try: () => jsm.consumers.info(entry.stream, entry.name),
           catch: (cause) => toHealthError(`consumer ${entry.name}`, cause)
         }).pipe(Effect.map((info): ConsumerLag => ({
           topic: entry.topic,

@@ -4,6 +4,7 @@
  * passed on to the server, and a bound that keeps memory and timers sane everywhere else.
  */
 import * as Options from "../Options.ts"
+import { checkSettings } from "../TopicConfig.ts"
 
 /** The accepted ranges of the numeric subscription options (docs/reliability.md, "Options"). */
 const SubscribeRanges = {
@@ -98,7 +99,8 @@ export const checkEventBusConfig = (config: unknown): Options.Check =>
       () => sharedSubscribe((c.subscribe ?? {}) as Record<string, unknown>, "subscribe."),
       () => functions("middleware", c.middleware),
       () => functions("publishMiddleware", c.publishMiddleware),
-      () => Options.boolean("logFailures", c.logFailures)
+      () => Options.boolean("logFailures", c.logFailures),
+      () => Options.record("topics", c.topics, checkSettings)
     )
   )
 
