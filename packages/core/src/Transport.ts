@@ -101,7 +101,13 @@ export interface IncomingMessage {
  */
 export type Outcome =
   | { readonly _tag: "Ack" }
-  | { readonly _tag: "Nak"; readonly delay: Duration.Duration; readonly error: string }
+  | {
+    readonly _tag: "Nak"
+    readonly delay: Duration.Duration
+    readonly error: string
+    /** The tag of the error that caused it, for a backend that cannot redeliver (an ephemeral topic dead-letters). */
+    readonly errorTag: string
+  }
   | {
     readonly _tag: "DeadLetter"
     readonly reason: string

@@ -47,7 +47,7 @@ const outcomeOf = (verdict: Verdict, attempt: number, backoff: Backoff): Outcome
   verdict.kind === "ack"
     ? ACK
     : verdict.kind === "retry"
-    ? { _tag: "Nak", delay: verdict.delay ?? backoff(attempt), error: verdict.reason }
+    ? { _tag: "Nak", delay: verdict.delay ?? backoff(attempt), error: verdict.reason, errorTag: verdict.errorTag }
     : { _tag: "DeadLetter", reason: verdict.reason, errorTag: verdict.errorTag, attempts: attempt }
 
 /** What the bus's default warning line says about one delivery. */

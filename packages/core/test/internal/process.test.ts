@@ -15,6 +15,7 @@ test("a failure naks with the backoff delay and names the error", () => {
   assert.equal(outcome._tag, "Nak")
   assert.ok(outcome._tag === "Nak" && Duration.toMillis(outcome.delay) === 7000)
   assert.ok(outcome._tag === "Nak" && outcome.error === "Error: db down")
+  assert.ok(outcome._tag === "Nak" && outcome.errorTag === "Error")
 })
 
 test("RetryLater naks with its own delay", () => {

@@ -225,7 +225,8 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
         effect = Effect.as(Effect.logError("cqbus: processing a delivery failed before its handler ran", defect), {
           _tag: "Nak",
           delay: Duration.seconds(1),
-          error: String(defect)
+          error: String(defect),
+          errorTag: "Defect"
         })
       }
       const fiber = runFork(effect)
