@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { EventBusConfig } from "@cqbus/core"
+import type { EventBusConfig, Persistence } from "@cqbus/core"
 import type { NatsConnection } from "@nats-io/nats-core"
 import { Duration, type Redacted, type Schedule } from "effect"
 import type { NatsError } from "./NatsError.ts"
@@ -90,6 +90,13 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly stream?: NatsStreamOptions
   readonly provisioning?: ProvisioningStrategy
   /**
+   * The persistence of topics that `topics` (or `bus.topics.configure`) does not name (default `"persistent"`):
+   * `"ephemeral"` sends them over core NATS, `"auto"` stores them when the server has JetStream. With `"ephemeral"` or
+   * `"auto"` the bus also starts on a server without JetStream; topics configured persistent then fail to publish and
+   * subscribe, and dead letters can only be logged (docs/operations.md, "Topics and persistence").
+   */
+  readonly persistence?: Persistence
+  /**
    * The stream dead letters go to (default `CQC_DLQ` on subjects `cqbus.dlq.>`, created if missing unless
    * `provisioning` is `"skip"`). `replicas` and `storage` default to the event stream's (`stream.replicas`,
    * `stream.storage`), so on a cluster dead letters are as safe as the events; `"validateOnly"` reports an existing
@@ -135,6 +142,7 @@ export interface ResolvedConfig {
   readonly healthStream: string
   readonly healthPrefix: string
   readonly provisioning: ProvisioningStrategy
+  readonly persistence: Persistence
   readonly publishTimeout: number
   readonly maxPendingPublishes: number
   readonly checkTimeout: number
@@ -151,6 +159,7 @@ export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
   healthStream: config.health?.stream ?? "CQBUS_HEALTH",
   healthPrefix: config.health?.subjectPrefix ?? "cqbus.health",
   provisioning: config.provisioning ?? "createOrUpdate",
+  persistence: config.persistence ?? "persistent",
   publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
   maxPendingPublishes: Math.max(1, Math.floor(config.maxPendingPublishes ?? 4096)),
   checkTimeout: Duration.toMillis(config.checkTimeout ?? "2 seconds")

@@ -14,18 +14,27 @@ import {
   SubscribeError,
   Transport
 } from "@cqbus/core"
-import { type TransportShape } from "@cqbus/core/backend"
+import { checkTopic, type TransportShape } from "@cqbus/core/backend"
 import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
 import { type NatsConnection as NatsClient, nuid } from "@nats-io/nats-core"
 import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "effect"
 import { Acker } from "./internal/acks.ts"
 import { setUpConsumer } from "./internal/consumerSetup.ts"
+import { startCoreConsumer } from "./internal/coreConsumer.ts"
 import { DeadLetterWriter, readDeadLetters } from "./internal/deadLetters.ts"
-import { toHealthError, toJetStreamUnavailable, toSubscribeError } from "./internal/errors.ts"
+import {
+  isJetStreamDisabled,
+  toHealthError,
+  toJetStreamUnavailable,
+  toPublishError,
+  toSubscribeError
+} from "./internal/errors.ts"
+import { encodeHeaders } from "./internal/headers.ts"
 import { checkConfig, configError } from "./internal/options.ts"
 import { provisionStreams } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
 import * as StreamRoutes from "./internal/streams.ts"
+import * as TopicTable from "./internal/topicRegistry.ts"
 import { startPullConsumer } from "./internal/pullLoop.ts"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import { resolveConfig } from "./NatsConfig.ts"
@@ -58,6 +67,8 @@ interface LiveConsumer {
   readonly draining: () => boolean
   /** When its oldest running handler started (`Date.now()` ms), `undefined` when none runs. */
   readonly oldestRunningSince: () => number | undefined
+  /** For an ephemeral topic's core subscription (no consumer on the server): its running and buffered events. */
+  readonly core?: { readonly running: () => number; readonly buffered: () => number }
 }
 
 /**
@@ -83,15 +94,27 @@ export const make = (
     const managed = yield* NatsConnection.acquire(config, "nats://127.0.0.1:4222")
     const { nc, state } = managed
     const js: JetStreamClient = jetstream(nc)
-    const jsm: JetStreamManager = yield* Effect.tryPromise({
+    // A bus whose topics may all travel over core NATS (`persistence` "ephemeral" or "auto") also starts without
+    // JetStream; one that stores by default needs it.
+    const coreAllowed = resolved.persistence !== "persistent"
+    const { jetStream, jsm } = yield* Effect.tryPromise({
       // `jetstreamManager` asks the server for the account info ($JS.API.INFO) unless told not to; "skip" promises no
       // management call at start-up (accounts may not be allowed any), so it must not probe either.
-      try: () => jetstreamManager(nc, { checkAPI: resolved.provisioning !== "skip" }),
+      try: async (): Promise<{ readonly jetStream: boolean; readonly jsm: JetStreamManager }> => {
+        try {
+          return { jetStream: true, jsm: await jetstreamManager(nc, { checkAPI: resolved.provisioning !== "skip" }) }
+        } catch (cause) {
+          if (!coreAllowed || !isJetStreamDisabled(cause)) throw cause
+          return { jetStream: false, jsm: await jetstreamManager(nc, { checkAPI: false }) }
+        }
+      },
       catch: toJetStreamUnavailable
     })
     const stream = resolved.stream.name
-    yield* provisionStreams(jsm, resolved)
+    if (jetStream) yield* provisionStreams(jsm, resolved)
+    else yield* Effect.logWarning(`cqbus: JetStream is not enabled on the server; every topic travels over core NATS (persistence "${resolved.persistence}")`)
     const routes = StreamRoutes.make(jsm, resolved)
+    const topics = TopicTable.make({ routes, persistence: resolved.persistence, jetStream })
     // Created before the `closed` flag's finalizer, so on close the flag is set first and the engine then waits only
     // for publishes already sent.
     const publisher = yield* makePublisher(nc, {
@@ -104,12 +127,90 @@ export const make = (
     const closedError = (topic: string) =>
       new PublishError({ topic, reason: "Closed", retriable: false, message: `cannot publish to ${topic}: the NATS bus is closed` })
 
+    const noJetStream = (topic: string) =>
+      new PublishError({
+        topic,
+        reason: "NoStream",
+        retriable: false,
+        message: `cannot publish to ${topic}: it is persistent, and JetStream is not enabled on the server`
+      })
+
+    /** An ephemeral topic's publish: one core-NATS message, stored nowhere, answered at once. */
+    const publishCore: TransportShape["publish"] = (message) =>
+      Effect.suspend(() => {
+        const headers = encodeHeaders(message.headers, message.eventId)
+        const limit = nc.info?.max_payload
+        if (limit !== undefined && message.body.length > limit) {
+          return Effect.fail(
+            new PublishError({
+              topic: message.topic,
+              reason: "TooLarge",
+              retriable: false,
+              message: `cannot publish to ${message.topic}: the event is ${message.body.length} bytes, more than the server's max_payload (${limit})`
+            })
+          )
+        }
+        try {
+          nc.publish(message.topic, message.body, { headers })
+        } catch (cause) {
+          return Effect.fail(toPublishError(cause, message.topic))
+        }
+        return Effect.succeed({ topic: message.topic, stream: "", sequence: 0, duplicate: false, ephemeral: true })
+      })
+
     const publish: TransportShape["publish"] = (message) =>
       closed
         ? Effect.fail(closedError(message.topic))
-        : publisher.publish(message.topic, message.body, message.headers, message.eventId)
+        : topics.isEphemeral(message.topic)
+        ? publishCore(message)
+        : jetStream
+        ? publisher.publish(message.topic, message.body, message.headers, message.eventId)
+        : Effect.fail(noJetStream(message.topic))
 
     const acker = new Acker(nc)
+
+    /** A pattern is never ephemeral: its subscription reads streams. */
+    const isConcrete = (topic: string): boolean => checkTopic(topic, "subject") === undefined
+
+    /** An ephemeral topic's subscription: a core-NATS (queue) subscription, at most once. */
+    const consumeCore = (
+      options: Parameters<TransportShape["consume"]>[0],
+      process: Parameters<TransportShape["consume"]>[1]
+    ): Effect.Effect<void, SubscribeError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const { group, topic } = options
+        const policy = options.deliverPolicy
+        if ((policy !== "all" && policy !== "new") || options.replay === "original") {
+          return yield* new SubscribeError({
+            topic,
+            group,
+            reason: "InvalidOptions",
+            message: `cannot subscribe to ${topic} with ${
+              options.replay === "original" ? "replay \"original\"" : `deliverPolicy ${JSON.stringify(policy)}`
+            }: the topic is ephemeral, so nothing is stored to start from`
+          })
+        }
+        const consumer = yield* startCoreConsumer({
+          nc,
+          topic,
+          group,
+          maxInFlight: options.maxInFlight,
+          drainTimeout: options.drainTimeout,
+          process,
+          deadLetters: new DeadLetterWriter({ publisher, acker, prefix: resolved.deadLetterPrefix, group })
+        }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group)))
+        const entry: LiveConsumer = {
+          stream: "",
+          topic,
+          group,
+          name: group ?? "(core)",
+          draining: consumer.draining,
+          oldestRunningSince: consumer.oldestRunningSince,
+          core: { running: consumer.running, buffered: consumer.buffered }
+        }
+        if (options.internal !== true) live.add(entry)
+        yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(entry)))
+      })
 
     /** The live consumers, for the `consumers` and `draining` capabilities. */
     const live = new Set<LiveConsumer>()
@@ -123,6 +224,15 @@ export const make = (
             group,
             reason: "Closed",
             message: `cannot subscribe to ${topic}: the NATS bus is closed`
+          })
+        }
+        if (isConcrete(topic) && topics.isEphemeral(topic)) return yield* consumeCore(options, process)
+        if (!jetStream) {
+          return yield* new SubscribeError({
+            topic,
+            group,
+            reason: "Unsupported",
+            message: `cannot subscribe to ${topic}: it is persistent (or a pattern, which reads streams), and JetStream is not enabled on the server`
           })
         }
         const stream = yield* routes.streamFor(topic, group)
@@ -179,6 +289,8 @@ export const make = (
           await nc.flush().catch((cause) => {
             throw toHealthError("connection", cause)
           })
+          // Without JetStream there is no stream to ask: the connection is all there is.
+          if (!jetStream) return
           step = "stream"
           await jsm.streams.info(stream).catch((cause) => {
             throw toHealthError(`stream ${stream}`, cause)
@@ -204,7 +316,8 @@ export const make = (
       )
     })
 
-    const deadLetters = readDeadLetters(jsm, js, resolved.deadLetterStream)
+    // Without JetStream no dead letter can be stored (each is a warning line), so there are none to read.
+    const deadLetters = jetStream ? readDeadLetters(jsm, js, resolved.deadLetterStream) : undefined
 
     const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state), events: managed.events }
 
@@ -212,10 +325,24 @@ export const make = (
     const ageSince = (since: number | undefined): Duration.Duration =>
       since === undefined ? Duration.zero : Duration.millis(Math.max(0, Date.now() - since))
 
+    /** A core subscription's backlog, from the process alone: the server keeps nothing for it. */
+    const coreLag = (entry: LiveConsumer, core: NonNullable<LiveConsumer["core"]>): ConsumerLag => ({
+      topic: entry.topic,
+      group: entry.group,
+      consumer: entry.name,
+      pending: core.buffered(),
+      ackPending: core.running(),
+      redelivered: 0,
+      draining: entry.draining(),
+      oldestUnackedAge: ageSince(entry.oldestRunningSince())
+    })
+
     // One consumer-info request per live subscription, in parallel, under the check timeout.
     const consumers: TransportShape["consumers"] = Effect.suspend(() =>
       Effect.forEach([...live], (entry) =>
-        Effect.tryPromise({
+        entry.core !== undefined
+          ? Effect.succeed(coreLag(entry, entry.core))
+          : Effect.tryPromise({
           try: () => jsm.consumers.info(entry.stream, entry.name),
           catch: (cause) => toHealthError(`consumer ${entry.name}`, cause)
         }).pipe(Effect.map((info): ConsumerLag => ({
@@ -246,11 +373,12 @@ export const make = (
       publish,
       consume,
       check,
-      deadLetters,
+      ...(deadLetters === undefined ? {} : { deadLetters }),
       connection,
       consumers,
       draining,
-      publishing: Effect.sync(publisher.depth)
+      publishing: Effect.sync(publisher.depth),
+      topics: topics.registry
     }
     return {
       transport,

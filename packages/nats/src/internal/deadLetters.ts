@@ -87,7 +87,8 @@ const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
 /** Header values cannot carry line breaks. */
 const oneLine = (text: string): string => text.replace(/[\r\n]+/g, " ")
 
-type DeadLetterOutcome = Extract<Outcome, { _tag: "DeadLetter" }>
+/** The outcome that makes a dead letter. */
+export type DeadLetterOutcome = Extract<Outcome, { _tag: "DeadLetter" }>
 
 /** Where one subscription's dead letters go, and how their messages are settled. */
 export interface DeadLetterWriterOptions {
@@ -99,6 +100,25 @@ export interface DeadLetterWriterOptions {
   readonly group: string | undefined
 }
 
+/**
+ * What a dead-letter record is made of: the original message, where it is stored (nowhere, for an ephemeral topic's
+ * core-NATS message), and what makes the record's id unique per message and group.
+ */
+export interface DeadLetterSource {
+  readonly subject: string
+  readonly body: Uint8Array
+  readonly deliveryCount: number
+  /** The header block as it came, copied byte for byte. */
+  readonly rawHeaders: Uint8Array | undefined
+  /** The stream and sequence holding the original; `undefined` for a message no stream stores. */
+  readonly stream: string | undefined
+  readonly sequence: number | undefined
+  /** The consumer (or core subscription) it was delivered to, for the record id when there is no group. */
+  readonly consumer: string
+  /** Unique per message: `<stream>:<sequence>` for a stored message, the event id for an ephemeral one. */
+  readonly recordKey: string
+}
+
 /** Stores the dead letters of one subscription and settles their messages. */
 export class DeadLetterWriter {
   readonly #options: DeadLetterWriterOptions
@@ -107,19 +127,19 @@ export class DeadLetterWriter {
   }
 
   /** Stores the record of `delivery`; fails when the dead-letter stream does not take it. */
-  write(delivery: JetStreamDelivery, outcome: DeadLetterOutcome): Effect.Effect<void, PublishError> {
+  write(delivery: DeadLetterSource, outcome: DeadLetterOutcome): Effect.Effect<void, PublishError> {
     return Effect.suspend(() => {
       const { group, prefix, publisher } = this.#options
       // The id gives one record per message and group, even when a retried dead-lettering publishes twice.
       const own: Array<readonly [string, string]> = [
-        ["Nats-Msg-Id", `dlq:${delivery.stream}:${delivery.sequence}:${group ?? delivery.consumer}`],
+        ["Nats-Msg-Id", `dlq:${delivery.recordKey}:${group ?? delivery.consumer}`],
         [DeadLetterHeaders.reason, oneLine(outcome.reason)],
         [DeadLetterHeaders.error, oneLine(outcome.errorTag)],
         [DeadLetterHeaders.deliveries, String(Math.max(outcome.attempts, delivery.deliveryCount))],
-        [DeadLetterHeaders.subject, delivery.subject],
-        [DeadLetterHeaders.stream, delivery.stream],
-        [DeadLetterHeaders.sequence, String(delivery.sequence)]
+        [DeadLetterHeaders.subject, delivery.subject]
       ]
+      if (delivery.stream !== undefined) own.push([DeadLetterHeaders.stream, delivery.stream])
+      if (delivery.sequence !== undefined) own.push([DeadLetterHeaders.sequence, String(delivery.sequence)])
       if (group !== undefined) own.push([DeadLetterHeaders.group, group])
       own.push([DeadLetterHeaders.time, new Date().toISOString()])
       const subject = `${prefix}.${delivery.subject}`
@@ -128,7 +148,8 @@ export class DeadLetterWriter {
       const raw = delivery.rawHeaders
       return publisher.publishBlock(subject, delivery.body, deadLetterBlock(raw, own)).pipe(
         // The record is larger than the original; one that no longer fits the server's max_payload is stored
-        // without the original's bytes, which stay in the event stream at the sequence the record names.
+        // without the original's bytes (for a stored message they stay in the event stream at the sequence the
+        // record names).
         Effect.catchIf((error) => error.reason === "TooLarge", () =>
           publisher.publishBlock(
             subject,
@@ -141,6 +162,22 @@ export class DeadLetterWriter {
         Effect.asVoid
       )
     })
+  }
+
+  /**
+   * Stores the dead letter of a message that cannot be redelivered (an ephemeral topic's): when the record cannot be
+   * stored either, one warning line says the event is lost, so it is never lost silently.
+   */
+  store(delivery: DeadLetterSource, outcome: DeadLetterOutcome): Effect.Effect<void> {
+    return this.write(delivery, outcome).pipe(
+      Effect.catchCause((cause) =>
+        Effect.logWarning(
+          `cqbus: cannot store a dead letter for an event on ${delivery.subject} (${outcome.errorTag}: ${outcome.reason}); ` +
+            `the topic is ephemeral, so the event is lost`,
+          cause
+        )
+      )
+    )
   }
 
   /** Stores a dead letter, then terminates the message; one that cannot be stored is naked instead, never lost. */

@@ -256,6 +256,13 @@ export const toHealthError = (component: string, cause: unknown): HealthError =>
 export const isNotFound = (cause: unknown, code: number): boolean =>
   causes(cause).some((e) => e instanceof JetStreamApiError && e.code === code)
 
+/**
+ * Whether JetStream is not enabled on the server or for the account: its API has no responders, or nats.js says so
+ * (its `JetStreamNotEnabled` class is not exported from the package's entry, so it is known by its name).
+ */
+export const isJetStreamDisabled = (cause: unknown): boolean =>
+  causes(cause).some((e) => e instanceof Error && e.name === "JetStreamNotEnabled") || isNoResponders(cause)
+
 /** Whether a request failed because nothing subscribes to its subject ("no responders"). */
 export const isNoResponders = (cause: unknown): boolean =>
   causes(cause).some((e) =>

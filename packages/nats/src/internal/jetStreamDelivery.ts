@@ -60,6 +60,10 @@ export class JetStreamDelivery implements IncomingMessage {
   get stream(): string {
     return this.#token(0)
   }
+  /** The record key of its dead letter: stream and sequence. */
+  get recordKey(): string {
+    return `${this.stream}:${this.sequence}`
+  }
   /** The consumer, from the reply subject. */
   get consumer(): string {
     return this.#token(1)

@@ -124,6 +124,7 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
         () => Options.duration("reconnect.jitter", reconnect.jitter, NatsRanges.reconnectJitter),
         () => stream(c.stream),
         () => Options.oneOf("provisioning", c.provisioning, ["createOrUpdate", "createOnly", "validateOnly", "skip"]),
+        () => Options.oneOf("persistence", c.persistence, ["persistent", "ephemeral", "auto"]),
         () =>
           sideStream("deadLetters", c.deadLetters, (d) =>
             Options.first(

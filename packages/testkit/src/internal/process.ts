@@ -194,7 +194,7 @@ export class ServerProcess implements NatsServerShape {
       ...(this.configFile === undefined ? [] : ["-c", this.configFile]),
       "-a", HOST,
       "-p", String(this.port),
-      "-js",
+      ...(o.jetstream === false ? [] : ["-js"]),
       "-sd", this.storeDir,
       ...(this.monitorPort === undefined ? [] : ["-m", String(this.monitorPort)]),
       ...(o.user === undefined ? [] : ["--user", o.user]),
@@ -306,7 +306,7 @@ export class ServerProcess implements NatsServerShape {
     // and that the port is ours (its INFO has the server id this process logged).
     try {
       const info = await readInfo(this.port, Math.max(1_000, deadline - Date.now()))
-      if (info.jetstream !== true) throw new Error(`INFO from ${HOST}:${this.port} does not say "jetstream":true`)
+      if (this.options.jetstream !== false && info.jetstream !== true) throw new Error(`INFO from ${HOST}:${this.port} does not say "jetstream":true`)
       if (serverId !== undefined && info.server_id !== serverId) {
         throw new Error(`${HOST}:${this.port} is served by ${String(info.server_id)}, not this server (${serverId})`)
       }
@@ -432,7 +432,7 @@ export const configText = (options: NatsServerOptions): string | undefined => {
   const lines: Array<string> = []
   if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`)
   const js = options.jetstream
-  if (js !== undefined && (js.maxMemory !== undefined || js.maxFile !== undefined)) {
+  if (js !== undefined && js !== false && (js.maxMemory !== undefined || js.maxFile !== undefined)) {
     lines.push("jetstream {")
     if (js.maxMemory !== undefined) lines.push(`  max_memory_store: ${js.maxMemory}`)
     if (js.maxFile !== undefined) lines.push(`  max_file_store: ${js.maxFile}`)

@@ -16,11 +16,16 @@ export interface NatsServerOptions {
   readonly monitoring?: boolean | number
   /** The largest message body the server accepts, in bytes (`max_payload`; server default 1 MiB). */
   readonly maxPayload?: number
-  /** JetStream limits in bytes (`max_memory_store`, `max_file_store`; server default: a share of RAM and disk). */
-  readonly jetstream?: {
-    readonly maxMemory?: number
-    readonly maxFile?: number
-  }
+  /**
+   * JetStream limits in bytes (`max_memory_store`, `max_file_store`; server default: a share of RAM and disk), or
+   * `false` for a core-NATS server without JetStream (no `-js`; readiness then does not wait for it).
+   */
+  readonly jetstream?:
+    | false
+    | {
+      readonly maxMemory?: number
+      readonly maxFile?: number
+    }
   /** Require this user name (with `password`) from clients (`--user`). */
   readonly user?: string
   /** The password for `user` (`--pass`). */

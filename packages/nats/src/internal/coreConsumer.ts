@@ -1,0 +1,273 @@
+/**
+ * The subscription of an ephemeral topic: a core-NATS subscription on the topic (a queue subscription for a group, so
+ * one member gets each event), with the same handler budget and drain as a JetStream consumer but nothing to
+ * acknowledge: the server keeps nothing, so every delivery is the only one (at most once). What cannot be redelivered is
+ * dead-lettered instead, so a failure is never lost silently: a failed run (`Nak`), a `DeadLetter`, a handler
+ * interrupted by the drain, and an event received but not started before the drain's budget ran out
+ * (docs/semantics.md, "Ephemeral topics").
+ */
+import type { Headers, Outcome } from "@cqbus/core"
+import type { IncomingMessage } from "@cqbus/core/backend"
+import { type Msg, type NatsConnection, nuid, type Subscription } from "@nats-io/nats-core"
+import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import type { DeadLetterOutcome, DeadLetterSource, DeadLetterWriter } from "./deadLetters.ts"
+import { deniedSubscribeSubject } from "./errors.ts"
+import { type HeaderSource, headerSourceOf } from "./headers.ts"
+
+/**
+ * Events received while every handler slot is taken wait in a buffer this long at most; beyond it an event is dropped
+ * (at most once, like the server's own slow-consumer cut-off) and counted in a warning line.
+ */
+const MAX_BUFFERED = 65_536
+/** At most one warning line about dropped events per this many milliseconds. */
+const DROP_WARNING_MS = 10_000
+
+/** What a core subscription works with. */
+export interface CoreConsumerConfig {
+  readonly nc: NatsConnection
+  /** The ephemeral topic (a concrete subject). */
+  readonly topic: string
+  /** The group, as the core-NATS queue group. */
+  readonly group: string | undefined
+  readonly maxInFlight: number
+  readonly drainTimeout: Duration.Duration
+  readonly process: (message: IncomingMessage) => Effect.Effect<Outcome>
+  readonly deadLetters: DeadLetterWriter
+}
+
+/** A running core subscription, as the transport's capabilities read it. */
+export interface CoreConsumer {
+  readonly draining: () => boolean
+  /** When the oldest running handler started (`Date.now()` ms), `undefined` when none runs. */
+  readonly oldestRunningSince: () => number | undefined
+  /** Handlers running now. */
+  readonly running: () => number
+  /** Events received and waiting for a handler slot. */
+  readonly buffered: () => number
+}
+
+/** One event of an ephemeral topic: delivered once, stored nowhere. */
+class CoreDelivery implements IncomingMessage, DeadLetterSource {
+  readonly body: Uint8Array
+  readonly deliveryCount = 1
+  readonly sequence = undefined
+  readonly stream = undefined
+  readonly consumer: string
+  readonly #msg: Msg
+  readonly #headers: HeaderSource
+  /** When its handler started (`Date.now()` ms). */
+  since = 0
+  constructor(msg: Msg, headers: HeaderSource, consumer: string) {
+    this.#msg = msg
+    this.#headers = headers
+    this.body = msg.data
+    this.consumer = consumer
+  }
+  get subject(): string {
+    return this.#msg.subject
+  }
+  get headers(): Headers {
+    return this.#headers.headers
+  }
+  header(name: string): string | undefined {
+    return this.#headers.get(name)
+  }
+  /** The publisher's CloudEvents `ce-time`: no server stored the event. */
+  get publishedAt(): Date | undefined {
+    const time = this.#headers.get("ce-time")
+    const date = time === undefined ? undefined : new Date(time)
+    return date !== undefined && Number.isFinite(date.getTime()) ? date : undefined
+  }
+  get rawHeaders(): Uint8Array | undefined {
+    return this.#headers.bytes
+  }
+  /** The event id makes the dead letter's record unique; an event without one gets a fresh id. */
+  get recordKey(): string {
+    return `core:${this.#headers.get("ce-id") ?? nuid.next()}`
+  }
+}
+
+/** Why an outcome other than `Ack` becomes a dead letter on an ephemeral topic. */
+const deadLetterOf = (topic: string, outcome: Exclude<Outcome, { _tag: "Ack" }>): DeadLetterOutcome => {
+  switch (outcome._tag) {
+    case "DeadLetter":
+      return outcome
+    case "Nak":
+      return {
+        _tag: "DeadLetter",
+        reason: `${outcome.error} (not redelivered: ${topic} is an ephemeral topic)`,
+        errorTag: outcome.errorTag,
+        attempts: 1
+      }
+    case "Handback":
+      return {
+        _tag: "DeadLetter",
+        reason: `interrupted when the subscription closed; ${topic} is an ephemeral topic, so it cannot be handed back`,
+        errorTag: "Interrupted",
+        attempts: 1
+      }
+  }
+}
+
+const NOT_STARTED: DeadLetterOutcome = {
+  _tag: "DeadLetter",
+  reason: "received but not processed before the subscription closed (ephemeral topic: it cannot be handed back)",
+  errorTag: "Interrupted",
+  attempts: 0
+}
+
+/**
+ * Starts a core subscription; it runs until the scope closes, then drains: no new events, the buffered and running
+ * ones finish within `drainTimeout`, running handlers are then interrupted and what is left is dead-lettered. Fails
+ * with the server's permission error when this connection may not subscribe to the topic.
+ */
+export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<CoreConsumer, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { maxInFlight, nc, topic } = config
+    const context = yield* Effect.context<never>()
+    const runFork = Effect.runForkWith(context)
+    const name = config.group ?? `cqbus_core_${nuid.next()}`
+    let running = 0
+    const queue: Array<CoreDelivery> = []
+    let queueHead = 0
+    const background = new Map<CoreDelivery, Fiber.Fiber<Outcome>>()
+    let stopping = false
+    let idleWaiter: (() => void) | undefined
+    let dropped = 0
+    let warnedAt = 0
+
+    const release = () => {
+      running--
+      pump()
+      if (running === 0 && queueHead === queue.length && idleWaiter !== undefined) idleWaiter()
+    }
+
+    const settle = (delivery: CoreDelivery, outcome: Outcome): void => {
+      if (outcome._tag === "Ack") return release()
+      // Storing the record is a publish awaiting its PubAck; the slot stays taken until it is done.
+      runFork(config.deadLetters.store(delivery, deadLetterOf(topic, outcome))).addObserver(release)
+    }
+
+    const finish = (delivery: CoreDelivery, exit: Exit.Exit<Outcome>) => {
+      background.delete(delivery)
+      settle(delivery, exit._tag === "Success" ? exit.value : { _tag: "Handback" })
+    }
+
+    const start = (delivery: CoreDelivery) => {
+      running++
+      let effect: Effect.Effect<Outcome>
+      try {
+        effect = config.process(delivery)
+      } catch (defect) {
+        effect = Effect.as(Effect.logError("cqbus: processing a delivery failed before its handler ran", defect), {
+          _tag: "Nak",
+          delay: Duration.zero,
+          error: String(defect),
+          errorTag: "Defect"
+        })
+      }
+      const fiber = runFork(effect)
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) return settle(delivery, exit._tag === "Success" ? exit.value : { _tag: "Handback" })
+      delivery.since = Date.now()
+      background.set(delivery, fiber)
+      fiber.addObserver((exit) => finish(delivery, exit))
+    }
+
+    // A loop, not recursion: a handler that finishes at once settles inside `start`, which calls `release` again.
+    let pumping = false
+    const pump = () => {
+      if (pumping) return
+      pumping = true
+      while (running < maxInFlight && queueHead < queue.length) {
+        const next = queue[queueHead]!
+        queue[queueHead++] = undefined as unknown as CoreDelivery
+        if (queueHead === queue.length) {
+          queue.length = 0
+          queueHead = 0
+        }
+        start(next)
+      }
+      pumping = false
+    }
+
+    const onMessage = (msg: Msg) => {
+      const delivery = new CoreDelivery(msg, headerSourceOf(msg), name)
+      if (running < maxInFlight && queueHead === queue.length) return start(delivery)
+      if (queue.length - queueHead >= MAX_BUFFERED) {
+        dropped++
+        const now = Date.now()
+        if (now - warnedAt >= DROP_WARNING_MS) {
+          warnedAt = now
+          const count = dropped
+          dropped = 0
+          runFork(Effect.logWarning(
+            `cqbus: ${count} event(s) on the ephemeral topic ${topic} dropped: ${MAX_BUFFERED} were already waiting for ` +
+              `a handler (raise the subscription's concurrency, or make the topic persistent)`
+          ))
+        }
+        return
+      }
+      queue.push(delivery)
+    }
+
+    /** Why the server refused this subscription (no subscribe permission on the topic). */
+    let denied: unknown = undefined
+    const sub: Subscription = nc.subscribe(topic, {
+      ...(config.group === undefined ? {} : { queue: config.group }),
+      callback: (error, msg) => {
+        if (error !== null) {
+          if (deniedSubscribeSubject(error) === topic) denied ??= error
+          return
+        }
+        try {
+          onMessage(msg)
+        } catch (cause) {
+          runFork(Effect.logError(`cqbus: cannot process an event on the ephemeral topic ${topic}`, cause))
+        }
+      }
+    })
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        stopping = true
+        // Drain (UNSUB + flush) rather than unsubscribe: events the server already sent still arrive and are queued.
+        if (!nc.isClosed() && !sub.isClosed()) {
+          yield* Effect.timeoutOption(Effect.promise(() => sub.drain().catch(() => undefined)), "2 seconds")
+        } else if (!sub.isClosed()) sub.unsubscribe()
+        const idle = Effect.callback<void>((resume) => {
+          if (running <= 0 && queueHead === queue.length) return resume(Effect.void)
+          idleWaiter = () => resume(Effect.void)
+        })
+        if (Duration.toMillis(config.drainTimeout) > 0) yield* Effect.timeoutOption(idle, config.drainTimeout)
+        // What never started is dead-lettered; interrupted handlers settle as dead letters through their observers.
+        const left = queue.slice(queueHead)
+        queue.length = 0
+        queueHead = 0
+        yield* Effect.forEach(left, (delivery) => config.deadLetters.store(delivery, NOT_STARTED), { discard: true })
+        for (const fiber of background.values()) fiber.interruptUnsafe()
+        if (running > 0) yield* Effect.timeoutOption(idle, "2 seconds")
+        idleWaiter = undefined
+      })
+    )
+
+    // A subscription the server refuses is answered with one asynchronous `-ERR`: the round trip settles it, so the
+    // subscribe fails typed instead of never delivering.
+    yield* Effect.promise(() => nc.flush().catch(() => undefined))
+    yield* Effect.yieldNow
+    if (denied !== undefined) {
+      stopping = true
+      if (!sub.isClosed()) sub.unsubscribe()
+      return yield* Effect.fail(denied)
+    }
+    const oldestRunningSince = (): number | undefined => {
+      const first = background.keys().next()
+      return first.done === true ? undefined : first.value.since
+    }
+    return {
+      draining: () => stopping,
+      oldestRunningSince,
+      running: () => running,
+      buffered: () => queue.length - queueHead
+    }
+  })
