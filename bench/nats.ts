@@ -12,6 +12,7 @@
  *   BENCH_SIDE=cqbus BENCH_ONLY="window 256" npm run bench:nats     # one side only (profiling)
  *   BENCH_SEQ_N=20000 BENCH_PIPE_N=100000 BENCH_CONSUME_N=100000    # messages per run of each kind
  *   BENCH_CONCURRENCY=8,256                                         # subscription concurrencies of the consume cases
+ *   BENCH_EPH_N=100000 BENCH_EPH_BURST=1000                         # ephemeral case: events per run, flush every K publishes
  *   BENCH_WRITES=1                                                  # also print socket writes per message (diagnostic)
  *   BENCH_NO_ASYNC_TRACES=1                                         # both connections with noAsyncTraces (diagnostic)
  *   BENCH_MARKS=marks.json                                          # timed-run windows for bench/profile/summary.mjs
@@ -19,7 +20,7 @@
 import { execFileSync } from "node:child_process"
 import * as os from "node:os"
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf"
-import { type DeliverPolicy as CqbusDeliverPolicy, EventBus, type Handler, type Middleware } from "@cqbus/core"
+import { defineEvent, type DeliverPolicy as CqbusDeliverPolicy, EventBus, type Handler, type Middleware } from "@cqbus/core"
 import { logging } from "@cqbus/logging"
 import { metrics } from "@cqbus/metrics"
 import { recovery } from "@cqbus/recovery"
@@ -47,6 +48,9 @@ const SEQ_N = Number(process.env.BENCH_SEQ_N ?? 20_000)
 const PIPE_N = Number(process.env.BENCH_PIPE_N ?? 100_000)
 const CONSUME_N = Number(process.env.BENCH_CONSUME_N ?? 100_000)
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? "8,256").split(",").map(Number)
+const EPH_N = Number(process.env.BENCH_EPH_N ?? 100_000)
+/** The ephemeral case's bursts: both sides flush their connection (a PING/PONG round trip) every K publishes. */
+const EPH_BURST = Number(process.env.BENCH_EPH_BURST ?? 1000)
 /** Only the cases whose name contains this. */
 const ONLY = process.env.BENCH_ONLY
 /** `raw` or `cqbus` to run one side only (profiling); default both. */
@@ -56,6 +60,14 @@ const STREAM = "CQC_EVENTS" // what NatsEventBus provisions by default for cqc.e
 const SUBJECT = PriceUpdatedEvent.topic
 const SOURCE = "bench"
 const TYPE = PriceUpdatedEvent.type
+/**
+ * The ephemeral case's topics: outside `cqc.events.v1.>`, so no stream captures them. One per side, of the same shape
+ * and length, so a message still in flight at the end of one side's run cannot be counted by the other's.
+ */
+const EPH_TOPIC = "cqc.live.v1.price_updated"
+const EPH_RAW_SUBJECT = "cqc.bare.v1.price_updated"
+/** PriceUpdated on the ephemeral topic, keyed like `PriceUpdatedEvent`, so cqbus sends the headers `rawHeaders` builds. */
+const PriceLiveEvent = defineEvent(PriceUpdatedSchema, { topic: EPH_TOPIC, key: "assetId" })
 
 // ------------------------------------------------------------------------------------------------ messages
 
@@ -175,6 +187,10 @@ interface Run {
   readonly latencies?: Float64Array | undefined
   /** Socket writes of the side's connection during the run (BENCH_WRITES=1). */
   readonly writes?: number
+  /** The process's CPU time (user + system) during the run, in ms: the client's work, nats-server is another process. */
+  readonly cpuMs?: number
+  /** Ephemeral case: events published but never handled (at most once: the server or the client dropped them). */
+  readonly lost?: number
 }
 
 const rawSequential = async (n: number): Promise<Run> => {
@@ -269,6 +285,67 @@ const rawConsume = async (n: number, maxMessages: number, from: number | undefin
   return { ms }
 }
 
+/**
+ * The ephemeral case's count: decoded events handled, the time of the last one, and a promise that settles when all
+ * `n` are in or when nothing more has come for 2 s after the publisher finished (at most once: the rest is lost).
+ */
+class Tally {
+  count = 0
+  last = 0
+  private done!: () => void
+  private readonly all = new Promise<void>((resolve) => (this.done = resolve))
+  constructor(readonly n: number) {}
+  /** One handled event (`price` read from the decoded message, so the decode cannot be optimised away). */
+  hit(price: string): void {
+    sink += price.length
+    this.last = performance.now()
+    if (++this.count === this.n) this.done()
+  }
+  /** Until every event is handled, or the count has stood still for 2 s. */
+  settled(): Promise<void> {
+    let seen = this.count
+    let since = performance.now()
+    let timer: ReturnType<typeof setInterval> | undefined
+    const stalled = new Promise<void>((resolve) => {
+      timer = setInterval(() => {
+        if (this.count !== seen) {
+          seen = this.count
+          since = performance.now()
+        } else if (performance.now() - since > 2000) resolve()
+      }, 50)
+    })
+    return Promise.race([this.all, stalled]).finally(() => clearInterval(timer))
+  }
+}
+
+/** Whether the publisher flushes its connection after publish number `i` (0-based) of `n`: every EPH_BURST, and the last. */
+const flushAfter = (i: number, n: number): boolean => (i + 1) % EPH_BURST === 0 || i === n - 1
+
+/**
+ * Raw core NATS: `nc.publish` with the same encode and headers as `rawPublish` (the CloudEvents headers, then
+ * `Nats-Msg-Id`, which cqbus sends on an ephemeral publish too, though nothing dedupes it), and a `nc.subscribe`
+ * callback on the same connection that decodes and counts. Time from the first publish to the last handled event.
+ */
+const rawEphemeral = async (n: number): Promise<Run> => {
+  const tally = new Tally(n)
+  const sub = nc.subscribe(EPH_RAW_SUBJECT, {
+    callback: (_error, m) => tally.hit(fromBinary(PriceUpdatedSchema, m.data).price)
+  })
+  await nc.flush() // the server has the subscription before the first publish
+  const start = performance.now()
+  for (let i = 0; i < n; i++) {
+    const full = create(PriceUpdatedSchema, messages[i & 63]!)
+    const id = crypto.randomUUID()
+    const headers = rawHeaders(id, full.assetId)
+    headers.set("Nats-Msg-Id", id)
+    nc.publish(EPH_RAW_SUBJECT, toBinary(PriceUpdatedSchema, full), { headers })
+    if (flushAfter(i, n)) await nc.flush()
+  }
+  await tally.settled()
+  sub.unsubscribe()
+  return { ms: tally.last - start, lost: n - tally.count }
+}
+
 // ------------------------------------------------------------------------------------------------ cqbus side
 
 const cqbusSequential = (n: number): Promise<Run> =>
@@ -340,11 +417,33 @@ const cqbusConsume = (
   })
 }
 
+/**
+ * cqbus on an ephemeral topic: `bus.topics.configure(topic, "ephemeral")` (untimed; the same each run), one
+ * subscription whose handler counts the decoded events, `bus.publish` in a loop, and the bus's connection flushed every
+ * EPH_BURST publishes exactly as the raw side flushes its own. Time from the first publish to the last handled event.
+ */
+const cqbusEphemeral = (n: number): Promise<Run> =>
+  runtime.runPromise(Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    yield* bus.topics.configure(EPH_TOPIC, "ephemeral")
+    const tally = new Tally(n)
+    yield* bus.subscribe(PriceLiveEvent, (event) => Effect.sync(() => tally.hit(event.price)))
+    const connection = cqbusNats.connection
+    yield* Effect.promise(() => connection.flush())
+    const start = performance.now()
+    for (let i = 0; i < n; i++) {
+      yield* bus.publish(PriceLiveEvent, messages[i & 63]!)
+      if (flushAfter(i, n)) yield* Effect.promise(() => connection.flush())
+    }
+    yield* Effect.promise(() => tally.settled())
+    return { ms: tally.last - start, lost: n - tally.count }
+  }).pipe(Effect.scoped))
+
 // ------------------------------------------------------------------------------------------------ cases
 
 interface Case {
   readonly name: string
-  readonly phase: "publish" | "consume"
+  readonly phase: "publish" | "consume" | "ephemeral"
   readonly n: number
   readonly target: number | undefined
   readonly raw?: ((n: number, warmup: boolean) => Promise<Run>) | undefined
@@ -397,6 +496,15 @@ const allCases: ReadonlyArray<Case> = [
     n: CONSUME_N,
     target: undefined,
     raw: (n, warmup) => rawConsume(n, 1000, warmFrom(n, warmup))
+  },
+  {
+    name: `ephemeral publish→handle (core NATS), flush every ${EPH_BURST}`,
+    phase: "ephemeral",
+    n: EPH_N,
+    // Issue 13: at least 0.8 of raw core-NATS pub/sub.
+    target: 0.8,
+    raw: (n) => rawEphemeral(n),
+    cqbus: (n) => cqbusEphemeral(n)
   }
 ]
 const cases = allCases
@@ -413,7 +521,8 @@ console.log(`${runtimeName}, ${os.platform()} ${os.arch()}, ${cpus.length} × ${
 console.log(`cqbus ${gitState} (sources via @cqbus/source); ${serverVersion} on ${server.url} (fresh file store ${server.storeDir}); load average ${load()}`)
 if (NO_ASYNC_TRACES) console.log("BENCH_NO_ASYNC_TRACES: both connections with noAsyncTraces: true")
 console.log(`PriceUpdated, ${bodySize} bytes encoded + 7 CloudEvents headers + Nats-Msg-Id; ` +
-  `N = ${SEQ_N} sequential, ${PIPE_N} pipelined, ${CONSUME_N} consumed; ${RUNS} rounds after a warm-up; ` +
+  `N = ${SEQ_N} sequential, ${PIPE_N} pipelined, ${CONSUME_N} consumed, ${EPH_N} ephemeral; ` +
+  `${RUNS} rounds after a warm-up; ` +
   `raw and cqbus alternate within each round`)
 console.log("")
 
@@ -432,12 +541,14 @@ const runOne = async (c: Case, side: Side, n: number, warmup: boolean): Promise<
   collect()
   const start = micros()
   const writesBefore = writes[side]
+  const cpuBefore = process.cpuUsage()
   const run = await (side === "raw" ? c.raw! : c.cqbus!)(n, warmup)
+  const cpu = process.cpuUsage(cpuBefore)
   if (!warmup) marks.push({ case: c.name, side, start, end: micros() })
-  return { ...run, writes: writes[side] - writesBefore }
+  return { ...run, writes: writes[side] - writesBefore, cpuMs: (cpu.user + cpu.system) / 1000 }
 }
 
-for (const phase of ["publish", "consume"] as const) {
+for (const phase of ["publish", "consume", "ephemeral"] as const) {
   const mine = cases.filter((c) => c.phase === phase)
   if (mine.length === 0) continue
   if (phase === "consume") {
@@ -462,7 +573,11 @@ for (const phase of ["publish", "consume"] as const) {
         const run = await runOne(c, side, c.n, false)
         results.get(c)![side].push(run)
         const perMessage = process.env.BENCH_WRITES === undefined ? "" : `, ${(run.writes! / c.n).toFixed(3)} writes/msg`
-        process.stdout.write(`  round ${round + 1} ${side.padEnd(5)} ${c.name}: ${fmt(c.n / (run.ms / 1000))} msg/s${perMessage}\n`)
+        const lost = run.lost === undefined ? "" : `, ${run.lost} lost`
+        process.stdout.write(
+          `  round ${round + 1} ${side.padEnd(5)} ${c.name}: ${fmt(c.n / (run.ms / 1000))} msg/s, ` +
+            `${((run.cpuMs! * 1000) / c.n).toFixed(2)} cpu µs/msg${lost}${perMessage}\n`
+        )
       }
     }
   }
@@ -482,8 +597,8 @@ const percentile = (xs: Float64Array, p: number): number => {
 console.log("")
 console.log(`load average ${load()}`)
 const cells = (...c: ReadonlyArray<string>) =>
-  c.map((cell, i) => (i === 0 ? cell.padEnd(56) : cell.padStart([11, 8, 12, 8, 7, 14][i - 1]!))).join(" ")
-console.log(cells("case", "raw msg/s", "µs/msg", "cqbus msg/s", "µs/msg", "ratio", "target"))
+  c.map((cell, i) => (i === 0 ? cell.padEnd(56) : cell.padStart([11, 8, 7, 12, 8, 7, 7, 14][i - 1]!))).join(" ")
+console.log(cells("case", "raw msg/s", "µs/msg", "cpu µs", "cqbus msg/s", "µs/msg", "cpu µs", "ratio", "target"))
 const summary: Array<string> = []
 for (const c of cases) {
   const { cqbus, raw } = results.get(c)!
@@ -493,6 +608,9 @@ for (const c of cases) {
   const ratio = rawMs !== undefined && cqMs !== undefined
     ? median(cqbus.map((r, round) => raw[round]!.ms / r.ms))
     : undefined
+  // The client's CPU per message (this process: both connections' work, not nats-server's), median over rounds.
+  const cpu = (runs: ReadonlyArray<Run>) =>
+    runs.length === 0 ? "-" : median(runs.map((r) => (r.cpuMs! * 1000) / c.n)).toFixed(2)
   const verdict = ratio === undefined || c.target === undefined
     ? "-"
     : `≥ ${c.target} ${ratio >= c.target ? "met" : "NOT met"}`
@@ -500,8 +618,10 @@ for (const c of cases) {
     c.name,
     rawMs === undefined ? "-" : fmt(c.n / (rawMs / 1000)),
     rawMs === undefined ? "-" : ((rawMs * 1000) / c.n).toFixed(2),
+    cpu(raw),
     cqMs === undefined ? "-" : fmt(c.n / (cqMs / 1000)),
     cqMs === undefined ? "-" : ((cqMs * 1000) / c.n).toFixed(2),
+    cpu(cqbus),
     ratio === undefined ? "-" : ratio.toFixed(3),
     verdict
   ))
@@ -515,10 +635,16 @@ for (const c of cases) {
   if (rawLatency !== undefined || cqLatency !== undefined) {
     summary.push(`${c.name} latency (median over rounds): raw ${rawLatency ?? "-"}; cqbus ${cqLatency ?? "-"}`)
   }
+  const lost = (runs: ReadonlyArray<Run>) =>
+    runs.length === 0 || runs[0]!.lost === undefined ? undefined : runs.map((r) => r.lost).join(", ")
+  if (lost(raw) !== undefined || lost(cqbus) !== undefined) {
+    summary.push(`${c.name} lost (published − handled, per round): raw ${lost(raw) ?? "-"}; cqbus ${lost(cqbus) ?? "-"}`)
+  }
 }
 console.log("")
-console.log("msg/s and µs/msg from the median run; ratio = cqbus/raw throughput, the median over rounds of " +
-  "(raw time / cqbus time) paired per round.")
+console.log("msg/s and µs/msg from the median run; cpu µs = the client process's CPU time (user + system) per " +
+  "message, median over rounds; ratio = cqbus/raw throughput, the median over rounds of (raw time / cqbus time) " +
+  "paired per round.")
 for (const line of summary) console.log(line)
 if (sink === 42) console.log("") // keeps `sink` alive
 

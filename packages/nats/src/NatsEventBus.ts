@@ -1,12 +1,12 @@
 /**
  * The typed `EventBus` over NATS JetStream, in one layer: connection, stream provisioning and the bus. `layer` takes
  * the configuration as a value; `layerConfig` reads it from the environment through Effect `Config` (`NATS_URL`,
- * credentials, stream and service names), so twelve-factor services need no wiring code.
+ * credentials, stream and service names, per-topic persistence), so twelve-factor services need no wiring code.
  *
  * @module
  */
-import { EventBus, type Transport } from "@cqbus/core"
-import { redactSecrets } from "@cqbus/core/backend"
+import { EventBus, type Persistence, TopicConfig, type Transport } from "@cqbus/core"
+import { checkTopic, redactSecrets } from "@cqbus/core/backend"
 import { Config, Effect, Layer, Option } from "effect"
 import type { NatsEventBusConfig } from "./NatsConfig.ts"
 import type * as NatsConnection from "./NatsConnection.ts"
@@ -48,12 +48,50 @@ export const layer = (
 const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
   Config.option(config).pipe(Config.map(Option.getOrUndefined))
 
+/** Why the environment cannot configure the bus, as every start-up failure: `NatsError` reason `Config`. */
+const environmentError = (message: string): NatsError =>
+  new NatsError({
+    reason: "Config",
+    message: redactSecrets(`cannot read the NATS configuration from the environment: ${message}`)
+  })
+
 /**
- * The bus over NATS JetStream, configured from the environment: `NATS_URL` (comma-separated servers, default
- * `nats://127.0.0.1:4222`), `NATS_USER` + `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY_SEED`, `NATS_CREDS` (a creds
- * file), `NATS_STREAM` (default `CQC_EVENTS`), `CQBUS_SERVICE_NAME` (the CloudEvents source and client name).
- * Secrets are read as `Redacted` and never logged. `overrides` wins over the environment. An unreadable setting fails
- * with `NatsError` reason `Config`, like every other start-up failure.
+ * `CQBUS_TOPICS` (`TopicConfig.parseList`'s text form) as `topics`, each topic name checked here so a bad one fails
+ * naming the variable before anything connects.
+ */
+const topicsOf = (text: string | undefined): Effect.Effect<Readonly<Record<string, Persistence>>, NatsError> => {
+  if (text === undefined) return Effect.succeed({})
+  const parsed = TopicConfig.parseList("CQBUS_TOPICS", text)
+  if ("problem" in parsed) return Effect.fail(environmentError(parsed.problem.message))
+  for (const topic of Object.keys(parsed.topics)) {
+    const invalid = checkTopic(topic, "subject")
+    if (invalid !== undefined) return Effect.fail(environmentError(`CQBUS_TOPICS: ${invalid.message}`))
+  }
+  return Effect.succeed(parsed.topics)
+}
+
+/** `CQBUS_PERSISTENCE`, the persistence of topics `topics` does not name: one of persistent, ephemeral, auto. */
+const persistenceOf = (text: string | undefined): Effect.Effect<Persistence | undefined, NatsError> => {
+  if (text === undefined) return Effect.succeed(undefined)
+  const value = text.trim()
+  const found = TopicConfig.checkSettings("CQBUS_PERSISTENCE", value)
+  return found === undefined ? Effect.succeed(value as Persistence) : Effect.fail(environmentError(found.message))
+}
+
+/**
+ * The bus over NATS JetStream, configured from the environment:
+ * - `NATS_URL`: comma-separated servers, default `nats://127.0.0.1:4222`;
+ * - `NATS_USER` + `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_NKEY_SEED`, `NATS_CREDS` (a creds file): credentials;
+ * - `NATS_STREAM`: the bus's stream, default `CQC_EVENTS`;
+ * - `CQBUS_SERVICE_NAME`: the CloudEvents source and client name;
+ * - `CQBUS_TOPICS`: per-topic persistence, `topic=persistent|ephemeral|auto` pairs separated by commas, e.g.
+ *   `power.telemetry.v1.reading=ephemeral,cqc.events.v1.order_placed=persistent` (`topics`);
+ * - `CQBUS_PERSISTENCE`: the persistence of every other topic, `persistent` (the default), `ephemeral` or `auto`
+ *   (`persistence`).
+ *
+ * Secrets are read as `Redacted` and never logged. `overrides` wins over the environment, per topic for `topics`. An
+ * unreadable or malformed setting fails with `NatsError` reason `Config` naming the variable, like every other
+ * start-up failure.
  *
  * @since 0.1.0
  * @category layers
@@ -63,30 +101,36 @@ export const layerConfig = (
 ): Layer.Layer<EventBus.EventBus | Transport.Transport | NatsTransport.NatsTransport | NatsConnection.NatsConnection, NatsError> =>
   Layer.unwrap(
     Effect.gen(function*() {
-      const url = yield* Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))
-      const user = yield* optional(Config.String("NATS_USER"))
-      const password = yield* optional(Config.Redacted("NATS_PASSWORD"))
-      const token = yield* optional(Config.Redacted("NATS_TOKEN"))
-      const nkeySeed = yield* optional(Config.Redacted("NATS_NKEY_SEED"))
-      const credsFile = yield* optional(Config.String("NATS_CREDS"))
-      const stream = yield* optional(Config.String("NATS_STREAM"))
-      const source = yield* optional(Config.String("CQBUS_SERVICE_NAME"))
+      const env = yield* Effect.mapError(
+        Config.all({
+          url: Config.String("NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222")),
+          user: optional(Config.String("NATS_USER")),
+          password: optional(Config.Redacted("NATS_PASSWORD")),
+          token: optional(Config.Redacted("NATS_TOKEN")),
+          nkeySeed: optional(Config.Redacted("NATS_NKEY_SEED")),
+          credsFile: optional(Config.String("NATS_CREDS")),
+          stream: optional(Config.String("NATS_STREAM")),
+          source: optional(Config.String("CQBUS_SERVICE_NAME")),
+          topics: optional(Config.String("CQBUS_TOPICS")),
+          persistence: optional(Config.String("CQBUS_PERSISTENCE"))
+        }),
+        (error) => environmentError(error.message)
+      )
+      const topics = { ...(yield* topicsOf(env.topics)), ...overrides.topics }
+      const persistence = yield* persistenceOf(env.persistence)
       const config: NatsEventBusConfig = {
-        servers: url.split(",").map((s) => s.trim()).filter((s) => s.length > 0),
-        ...(user === undefined ? {} : { user }),
-        ...(password === undefined ? {} : { password }),
-        ...(token === undefined ? {} : { token }),
-        ...(nkeySeed === undefined ? {} : { nkeySeed }),
-        ...(credsFile === undefined ? {} : { credsFile }),
-        ...(source === undefined ? {} : { source }),
+        servers: env.url.split(",").map((s) => s.trim()).filter((s) => s.length > 0),
+        ...(env.user === undefined ? {} : { user: env.user }),
+        ...(env.password === undefined ? {} : { password: env.password }),
+        ...(env.token === undefined ? {} : { token: env.token }),
+        ...(env.nkeySeed === undefined ? {} : { nkeySeed: env.nkeySeed }),
+        ...(env.credsFile === undefined ? {} : { credsFile: env.credsFile }),
+        ...(env.source === undefined ? {} : { source: env.source }),
+        ...(persistence === undefined ? {} : { persistence }),
         ...overrides,
-        stream: { ...(stream === undefined ? {} : { name: stream }), ...overrides.stream }
+        stream: { ...(env.stream === undefined ? {} : { name: env.stream }), ...overrides.stream },
+        ...(Object.keys(topics).length === 0 ? {} : { topics })
       }
       return layer(config)
-    }).pipe(Effect.mapError((error) =>
-      new NatsError({
-        reason: "Config",
-        message: redactSecrets(`cannot read the NATS configuration from the environment: ${error.message}`)
-      })
-    ))
+    })
   )
