@@ -180,6 +180,17 @@ test("nats ephemeral: persistence auto stores on JetStream and travels over core
     assert.equal(transport.deadLetters, undefined, "no dead letters can be stored without JetStream")
   })))
 
+test("nats ephemeral: under an ephemeral default, topics the bus's streams capture stay persistent", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const { bus: b } = yield* bus({ servers: nats.url, source: "eph", persistence: "ephemeral" })
+    const live = yield* b.publish(Live, { assetId: "l", symbol: "X" })
+    assert.equal(live.ephemeral, true)
+    const stored = yield* b.publish(defineEvent(AssetCreatedSchema), { assetId: "s", symbol: "X" })
+    assert.equal(stored.stream, "CQC_EVENTS", "cqc.events.v1.> is captured by the bus's stream: stored, with a PubAck")
+    assert.equal(stored.sequence, 1)
+  })))
+
 test("nats ephemeral: the drain lets running handlers finish and dead-letters what never started", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()

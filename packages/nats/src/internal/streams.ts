@@ -30,6 +30,8 @@ export interface StreamRoutes {
   readonly primary: string
   /** Every stream the bus knows from its configuration, the health stream included, for `check`. */
   readonly known: ReadonlyArray<StreamInfo>
+  /** The known stream that captures a concrete subject, without asking the server (for the publish path). */
+  readonly knownStream: (subject: string) => StreamInfo | undefined
   /** The stream a subscription to `topic` (a subject or a pattern) consumes from. */
   readonly streamFor: (topic: string, group: string | undefined) => Effect.Effect<string, SubscribeError>
   /** The stream that captures a concrete subject, or `undefined` when none does. */
@@ -101,6 +103,7 @@ export const make = (jsm: JetStreamManager, resolved: ResolvedConfig): StreamRou
   return {
     primary,
     known,
+    knownStream: knownFor,
     streamFor,
     capturing,
     addSubject: (subject) =>

@@ -54,10 +54,25 @@ export const make = (options: {
     for (const stored of topics.values()) if (stored.effective !== fallback) exceptions++
   }
 
+  /**
+   * An unconfigured topic under an ephemeral default: ephemeral unless one of the bus's streams captures it (JetStream
+   * would store its core-NATS publishes all the same, so it is published and read as the persistent topic it is).
+   * Remembered per topic: the answer depends on the configuration only.
+   */
+  const byDefault = new Map<string, boolean>()
+  const defaultEphemeral = (topic: string): boolean => {
+    let ephemeral = byDefault.get(topic)
+    if (ephemeral === undefined) {
+      ephemeral = !jetStream || routes.knownStream(topic) === undefined
+      if (byDefault.size < 10_000) byDefault.set(topic, ephemeral)
+    }
+    return ephemeral
+  }
+
   const isEphemeral = (topic: string): boolean => {
-    if (exceptions === 0) return fallback === "ephemeral"
-    const stored = topics.get(topic)
-    return (stored === undefined ? fallback : stored.effective) === "ephemeral"
+    const stored = exceptions === 0 ? undefined : topics.get(topic)
+    if (stored !== undefined) return stored.effective === "ephemeral"
+    return fallback === "ephemeral" && defaultEphemeral(topic)
   }
 
   const entryOf = (topic: string, stored: Stored): TopicEntry => ({
