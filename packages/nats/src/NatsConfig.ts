@@ -91,7 +91,8 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly provisioning?: ProvisioningStrategy
   /**
    * The persistence of topics that `topics` (or `bus.topics.configure`) does not name (default `"persistent"`):
-   * `"ephemeral"` sends them over core NATS, `"auto"` stores them when the server has JetStream. With `"ephemeral"` or
+   * `"ephemeral"` sends them over core NATS (except topics one of the bus's streams captures: those would be stored
+   * anyway, so they stay persistent), `"auto"` stores them when the server has JetStream. With `"ephemeral"` or
    * `"auto"` the bus also starts on a server without JetStream; topics configured persistent then fail to publish and
    * subscribe, and dead letters can only be logged (docs/operations.md, "Topics and persistence").
    */
