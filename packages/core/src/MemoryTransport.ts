@@ -530,7 +530,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             if (member.queue.length > 0) {
               // At most what is queued now, then a yield: handlers that settle at once refill the queue, and a long
               // backlog must not keep the other fibers (and a closing scope) waiting.
-              for (let n = member.queue.length; n > 0 && !member.stopping; n--) {
+              for (let n = member.queue.length; n > 0 && (!member.stopping || member.finishing); n--) {
                 const entry = member.queue.shift()
                 if (entry === undefined) break
                 yield* run(entry)
