@@ -16,10 +16,10 @@ import {
   TopicConfigError,
   Transport
 } from "@cqbus/core"
-import { letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
+import { failureOf, letTimePass, runScoped, waitUntil } from "@cqbus/testkit"
 import { AssetCreatedSchema } from "@cqbus/testkit/events"
 import { fromBinary } from "@bufbuild/protobuf"
-import { Cause, Context, Effect, Exit, Fiber, Layer, Option, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
 
 const Live = defineEvent(AssetCreatedSchema, { topic: "cqc.live.v1.reading" })
@@ -34,14 +34,9 @@ const ephemeral = <A, E>(program: Effect.Effect<A, E, Env>) => withMemory({ pers
 
 const assetIdOf = (body: Uint8Array): string => fromBinary(AssetCreatedSchema, body).assetId
 
-/** Builds a layer and answers its typed failure (or `undefined` when it builds). */
-const buildFailure = <A, E>(layer: Layer.Layer<A, E>): Promise<E | undefined> =>
-  Effect.runPromise(Effect.scoped(Effect.exit(Layer.build(layer)))).then((exit) => {
-    if (Exit.isSuccess(exit)) return undefined
-    const found = Cause.findErrorOption(exit.cause)
-    assert.ok(found._tag === "Some", `a typed failure, not ${Cause.pretty(exit.cause)}`)
-    return found.value
-  })
+/** Builds a layer that must fail, and answers its typed failure. */
+const buildFailure = <A, E>(layer: Layer.Layer<A, E>): Promise<E> =>
+  Effect.runPromise(Effect.scoped(Effect.exit(Layer.build(layer)))).then(failureOf)
 
 test("memory ephemeral: a publish stores nothing, reaches only live subscriptions of its topic and is not deduplicated", () =>
   ephemeral(Effect.gen(function*() {
