@@ -17,10 +17,10 @@
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
-import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
-import * as Options from "./Options.ts"
 import { deadLetterOf, INTERRUPTED, liveEntry, refusal, unprocessed } from "./internal/memoryLive.ts"
+import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
 import { makeMemoryTopics } from "./internal/memoryTopics.ts"
+import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
 import type { Persistence, TopicRegistry } from "./TopicConfig.ts"
 import {
@@ -77,6 +77,7 @@ export interface MemoryTransportShape extends TransportShape {
   readonly consumers: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
   readonly draining: Effect.Effect<boolean>
   readonly publishing: Effect.Effect<PublishDepth>
+  /** Per-topic persistence: never refuses a configure, as the memory log can store any topic (`"auto"` = persistent). */
   readonly topics: TopicRegistry
   /** Retained messages, oldest first, optionally of one topic. */
   readonly messages: (topic?: string) => Effect.Effect<ReadonlyArray<StoredMessage>>
@@ -164,9 +165,9 @@ interface Replay {
   due: number
 }
 
-/** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const PERSISTENCE: ReadonlyArray<Persistence> = ["persistent", "ephemeral", "auto"]
 
+/** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const checkOptions = (options: unknown): Options.Check =>
   Options.fields("memory", options, (o) =>
     Options.first(

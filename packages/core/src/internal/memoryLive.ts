@@ -40,6 +40,9 @@ export const liveEntry = (message: OutgoingMessage, id: number, now: number): En
   deleted: false
 })
 
+/** The tag of a live delivery cut off by its subscription closing, run or not. */
+export const INTERRUPTED = "Interrupted"
+
 const notRedelivered = (topic: string): string => `not redelivered: topic ${topic} is ephemeral, nothing is stored`
 
 /**
@@ -67,9 +70,6 @@ export const deadLetterOf = (
       }
   }
 }
-
-/** The tag of a live delivery cut off by its subscription closing, run or not. */
-export const INTERRUPTED = "Interrupted"
 
 /** The reason of a message a live subscription received and never started before it closed. */
 export const unprocessed = (topic: string): string =>
