@@ -84,7 +84,7 @@ export interface MemoryTransportShape extends TransportShape {
   /**
    * Every consumer, durable or ephemeral, with or without live members, infrastructure ones included (`consumers`
    * lists only the live application ones), each with `members` set. Ephemeral consumers are named `~ephemeral-N`, the
-   * live subscriptions of ephemeral topics `~live-N` (`pending` 0: nothing is stored for them).
+   * live subscriptions of ephemeral topics `~live-N` (`pending`: received and not started yet; nothing is stored).
    */
   readonly groups: Effect.Effect<ReadonlyArray<ConsumerLag>>
 }
@@ -595,9 +595,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       for (const entry of consumer.ready.splice(0)) bury(consumer, entry, letter, 1, now)
     }
 
-    /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
+    /**
+     * Retained messages the consumer has not taken yet (its cursor is past everything it took the first time); for a
+     * live subscription, what it received and has not started yet (as a core-NATS subscription's buffered messages).
+     */
     const pendingOf = (consumer: Consumer): number =>
-      consumer.live ? 0 : log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
+      consumer.live
+        ? consumer.ready.length + consumer.inFlight - consumer.held.size
+        : log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
 
     const isDraining = (consumer: Consumer): boolean => {
       for (const member of consumer.members) if (member.stopping) return true
@@ -610,13 +615,13 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       return Duration.millis(now - oldest)
     }
 
-    // A live subscription's `ready` holds what it received and has not started: delivered, not settled.
+    // A live subscription has nothing stored: `pending` is what it received and has not started, `ackPending` what runs.
     const lagOf = (c: Consumer, now: number): ConsumerLag => ({
       topic: c.topic,
       group: c.group,
       consumer: c.name,
       pending: pendingOf(c),
-      ackPending: c.live ? c.inFlight + c.ready.length : c.inFlight,
+      ackPending: c.live ? c.held.size : c.inFlight,
       redelivered: c.live ? 0 : c.ready.length + c.delayed.length,
       draining: isDraining(c),
       oldestUnackedAge: oldestOf(c, now)
