@@ -9,18 +9,26 @@
  * Members of a group share its work: each message goes to the member with the most room in its in-flight budget (ties
  * in turn), and a member whose budget is used up gets nothing until one of its deliveries settles.
  *
+ * Per-topic persistence (`topics`, `internal/memoryTopics.ts`): a publish on an ephemeral topic is not stored; it goes
+ * to the live subscriptions of that topic (`internal/memoryLive.ts`: made while the topic was ephemeral), which are
+ * consumers too, fed by publishes instead of the log, and share the same members, loops and drain.
+ *
  * @module
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { deadLetterOf, INTERRUPTED, liveEntry, refusal, unprocessed } from "./internal/memoryLive.ts"
 import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
+import { makeMemoryTopics } from "./internal/memoryTopics.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
+import type { Persistence, TopicRegistry } from "./TopicConfig.ts"
 import {
   type ConsumerLag,
   type DeadLetter,
   type IncomingMessage,
   type Outcome,
+  type OutgoingMessage,
   type PublishDepth,
   Transport,
   type TransportShape
@@ -50,6 +58,11 @@ export interface MemoryTransportOptions {
   readonly duplicateWindow?: Duration.Input
   /** The stream name reported in publish acks (default `"memory"`). */
   readonly stream?: string
+  /**
+   * The persistence of topics not configured otherwise (`topics`, `EventBusConfig.topics`): `"persistent"` (the
+   * default) or `"auto"` store them; `"ephemeral"` hands each publish to the live subscriptions of its topic only.
+   */
+  readonly persistence?: Persistence
 }
 
 /**
@@ -64,11 +77,14 @@ export interface MemoryTransportShape extends TransportShape {
   readonly consumers: Effect.Effect<ReadonlyArray<ConsumerLag>, HealthError>
   readonly draining: Effect.Effect<boolean>
   readonly publishing: Effect.Effect<PublishDepth>
+  /** Per-topic persistence: never refuses a configure, as the memory log can store any topic (`"auto"` = persistent). */
+  readonly topics: TopicRegistry
   /** Retained messages, oldest first, optionally of one topic. */
   readonly messages: (topic?: string) => Effect.Effect<ReadonlyArray<StoredMessage>>
   /**
    * Every consumer, durable or ephemeral, with or without live members, infrastructure ones included (`consumers`
-   * lists only the live application ones), each with `members` set. Ephemeral consumers are named `~ephemeral-N`.
+   * lists only the live application ones), each with `members` set. Ephemeral consumers are named `~ephemeral-N`, the
+   * live subscriptions of ephemeral topics `~live-N` (`pending`: received and not started yet; nothing is stored).
    */
   readonly groups: Effect.Effect<ReadonlyArray<ConsumerLag>>
 }
@@ -81,17 +97,34 @@ interface Member {
   inFlight: number
   /** Deliveries assigned to it that its loop has not started yet. */
   readonly queue: Array<Entry>
+  /** Takes nothing more: its subscription is closing (or the transport is). */
   stopping: boolean
+  /**
+   * The last member of a live subscription, closing: it still runs what the subscription received before it closed
+   * (nothing else would, and nothing is stored to redeliver it), within `drainTimeout`.
+   */
+  finishing: boolean
 }
 
 interface Consumer {
   readonly name: string
+  /** Its key in the transport's map: the group of a durable consumer; live groups are per topic, like queue groups. */
+  readonly key: string
   readonly topic: string
+  readonly group: string | undefined
   readonly durable: boolean
+  /**
+   * A live subscription of an ephemeral topic: fed by publishes on its topic (into `ready`), never by the log; each
+   * delivery is its first and last (no attempts counted, no redelivery, outcomes other than `Ack` dead-lettered).
+   */
+  readonly live: boolean
   readonly matches: (topic: string) => boolean
   /** The next sequence not yet delivered for the first time. */
   cursor: number
-  /** Deliveries to make before new messages: handed back, or redeliveries that are due. */
+  /**
+   * Deliveries to make before new messages: handed back, or redeliveries that are due; for a live subscription, what
+   * it received and has not handed to a member yet (every member's budget is in use).
+   */
   readonly ready: Array<Entry>
   /**
    * First deliveries to make before the cursor's (`"lastPerSubject"`: the latest of each subject), as a stack: the
@@ -132,6 +165,8 @@ interface Replay {
   due: number
 }
 
+const PERSISTENCE: ReadonlyArray<Persistence> = ["persistent", "ephemeral", "auto"]
+
 /** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const checkOptions = (options: unknown): Options.Check =>
   Options.fields("memory", options, (o) =>
@@ -143,7 +178,8 @@ const checkOptions = (options: unknown): Options.Check =>
       () => Options.integer("maxMessageSize", o.maxMessageSize, { min: 1, max: 64 * 1024 * 1024 }),
       () => Options.oneOf("discard", o.discard, ["old", "new"]),
       () => Options.duration("duplicateWindow", o.duplicateWindow, { min: 0, max: "7 days" }),
-      () => Options.name("stream", o.stream)
+      () => Options.name("stream", o.stream),
+      () => Options.oneOf("persistence", o.persistence, PERSISTENCE)
     )
   )
 
@@ -167,10 +203,12 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       duplicateWindow: Duration.toMillis(options.duplicateWindow ?? "2 minutes"),
       stream: options.stream ?? "memory"
     })
+    const topics = makeMemoryTopics(options.persistence ?? "persistent", options.stream ?? "memory")
     const consumers = new Map<string, Consumer>()
     const deadLetters: Array<DeadLetter> = []
     let closed = false
     let ephemeralIds = 0
+    let liveIds = 0
 
     const publish: TransportShape["publish"] = (message) =>
       Effect.clockWith((clock) => {
@@ -185,15 +223,43 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             })
           )
         }
-        const ack = log.append(message, clock.currentTimeMillisUnsafe())
-        if (ack instanceof PublishError) return Effect.fail(ack)
-        if (!ack.duplicate) {
-          for (const consumer of consumers.values()) {
-            if (consumer.matches(topic)) dispatch(consumer, undefined)
-          }
+        const now = clock.currentTimeMillisUnsafe()
+        if (topics.isEphemeral(topic)) {
+          const refused = log.tooLarge(message)
+          if (refused !== undefined) return Effect.fail(refused)
+          fanOut(message, now, false)
+          return Effect.succeed({ topic, stream: "", sequence: 0, duplicate: false, ephemeral: true })
         }
+        const ack = log.append(message, now)
+        if (ack instanceof PublishError) return Effect.fail(ack)
+        if (!ack.duplicate) fanOut(message, now, true)
         return Effect.succeed(ack)
       })
+
+    /**
+     * Hands a publish to the consumers it reaches: when the log `stored` it, the log consumers whose pattern matches
+     * (they read it from the log); in any case the live subscriptions of its exact topic that still listen (a closing
+     * one has stopped receiving), into their `ready`. A live subscription receives the stored publishes on its topic
+     * too, as a core-NATS subscription receives JetStream publishes on its subject: once, as the log stored it once.
+     */
+    const fanOut = (message: OutgoingMessage, now: number, stored: boolean): void => {
+      let entry: Entry | undefined
+      for (const consumer of consumers.values()) {
+        if (!consumer.live) {
+          if (stored && consumer.matches(message.topic)) dispatch(consumer, undefined)
+          continue
+        }
+        if (consumer.topic !== message.topic || !listening(consumer)) continue
+        entry ??= liveEntry(message, ++liveIds, now)
+        consumer.ready.push(entry)
+        dispatch(consumer, undefined)
+      }
+    }
+
+    const listening = (consumer: Consumer): boolean => {
+      for (const member of consumer.members) if (!member.stopping) return true
+      return false
+    }
 
     /**
      * The next delivery for a consumer, or `undefined`; updates the cursor and the delivery count. Without `now` (a
@@ -202,6 +268,11 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
      */
     const take = (consumer: Consumer, now: number | undefined): Entry | undefined => {
       if (consumer.inFlight >= consumer.maxAckPending) return undefined
+      if (consumer.live) {
+        const received = consumer.ready.shift()
+        if (received !== undefined) consumer.inFlight++
+        return received
+      }
       if (now !== undefined && consumer.delayed.length > 0) {
         for (let i = 0; i < consumer.delayed.length;) {
           const item = consumer.delayed[i]!
@@ -255,7 +326,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         for (let i = 0; i < members.length; i++) {
           const index = (consumer.turn + i) % members.length
           const member = members[index]!
-          if (member.stopping || member.inFlight >= member.capacity) continue
+          if ((member.stopping && !member.finishing) || member.inFlight >= member.capacity) continue
           // inFlight / capacity compared without division; a strict `<` keeps the first in turn among equals.
           if (chosen === undefined || member.inFlight * chosen.capacity < chosen.inFlight * member.capacity) {
             chosen = member
@@ -301,11 +372,37 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       return due
     }
 
-    const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, group: string | undefined, now: number): void => {
+    const bury = (
+      consumer: Consumer,
+      entry: Entry,
+      letter: { readonly reason: string; readonly errorTag: string },
+      deliveryCount: number,
+      now: number
+    ): void => {
+      deadLetters.push({
+        subject: entry.topic,
+        body: entry.body,
+        headers: entry.headers,
+        reason: letter.reason,
+        errorTag: letter.errorTag,
+        deliveryCount,
+        sequence: consumer.live ? undefined : entry.sequence,
+        group: consumer.group,
+        deadLetteredAt: new Date(now)
+      })
+    }
+
+    const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, now: number): void => {
       consumer.inFlight--
       if (consumer.ackNone) {
         // Nothing waits for an answer: the message is done, whatever the outcome (the caller logs one other than Ack).
         consumer.attempts.delete(entry.sequence)
+        return
+      }
+      if (consumer.live) {
+        // Nothing to redeliver from: every outcome settles the message, and only Ack leaves no dead letter.
+        const letter = deadLetterOf(consumer.topic, outcome)
+        if (letter !== undefined) bury(consumer, entry, letter, 1, now)
         return
       }
       switch (outcome._tag) {
@@ -322,17 +419,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           requeue(consumer, entry)
           return
         case "DeadLetter":
-          deadLetters.push({
-            subject: entry.topic,
-            body: entry.body,
-            headers: entry.headers,
-            reason: outcome.reason,
-            errorTag: outcome.errorTag,
-            deliveryCount: Math.max(outcome.attempts, consumer.attempts.get(entry.sequence) ?? 1),
-            sequence: entry.sequence,
-            group,
-            deadLetteredAt: new Date(now)
-          })
+          bury(consumer, entry, outcome, Math.max(outcome.attempts, consumer.attempts.get(entry.sequence) ?? 1), now)
           consumer.attempts.delete(entry.sequence)
           return
       }
@@ -344,19 +431,30 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         const fail = (reason: SubscribeError["reason"], message: string) =>
           new SubscribeError({ topic, group, reason, message })
         if (closed) return yield* fail("Closed", `cannot subscribe to ${topic}: the memory transport is closed`)
-        let consumer = group === undefined ? undefined : consumers.get(group)
+        const matches = compilePattern(topic)
+        // A pattern reads the log only: what is ephemeral is never in it. The topic's persistence now decides for good.
+        const live = !isPattern(topic) && topics.isEphemeral(topic)
+        if (live) {
+          const refused = refusal(topic, options)
+          if (refused !== undefined) return yield* fail("InvalidOptions", refused)
+        }
+        // A live group is a queue group of its topic (as on core NATS), apart from any durable group of that name.
+        const key = group === undefined ? undefined : live ? `~live ${topic} ${group}` : group
+        let consumer = key === undefined ? undefined : consumers.get(key)
         if (consumer !== undefined && consumer.topic !== topic) {
           return yield* fail("GroupConflict",
             `group ${group} already consumes ${consumer.topic}; one group cannot also consume ${topic}`)
         }
         if (consumer === undefined) {
-          const name = group ?? `~ephemeral-${++ephemeralIds}`
-          const matches = compilePattern(topic)
-          const start = log.startPosition(options.deliverPolicy, matches)
+          const name = live ? `~live-${++liveIds}` : group ?? `~ephemeral-${++ephemeralIds}`
+          const start = live ? { cursor: 0, first: [] } : log.startPosition(options.deliverPolicy, matches)
           consumer = {
             name,
+            key: key ?? name,
             topic,
-            durable: group !== undefined,
+            group,
+            durable: group !== undefined && !live,
+            live,
             matches,
             cursor: start.cursor,
             ready: [],
@@ -368,13 +466,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
             members: [],
             turn: 0,
             internal: options.internal === true,
-            maxAckPending: options.maxAckPending ?? Infinity,
+            // A live subscription has no acks to wait for: `maxInFlight` alone bounds it, as on core NATS.
+            maxAckPending: live ? Infinity : options.maxAckPending ?? Infinity,
             ackNone: options.ackPolicy === "none",
             replay: options.replay === "original"
               ? { until: log.nextSequence(), lastStored: undefined, lastDelivered: 0, due: Infinity }
               : undefined
           }
-          consumers.set(name, consumer)
+          consumers.set(consumer.key, consumer)
         }
         const self = consumer
         const member: Member = {
@@ -382,7 +481,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           capacity: options.maxInFlight,
           inFlight: 0,
           queue: [],
-          stopping: false
+          stopping: false,
+          finishing: false
         }
         self.members.push(member)
         const fibers = yield* FiberSet.make<unknown, never>()
@@ -392,8 +492,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           subject: entry.topic,
           body: entry.body,
           headers: entry.headers,
-          deliveryCount: self.attempts.get(entry.sequence) ?? 1,
-          sequence: entry.sequence,
+          deliveryCount: self.live ? 1 : self.attempts.get(entry.sequence) ?? 1,
+          sequence: self.live ? undefined : entry.sequence,
           publishedAt: entry.publishedAt
         })
 
@@ -407,7 +507,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
                   const outcome: Outcome = exit._tag === "Success" ? exit.value : { _tag: "Handback" }
                   self.held.delete(entry.sequence)
                   member.inFlight--
-                  settle(self, entry, outcome, group, now)
+                  settle(self, entry, outcome, now)
                   dispatch(self, now)
                   // Its loop looks again at the next due redelivery, now that it has room for it.
                   member.wake.openUnsafe()
@@ -421,15 +521,17 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         // The member's loop: hand out what is due (to whichever members have room), start what this member was
         // assigned, then sleep until an assignment, a settled delivery or the next due redelivery wakes it. What is
         // assigned and not started when it stops goes back to the group (see the finalizer), so nothing is left behind.
+        // A finishing member (the last of a closing live subscription) goes on until it has started all it received.
         const loop = Effect.gen(function*() {
-          while (!member.stopping && !closed) {
+          while ((!member.stopping || member.finishing) && !closed) {
             member.wake.closeUnsafe()
             const now = clock.currentTimeMillisUnsafe()
             dispatch(self, now)
+            if (member.finishing && member.queue.length === 0 && self.ready.length === 0) break
             if (member.queue.length > 0) {
               // At most what is queued now, then a yield: handlers that settle at once refill the queue, and a long
               // backlog must not keep the other fibers (and a closing scope) waiting.
-              for (let n = member.queue.length; n > 0 && !member.stopping; n--) {
+              for (let n = member.queue.length; n > 0 && (!member.stopping || member.finishing); n--) {
                 const entry = member.queue.shift()
                 if (entry === undefined) break
                 yield* run(entry)
@@ -451,26 +553,56 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         yield* Effect.addFinalizer(() =>
           Effect.gen(function*() {
             member.stopping = true
+            // The last member of a live subscription: what it received is nowhere else, so it runs it first.
+            member.finishing = self.live && !listening(self)
             member.wake.openUnsafe()
+            const budget = Duration.toMillis(options.drainTimeout) > 0
+            // The finishing member's budget covers the received messages and the running handlers both: once spent,
+            // the handlers still running are interrupted at once.
+            const spent = member.finishing
+            if (member.finishing) {
+              if (budget) {
+                yield* Effect.timeoutOption(Effect.andThen(Fiber.await(loopFiber), FiberSet.awaitEmpty(fibers)),
+                  options.drainTimeout)
+              }
+              member.finishing = false
+              member.wake.openUnsafe()
+            }
             yield* Fiber.await(loopFiber)
             unassign(self, member)
             dispatch(self, clock.currentTimeMillisUnsafe())
-            if (member.inFlight > 0 && Duration.toMillis(options.drainTimeout) > 0) {
+            if (member.inFlight > 0 && budget && !spent) {
               yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), options.drainTimeout)
             }
             yield* FiberSet.clear(fibers)
             const at = self.members.indexOf(member)
             self.members.splice(at, 1)
             if (self.turn > at) self.turn--
-            if (self.members.length === 0 && !self.durable) consumers.delete(self.name)
-            else dispatch(self, clock.currentTimeMillisUnsafe())
+            if (self.members.length === 0 && !self.durable) {
+              consumers.delete(self.key)
+              if (self.live) abandon(self, clock.currentTimeMillisUnsafe())
+            } else dispatch(self, clock.currentTimeMillisUnsafe())
           })
         )
       })
 
-    /** Retained messages the consumer has not taken yet (its cursor is past everything it took the first time). */
+    /**
+     * Dead-letters what a live subscription received and no member started before the last one left: nothing is
+     * stored to hand it back to.
+     */
+    const abandon = (consumer: Consumer, now: number): void => {
+      const letter = { reason: unprocessed(consumer.topic), errorTag: INTERRUPTED }
+      for (const entry of consumer.ready.splice(0)) bury(consumer, entry, letter, 1, now)
+    }
+
+    /**
+     * Retained messages the consumer has not taken yet (its cursor is past everything it took the first time); for a
+     * live subscription, what it received and has not started yet (as a core-NATS subscription's buffered messages).
+     */
     const pendingOf = (consumer: Consumer): number =>
-      log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
+      consumer.live
+        ? consumer.ready.length + consumer.inFlight - consumer.held.size
+        : log.count(consumer.cursor, consumer.matches) + consumer.first.filter((entry) => !entry.deleted).length
 
     const isDraining = (consumer: Consumer): boolean => {
       for (const member of consumer.members) if (member.stopping) return true
@@ -483,13 +615,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       return Duration.millis(now - oldest)
     }
 
+    // A live subscription has nothing stored: `pending` is what it received and has not started, `ackPending` what runs.
     const lagOf = (c: Consumer, now: number): ConsumerLag => ({
       topic: c.topic,
-      group: c.durable ? c.name : undefined,
+      group: c.group,
       consumer: c.name,
       pending: pendingOf(c),
-      ackPending: c.inFlight,
-      redelivered: c.ready.length + c.delayed.length,
+      ackPending: c.live ? c.held.size : c.inFlight,
+      redelivered: c.live ? 0 : c.ready.length + c.delayed.length,
       draining: isDraining(c),
       oldestUnackedAge: oldestOf(c, now)
     })
@@ -517,7 +650,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       ),
       draining: Effect.sync(() => {
         if (closed) return true
-        for (const c of consumers.values()) if (c.durable && isDraining(c)) return true
+        for (const c of consumers.values()) if (c.group !== undefined && isDraining(c)) return true
         return false
       }),
       messages: (topic) =>
@@ -534,7 +667,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         })
       ),
       // A memory publish is stored before it returns: nothing is ever in flight or waiting.
-      publishing: Effect.succeed({ inFlight: 0, waiting: 0 })
+      publishing: Effect.succeed({ inFlight: 0, waiting: 0 }),
+      topics: topics.registry
     }
 
     yield* Effect.addFinalizer(() =>
@@ -550,6 +684,9 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
     )
     return transport
   })
+
+/** Whether a (valid) topic has a wildcard token: a pattern reads stored events only. */
+const isPattern = (topic: string): boolean => topic.split(".").some((token) => token === "*" || token === ">")
 
 /**
  * The one line a consumer with `ackPolicy: "none"` leaves for an outcome it cannot apply: the message is not

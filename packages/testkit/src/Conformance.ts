@@ -6,9 +6,10 @@
  *
  * @module
  */
-import { create, toBinary } from "@bufbuild/protobuf"
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import {
   Backoff,
+  defineEvent,
   type Delivery,
   EventBus,
   InvalidTopic,
@@ -16,9 +17,11 @@ import {
   Reject,
   RetryLater,
   SubscribeError,
-  Transport
+  TopicConfigError,
+  Transport,
+  validateTopic
 } from "@cqbus/core"
-import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Result, Scope } from "effect"
+import { Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Result, Scope } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import type { WaitTimeout } from "./Errors.ts"
@@ -50,6 +53,11 @@ export interface Features {
    * backends have them; a new backend declares a reason to skip).
    */
   readonly backlog?: true | string
+  /**
+   * Per-topic persistence with ephemeral topics (`Transport.topics`): configured at run time, an ephemeral topic
+   * delivers to the live subscribers only, at most once. Absent means supported.
+   */
+  readonly ephemeral?: true | string
 }
 
 /**
@@ -135,6 +143,32 @@ const inScope = <A, E, R>(body: Effect.Effect<A, E, R | Scope.Scope>) =>
   })
 
 let counter = 0
+
+/** A handler failure with a tag of its own, so a case can tell its dead letter's tag from any other. */
+class DownstreamDown extends Data.TaggedError("DownstreamDown")<{ readonly detail: string }> {
+  override get message(): string {
+    return `downstream down: ${this.detail}`
+  }
+}
+
+/**
+ * A topic of one case outside `cqc.events.v1.>`, which a broker's default stream may capture (an ephemeral topic must
+ * not be captured), and unique per case id, so cases on one shared server never configure the same topic.
+ */
+const liveTopic = (name: string, id: string): string => `cqc.live.v1.${name}_${id}`
+
+/** The invalid topics each entry point must refuse, with the problem `InvalidTopic` names. */
+const INVALID_TOPICS: ReadonlyArray<readonly [string, string]> = [
+  ["", "Empty"],
+  ["cqc.events v1", "Whitespace"],
+  ["cqc..events", "EmptyToken"],
+  ["cqc.events.v1.", "EmptyToken"],
+  ["cqc.events.é", "NonAscii"],
+  ["cqc.events.*", "Wildcard"],
+  ["cqc.events.>", "Wildcard"],
+  ["cqc.\u0001", "ControlCharacter"],
+  ["x".repeat(256), "TooLong"]
+]
 
 /**
  * Registers the conformance cases for a backend.
@@ -683,17 +717,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
   define("invalid topics fail with InvalidTopic naming the problem", [], () =>
     Effect.gen(function*() {
       const bus = yield* EventBus.EventBus
-      const cases: ReadonlyArray<readonly [string, string]> = [
-        ["", "Empty"],
-        ["cqc.events v1", "Whitespace"],
-        ["cqc..events", "EmptyToken"],
-        ["cqc.events.v1.", "EmptyToken"],
-        ["cqc.events.é", "NonAscii"],
-        ["cqc.events.*", "Wildcard"],
-        ["cqc.\u0001", "ControlCharacter"],
-        ["x".repeat(256), "TooLong"]
-      ]
-      for (const [topic, problem] of cases) {
+      for (const [topic, problem] of INVALID_TOPICS) {
         const error = yield* Effect.flip(bus.publishRaw(topic, new Uint8Array([1])))
         assert.ok(error instanceof InvalidTopic, `publish to ${JSON.stringify(topic)} fails with InvalidTopic`)
         assert.equal(error.problem, problem)
@@ -702,6 +726,191 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
       assert.ok(pattern instanceof InvalidTopic && pattern.problem === "MisplacedWildcard")
       const group = yield* Effect.flip(bus.subscribe(AssetCreatedEvent, () => Effect.void, { group: "has.dot" }))
       assert.ok(group instanceof SubscribeError && group.reason === "InvalidOptions", "a group name with a dot is rejected")
+    }))
+
+  define("an ephemeral topic delivers to every live subscriber and to one member of a group; a later subscriber gets none", ["ephemeral"], ({ id, pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const Live = defineEvent(AssetCreatedSchema, { topic: liveTopic("fanout", id) })
+      yield* bus.topics.configure(Live.topic, "ephemeral")
+      const ungrouped: Array<Array<string>> = [[], []]
+      const members: Array<Array<string>> = [[], []]
+      const deliveries: Array<Delivery> = []
+      for (const i of [0, 1]) {
+        yield* bus.subscribe(Live, (e, d) =>
+          Effect.sync(() => {
+            ungrouped[i]!.push(e.assetId)
+            deliveries.push(d)
+          }))
+        yield* bus.subscribe(Live, (e) => Effect.sync(() => members[i]!.push(e.assetId)), { group: "live_workers" })
+      }
+      const total = 20
+      const all = Array.from({ length: total }, (_, i) => `l${i}`)
+      for (const assetId of all) {
+        const ack = yield* bus.publish(Live, { assetId })
+        assert.deepEqual(ack, { topic: Live.topic, stream: "", sequence: 0, duplicate: false, ephemeral: true })
+      }
+      const grouped = () => [...members[0]!, ...members[1]!]
+      yield* wait(() => ungrouped.every((seen) => seen.length >= total) && grouped().length >= total,
+        "every ungrouped subscriber and the group have every event")
+      yield* pass(100)
+      for (const seen of ungrouped) assert.deepEqual([...seen].sort(), [...all].sort(), "an ungrouped subscriber gets all")
+      assert.deepEqual([...grouped()].sort(), [...all].sort(), "the group's two members handle each event once in total")
+      assert.ok(deliveries.every((d) => d.attempt === 1 && d.sequence === undefined),
+        "an ephemeral delivery is a first delivery without a stream sequence")
+      const late: Array<string> = []
+      yield* bus.subscribe(Live, (e) => Effect.sync(() => late.push(e.assetId)))
+      yield* pass(100)
+      assert.deepEqual(late, [], "a subscriber created after the publishes gets none of them")
+      yield* bus.publish(Live, { assetId: "after" })
+      yield* wait(() => late.length === 1, "the late subscriber receives what is published after it")
+      yield* pass(50)
+      assert.deepEqual(late, ["after"])
+    }))
+
+  define("subscribing to an ephemeral topic from stored events fails with InvalidOptions", ["ephemeral"], ({ id }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const Live = defineEvent(AssetCreatedSchema, { topic: liveTopic("nostart", id) })
+      yield* bus.topics.configure(Live.topic, "ephemeral")
+      const refused = [
+        { deliverPolicy: "last" },
+        { deliverPolicy: "lastPerSubject" },
+        { deliverPolicy: { fromSequence: 1 } },
+        { deliverPolicy: { fromTime: new Date(0) } },
+        { group: "paced", replay: "original" }
+      ] as const
+      for (const options of refused) {
+        const error = yield* Effect.flip(bus.subscribe(Live, () => Effect.void, options))
+        assert.ok(error instanceof SubscribeError && error.reason === "InvalidOptions",
+          `${JSON.stringify(options)} is refused with InvalidOptions, got ${error._tag}`)
+        assert.match(error.message, /ephemeral.*nothing is stored to start from/)
+      }
+      // "all" and "new" start from what comes: nothing stored is asked for.
+      yield* bus.subscribe(Live, () => Effect.void, { deliverPolicy: "all" })
+      yield* bus.subscribe(Live, () => Effect.void, { deliverPolicy: "new", group: "fresh" })
+    }))
+
+  define("a topic switched from ephemeral to persistent at run time is retained for a late subscriber", ["ephemeral", "retention"], ({ id, pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const Switched = defineEvent(AssetCreatedSchema, { topic: liveTopic("switched", id) })
+      yield* bus.topics.configure(Switched.topic, "ephemeral")
+      const before = yield* bus.publish(Switched, { assetId: "before" })
+      assert.equal(before.ephemeral, true)
+      const entry = yield* bus.topics.configure(Switched.topic, "persistent")
+      assert.equal(entry.effective, "persistent")
+      for (const assetId of ["after-1", "after-2"]) {
+        const ack = yield* bus.publish(Switched, { assetId })
+        assert.ok(ack.ephemeral !== true && ack.sequence > 0, `a publish after the switch is stored: ${JSON.stringify(ack)}`)
+      }
+      const late: Array<string> = []
+      yield* bus.subscribe(Switched, (e) => Effect.sync(() => late.push(e.assetId)), { group: "late_reader" })
+      yield* wait(() => late.length >= 2, "the late subscriber has the events published after the switch")
+      yield* pass(100)
+      assert.deepEqual(late, ["after-1", "after-2"], "retained after the switch, nothing from before it")
+    }))
+
+  define("on an ephemeral topic a failure runs once and is dead-lettered with its tag, and so are Reject and RetryLater", ["ephemeral", "deadLetters"], ({ id, pass }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const Live = defineEvent(AssetCreatedSchema, { topic: liveTopic("outcomes", id) })
+      yield* bus.topics.configure(Live.topic, "ephemeral")
+      const runs: Array<string> = []
+      yield* bus.subscribe(Live, (e) =>
+        Effect.suspend((): Effect.Effect<void, DownstreamDown | Reject | RetryLater> => {
+          runs.push(e.assetId)
+          switch (e.assetId) {
+            case "fails":
+              return Effect.fail(new DownstreamDown({ detail: "inventory" }))
+            case "rejected":
+              return Effect.fail(new Reject({ reason: "asset is blacklisted" }))
+            case "later":
+              return Effect.fail(new RetryLater({ delay: "10 millis" }))
+            default:
+              return Effect.void
+          }
+        }), { group: "live_outcomes", maxDeliver: 5, ...fast })
+      for (const assetId of ["fails", "rejected", "later", "fine"]) yield* bus.publish(Live, { assetId })
+      yield* waitForLetters(3, pass, { subject: Live.topic })
+      // Long enough for several redeliveries at the 20 ms backoff, were there any.
+      yield* pass(300)
+      assert.deepEqual([...runs].sort(), ["fails", "fine", "later", "rejected"], "each event runs once: no redelivery")
+      const letters = (yield* readDeadLetters).filter((letter) => letter.subject === Live.topic)
+      const byEvent = new Map(letters.map((letter) => [fromBinary(AssetCreatedSchema, letter.body).assetId, letter]))
+      assert.deepEqual([...byEvent.keys()].sort(), ["fails", "later", "rejected"], "one dead letter per failed event")
+      const failed = byEvent.get("fails")!
+      assert.equal(failed.errorTag, "DownstreamDown")
+      assert.match(failed.reason, /downstream down: inventory/)
+      assert.match(failed.reason, /ephemeral/, "the reason says why it was not redelivered")
+      assert.equal(failed.deliveryCount, 1)
+      assert.equal(failed.group, "live_outcomes")
+      assert.equal(failed.headers["ce-type"], "cqc.events.v1.AssetCreated")
+      assert.equal(byEvent.get("rejected")!.errorTag, "Reject")
+      assert.match(byEvent.get("rejected")!.reason, /asset is blacklisted/)
+      assert.equal(byEvent.get("later")!.errorTag, "RetryLater")
+    }))
+
+  define("bus.topics: configure, get, list and remove round-trip", ["ephemeral"], ({ id }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const [a, b, c] = ["a", "b", "c"].map((name) => liveTopic(`config_${name}`, id)) as [string, string, string]
+      const ours = Effect.map(bus.topics.list, (entries) => entries.filter((e) => [a, b, c].includes(e.topic)))
+      assert.deepEqual(yield* ours, [])
+      assert.ok(Option.isNone(yield* bus.topics.get(a)), "an unconfigured topic has no entry")
+      const ephemeral = yield* bus.topics.configure(b, "ephemeral")
+      assert.deepEqual([ephemeral.topic, ephemeral.persistence, ephemeral.effective, ephemeral.stream],
+        [b, "ephemeral", "ephemeral", undefined])
+      const persistent = yield* bus.topics.configure(a, { persistence: "persistent", description: "kept for the audit" })
+      assert.deepEqual([persistent.topic, persistent.persistence, persistent.effective, persistent.description],
+        [a, "persistent", "persistent", "kept for the audit"])
+      assert.ok(typeof persistent.stream === "string" && persistent.stream.length > 0, "a persistent entry names its stream")
+      const auto = yield* bus.topics.configure(c, "auto")
+      assert.equal(auto.persistence, "auto")
+      if (features.retention === true) assert.equal(auto.effective, "persistent", "auto is persistent where events are stored")
+      assert.deepEqual(Option.getOrUndefined(yield* bus.topics.get(b)), ephemeral)
+      assert.deepEqual((yield* ours).map((e) => e.topic), [a, b, c], "list is sorted by topic")
+      assert.deepEqual((yield* ours)[0], persistent)
+      const replaced = yield* bus.topics.configure(a, "ephemeral")
+      assert.deepEqual([replaced.persistence, replaced.description], ["ephemeral", undefined], "configure replaces")
+      assert.equal(yield* bus.topics.remove(b), true)
+      assert.equal(yield* bus.topics.remove(b), false, "removing it again finds nothing")
+      assert.ok(Option.isNone(yield* bus.topics.get(b)))
+      assert.deepEqual((yield* ours).map((e) => e.topic), [a, c])
+    }))
+
+  define("bus.topics refuses invalid topic names as validateTopic does, and invalid settings with InvalidOptions", [], ({ id }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      for (const [topic, problem] of INVALID_TOPICS) {
+        const expected = yield* Effect.flip(validateTopic(topic))
+        const entries: ReadonlyArray<readonly [string, Effect.Effect<unknown, unknown>]> = [
+          ["configure", bus.topics.configure(topic, "ephemeral")],
+          ["get", bus.topics.get(topic)],
+          ["remove", bus.topics.remove(topic)]
+        ]
+        for (const [entry, call] of entries) {
+          const error = yield* Effect.flip(call)
+          assert.ok(error instanceof InvalidTopic, `${entry}(${JSON.stringify(topic)}) fails with InvalidTopic`)
+          assert.deepEqual([error.problem, error.message], [problem, expected.message], `${entry} names the problem`)
+        }
+      }
+      const topic = liveTopic("settings", id)
+      const invalid: ReadonlyArray<unknown> = [
+        "sometimes",
+        undefined,
+        null,
+        {},
+        { persistence: "forever" },
+        { persistence: "ephemeral", description: 42 }
+      ]
+      for (const settings of invalid) {
+        const error = yield* Effect.flip(bus.topics.configure(topic, settings as "ephemeral"))
+        assert.ok(error instanceof TopicConfigError && error.reason === "InvalidOptions",
+          `settings ${JSON.stringify(settings)} are refused with InvalidOptions, got ${error._tag}`)
+        assert.equal(error.topic, topic)
+      }
+      assert.ok(Option.isNone(yield* bus.topics.get(topic)), "a refused configure configures nothing")
     }))
 
   define("closing a subscription lets the running handler finish and loses nothing", ["retention"], ({ pass, wait }) =>
@@ -1010,11 +1219,18 @@ const deliveryCounter = () => {
   return counter
 }
 
-/** Reads the dead letters until there are `count` of them, letting (virtual or real) time pass between reads. */
-const waitForLetters = (count: number, pass: CaseContext<never>["pass"], within = 10_000) =>
+/**
+ * Reads the dead letters (of one `subject`, when given) until there are `count` of them, letting (virtual or real)
+ * time pass between reads.
+ */
+const waitForLetters = (
+  count: number,
+  pass: CaseContext<never>["pass"],
+  { subject, within = 10_000 }: { readonly subject?: string; readonly within?: number } = {}
+) =>
   Effect.gen(function*() {
     for (let waited = 0; waited <= within; waited += 20) {
-      const letters = yield* readDeadLetters
+      const letters = (yield* readDeadLetters).filter((letter) => subject === undefined || letter.subject === subject)
       if (letters.length >= count) return letters
       yield* pass(20)
     }

@@ -50,6 +50,11 @@ export interface MemoryLog {
    * topic's limits. A `PublishError` is returned, not thrown.
    */
   readonly append: (message: OutgoingMessage, now: number) => PublishAck | PublishError
+  /**
+   * The error for a message larger than the log accepts, or `undefined`: the same limit holds for messages it does not
+   * store (an ephemeral publish), as NATS's max payload holds for every publish.
+   */
+  readonly tooLarge: (message: OutgoingMessage) => PublishError | undefined
   /** Removes what `maxAge` has expired at `now`. */
   readonly expire: (now: number) => void
   /** The first live entry at or after `sequence` whose topic `matches`. */
@@ -150,17 +155,23 @@ export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
     }
   }
 
+  const tooLarge = (message: OutgoingMessage): PublishError | undefined => {
+    const size = message.body.byteLength
+    return size > maxMessageSize
+      ? new PublishError({
+        topic: message.topic,
+        reason: "TooLarge",
+        retriable: false,
+        message: `message for ${message.topic} is ${size} bytes; the largest accepted is ${maxMessageSize} bytes`
+      })
+      : undefined
+  }
+
   const append = (message: OutgoingMessage, now: number): PublishAck | PublishError => {
     const topic = message.topic
     const size = message.body.byteLength
-    if (size > maxMessageSize) {
-      return new PublishError({
-        topic,
-        reason: "TooLarge",
-        retriable: false,
-        message: `message for ${topic} is ${size} bytes; the largest accepted is ${maxMessageSize} bytes`
-      })
-    }
+    const refused = tooLarge(message)
+    if (refused !== undefined) return refused
     expire(now)
     forgetIds(now)
     const duplicate = message.dedupe ? seen.get(message.eventId) : undefined
@@ -262,5 +273,5 @@ export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
       })
     )
 
-  return { append, expire, next, count, startPosition, nextSequence: () => nextSequence, messages }
+  return { append, tooLarge, expire, next, count, startPosition, nextSequence: () => nextSequence, messages }
 }
