@@ -46,6 +46,11 @@ export interface Delivery {
   readonly key: string | undefined
   /** The subscription's group, `undefined` for an ephemeral subscription. */
   readonly group: string | undefined
+  /**
+   * `false` when the backend cannot deliver the event again (an ephemeral topic's, at most once): a failure then
+   * dead-letters it at once, whatever `attempt` and `maxDeliver` say. Absent means `true`.
+   */
+  readonly redeliverable?: boolean
 }
 
 /**

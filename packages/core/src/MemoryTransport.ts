@@ -494,7 +494,9 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           headers: entry.headers,
           deliveryCount: self.live ? 1 : self.attempts.get(entry.sequence) ?? 1,
           sequence: self.live ? undefined : entry.sequence,
-          publishedAt: entry.publishedAt
+          publishedAt: entry.publishedAt,
+          // A live (ephemeral) subscription has nothing to deliver again from.
+          redeliverable: !self.live
         })
 
         const run = (entry: Entry) => {

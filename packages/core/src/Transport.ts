@@ -91,6 +91,12 @@ export interface IncomingMessage {
   readonly sequence: number | undefined
   /** When the message was stored, where the backend knows it. */
   readonly publishedAt: Date | undefined
+  /**
+   * `false` when the backend cannot deliver this message again (an ephemeral topic's): the bus then treats the
+   * delivery as the last attempt, so a failed handler dead-letters it (retries in place, as `ordering: "key"` makes,
+   * still apply). Absent means `true`.
+   */
+  readonly redeliverable?: boolean
 }
 
 /**

@@ -62,12 +62,18 @@ const ACK: Verdict = { kind: "ack", ending: "success" }
 
 /**
  * The verdict on a handler run at delivery `attempt` (1-based) of at most `maxDeliver`. The primitive behind `of`,
- * for callers that have the numbers rather than a `Delivery`.
+ * for callers that have the numbers rather than a `Delivery`. `redeliverable: false` (a message the backend cannot
+ * deliver again: an ephemeral topic's) makes every failure a dead letter, with a reason that says so.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const classify = (exit: Exit.Exit<unknown, unknown>, attempt: number, maxDeliver: number): Verdict => {
+export const classify = (
+  exit: Exit.Exit<unknown, unknown>,
+  attempt: number,
+  maxDeliver: number,
+  redeliverable = true
+): Verdict => {
   if (Exit.isSuccess(exit)) return ACK
   const cause = exit.cause
   const failure = Cause.findError(cause)
@@ -92,14 +98,11 @@ export const classify = (exit: Exit.Exit<unknown, unknown>, attempt: number, max
   }
   const message = errorMessage(error)
   const reason = message === "" ? tag : `${tag}: ${message}`
+  if (!redeliverable) {
+    return { kind: "dead_letter", ending, errorTag: tag, error, reason: `not redelivered (ephemeral topic); error ${reason}` }
+  }
   return attempt >= maxDeliver
-    ? {
-      kind: "dead_letter",
-      ending,
-      errorTag: tag,
-      error,
-      reason: `gave up after ${attempt} deliveries; last error ${reason}`
-    }
+    ? { kind: "dead_letter", ending, errorTag: tag, error, reason: `gave up after ${attempt} deliveries; last error ${reason}` }
     : { kind: "retry", ending, errorTag: tag, error, reason, delay }
 }
 
@@ -128,8 +131,8 @@ export const classify = (exit: Exit.Exit<unknown, unknown>, attempt: number, max
  */
 export const of = (
   exit: Exit.Exit<unknown, unknown>,
-  delivery: Pick<Delivery, "attempt" | "maxDeliver">
-): Verdict => classify(exit, delivery.attempt, delivery.maxDeliver)
+  delivery: Pick<Delivery, "attempt" | "maxDeliver" | "redeliverable">
+): Verdict => classify(exit, delivery.attempt, delivery.maxDeliver, delivery.redeliverable !== false)
 
 /** The property a reporting plugin sets on a delivery; `Symbol.for`, so two copies of this package agree on it. */
 const REPORTED: unique symbol = Symbol.for("@cqbus/core/Verdict/reported") as never

@@ -118,6 +118,9 @@ class LazyDelivery implements Delivery {
   get topic(): string {
     return this.#message.subject
   }
+  get redeliverable(): boolean {
+    return this.#message.redeliverable !== false
+  }
   get subject(): string {
     return this.#message.subject
   }
@@ -195,7 +198,7 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
     try {
       return keyOf !== undefined ? keyOf(event) : readHeader(message, HeaderNames.partitionKey)
     } catch (defect) {
-      const verdict = classify(Exit.die(defect), message.deliveryCount, maxDeliver)
+      const verdict = classify(Exit.die(defect), message.deliveryCount, maxDeliver, message.redeliverable !== false)
       const outcome = outcomeOf(verdict, message.deliveryCount, backoff)
       return verdict.kind === "ack"
         ? { outcome: Effect.succeed(outcome) }
@@ -217,7 +220,7 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
   // like tsx running the sources, wrap each one in a `defineProperty`).
   const failureOf = (delivery: Delivery) => (cause: Cause.Cause<unknown>): Effect.Effect<Outcome> => {
     const attempt = delivery.attempt
-    const verdict = classify(Exit.failCause(cause), attempt, maxDeliver)
+    const verdict = classify(Exit.failCause(cause), attempt, maxDeliver, delivery.redeliverable !== false)
     const outcome = outcomeOf(verdict, attempt, backoff)
     if (verdict.kind === "ack" || !logFailures || isReported(delivery)) return Effect.succeed(outcome)
     return Effect.as(

@@ -50,6 +50,7 @@ export interface CoreConsumer {
 class CoreDelivery implements IncomingMessage, DeadLetterSource {
   readonly body: Uint8Array
   readonly deliveryCount = 1
+  readonly redeliverable = false
   readonly sequence = undefined
   readonly stream = undefined
   readonly consumer: string
