@@ -35,10 +35,32 @@ export interface NatsStreamOptions {
 }
 
 /**
- * What start-up does to the stream: `"createOrUpdate"` (default) creates it or brings its configuration to the
- * options; `"createOnly"` creates it when missing and otherwise leaves it alone; `"validateOnly"` changes nothing and
- * fails with the differences; `"skip"` makes no management call at all. A subscription's group (durable consumer)
- * follows the same strategy when it exists with other settings: updated (`"createOrUpdate"`), refused with a
+ * A stream beside the bus's main one (`NatsEventBusConfig.streams`): another stream of this service, which the bus
+ * provisions like `stream`, or a stream another service owns that the bus only reads (`provisioning: "validateOnly"`:
+ * it must exist and the fields set here must match; `"skip"`: no management call at all). Subscriptions to any topic
+ * it captures consume from it; publishes reach it by their subject (JetStream routes them).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NatsStreamConfig extends NatsStreamOptions {
+  /** The stream's name (required: there is no default beside the main stream's). */
+  readonly name: string
+  /**
+   * The topics it captures. Needed to create it and, under `"skip"`, for routing; under `"validateOnly"` they are
+   * compared when given and read from the server otherwise.
+   */
+  readonly subjects?: ReadonlyArray<string>
+  /** What start-up does to this stream (default: the bus's `provisioning`). */
+  readonly provisioning?: ProvisioningStrategy
+}
+
+/**
+ * What start-up does to a stream (the bus's `provisioning`, or a stream's own in `streams`): `"createOrUpdate"`
+ * (default) creates it or brings its configuration to the options; `"createOnly"` creates it when missing and
+ * otherwise leaves it alone; `"validateOnly"` changes nothing and fails with the differences; `"skip"` makes no
+ * management call at all. A subscription's group (durable consumer), whatever stream it reads, follows the bus's
+ * strategy when it exists with other settings: updated (`"createOrUpdate"`), refused with a
  * `SubscribeError` naming each differing field (`"validateOnly"`, `"createOnly"`), or left as it is and followed
  * (`"skip"`); a missing one is always created (docs/wire-format.md, "A group that already exists").
  *
@@ -87,7 +109,16 @@ export interface NatsEventBusConfig extends EventBusConfig {
     readonly wait?: Duration.Input
     readonly jitter?: Duration.Input
   }
+  /** The bus's main stream: where it publishes by default and where topics configured at run time are added. */
   readonly stream?: NatsStreamOptions
+  /**
+   * More streams: the service's own (provisioned like `stream`) and other services' streams it reads
+   * (`provisioning: "validateOnly"` or `"skip"`). Names are unique and the subjects of `stream` and `streams` must
+   * not overlap (checked before connecting). A subscription consumes from the stream that captures its topic: one of
+   * these, else the one the server knows (docs/operations.md, "Streams").
+   */
+  readonly streams?: ReadonlyArray<NatsStreamConfig>
+  /** What start-up does to the streams (default `"createOrUpdate"`); a stream in `streams` may set its own. */
   readonly provisioning?: ProvisioningStrategy
   /**
    * The persistence of topics that `topics` (or `bus.topics.configure`) does not name (default `"persistent"`):
@@ -132,9 +163,16 @@ export interface NatsEventBusConfig extends EventBusConfig {
   readonly checkTimeout?: Duration.Input
 }
 
+/** A stream of the configuration with its provisioning strategy decided. */
+export interface ResolvedStream extends NatsStreamConfig {
+  readonly provisioning: ProvisioningStrategy
+}
+
 /** The configuration with every default applied. */
 export interface ResolvedConfig {
   readonly stream: NatsStreamOptions & { readonly name: string; readonly subjects: ReadonlyArray<string> }
+  /** `config.streams`, each with its strategy (the bus's unless it sets one). */
+  readonly streams: ReadonlyArray<ResolvedStream>
   readonly deadLetterStream: string
   readonly deadLetterPrefix: string
   readonly deadLetterMaxAge: Duration.Input | undefined
@@ -150,18 +188,22 @@ export interface ResolvedConfig {
 }
 
 /** Applies the defaults. */
-export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => ({
-  stream: { ...config.stream, name: config.stream?.name ?? "CQC_EVENTS", subjects: config.stream?.subjects ?? ["cqc.events.v1.>"] },
-  deadLetterStream: config.deadLetters?.stream ?? "CQC_DLQ",
-  deadLetterPrefix: config.deadLetters?.subjectPrefix ?? "cqbus.dlq",
-  deadLetterMaxAge: config.deadLetters?.maxAge,
-  deadLetterReplicas: config.deadLetters?.replicas ?? config.stream?.replicas,
-  deadLetterStorage: config.deadLetters?.storage ?? config.stream?.storage,
-  healthStream: config.health?.stream ?? "CQBUS_HEALTH",
-  healthPrefix: config.health?.subjectPrefix ?? "cqbus.health",
-  provisioning: config.provisioning ?? "createOrUpdate",
-  persistence: config.persistence ?? "persistent",
-  publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
-  maxPendingPublishes: Math.max(1, Math.floor(config.maxPendingPublishes ?? 4096)),
-  checkTimeout: Duration.toMillis(config.checkTimeout ?? "2 seconds")
-})
+export const resolveConfig = (config: NatsEventBusConfig): ResolvedConfig => {
+  const provisioning = config.provisioning ?? "createOrUpdate"
+  return {
+    stream: { ...config.stream, name: config.stream?.name ?? "CQC_EVENTS", subjects: config.stream?.subjects ?? ["cqc.events.v1.>"] },
+    streams: (config.streams ?? []).map((s) => ({ ...s, provisioning: s.provisioning ?? provisioning })),
+    deadLetterStream: config.deadLetters?.stream ?? "CQC_DLQ",
+    deadLetterPrefix: config.deadLetters?.subjectPrefix ?? "cqbus.dlq",
+    deadLetterMaxAge: config.deadLetters?.maxAge,
+    deadLetterReplicas: config.deadLetters?.replicas ?? config.stream?.replicas,
+    deadLetterStorage: config.deadLetters?.storage ?? config.stream?.storage,
+    healthStream: config.health?.stream ?? "CQBUS_HEALTH",
+    healthPrefix: config.health?.subjectPrefix ?? "cqbus.health",
+    provisioning,
+    persistence: config.persistence ?? "persistent",
+    publishTimeout: Duration.toMillis(config.publishTimeout ?? "5 seconds"),
+    maxPendingPublishes: Math.max(1, Math.floor(config.maxPendingPublishes ?? 4096)),
+    checkTimeout: Duration.toMillis(config.checkTimeout ?? "2 seconds")
+  }
+}

@@ -50,8 +50,13 @@ import { NatsError } from "./NatsError.ts"
 export interface NatsTransportShape {
   /** The underlying connection (for request-reply, KV, or anything cqbus does not wrap). */
   readonly connection: NatsClient
-  /** The stream events are stored in. */
+  /** The bus's main stream: where events of its default topics are stored. */
   readonly stream: string
+  /**
+   * The event streams of the configuration, the main one first, then `streams` in order (own ones and those of other
+   * services the bus reads); a subscription may also read a stream the server knows beyond these.
+   */
+  readonly streams: ReadonlyArray<string>
   /** The stream dead letters go to. */
   readonly deadLetterStream: string
   /** The connection state as it changes. */
@@ -111,9 +116,11 @@ export const make = (
       catch: toJetStreamUnavailable
     })
     const stream = resolved.stream.name
-    if (jetStream) yield* provisionStreams(jsm, resolved)
+    // Without JetStream there is nothing to provision, and routing knows the streams of the configuration only.
+    let onServer: ReadonlyMap<string, ReadonlyArray<string>> = new Map()
+    if (jetStream) onServer = yield* provisionStreams(jsm, resolved)
     else yield* Effect.logWarning(`cqbus: JetStream is not enabled on the server; every topic travels over core NATS (persistence "${resolved.persistence}")`)
-    const routes = StreamRoutes.make(jsm, resolved)
+    const routes = StreamRoutes.make(jsm, resolved, onServer)
     const topics = TopicTable.make({ routes, persistence: resolved.persistence, jetStream })
     // Created before the `closed` flag's finalizer, so on close the flag is set first and the engine then waits only
     // for publishes already sent.
@@ -279,10 +286,16 @@ export const make = (
         oldestRunningSince = consumer.oldestRunningSince
       })
 
-    // Which step a timed-out check was at: a server that does not answer at all, or a stream without a leader (only
-    // the leader answers for a clustered stream, so during an election its info request goes unanswered).
+    // The event streams of the configuration, the main one first: what `check` asks, and `streams`. Not the health
+    // stream: its memory storage is gone after a server restart until the next start-up creates it again, and the
+    // heartbeat that needs it is a check of its own.
+    const checked = [stream, ...resolved.streams.map((s) => s.name)]
+
+    // Which step a timed-out check was at: a server that does not answer at all, or streams without a leader (only the
+    // leader answers for a clustered stream, so during an election its info request goes unanswered).
     const check: TransportShape["check"] = Effect.suspend(() => {
-      let step: "connection" | "stream" = "connection"
+      let step: "connection" | "streams" = "connection"
+      const waiting = new Set<string>()
       return Effect.tryPromise({
         try: async () => {
           if (closed || nc.isClosed()) throw new HealthError({ component: "connection", message: "connection: closed" })
@@ -291,27 +304,42 @@ export const make = (
           })
           // Without JetStream there is no stream to ask: the connection is all there is.
           if (!jetStream) return
-          step = "stream"
-          await jsm.streams.info(stream).catch((cause) => {
-            throw toHealthError(`stream ${stream}`, cause)
-          })
+          step = "streams"
+          // In parallel: one slow stream must not use up the others' time; the first failure names its stream.
+          await Promise.all(checked.map((name) => {
+            waiting.add(name)
+            return jsm.streams.info(name).then(
+              () => void waiting.delete(name),
+              (cause) => {
+                throw toHealthError(`stream ${name}`, cause)
+              }
+            )
+          }))
         },
         catch: (cause) => cause instanceof HealthError ? cause : toHealthError("transport", cause)
       }).pipe(
         Effect.timeoutOrElse({
           duration: Duration.millis(resolved.checkTimeout),
-          orElse: () =>
-            Effect.fail(
-              step === "connection"
-                ? new HealthError({
+          orElse: () => {
+            if (step === "connection") {
+              return Effect.fail(
+                new HealthError({
                   component: "connection",
                   message: `connection: NATS did not answer within ${resolved.checkTimeout} ms`
                 })
-                : new HealthError({
-                  component: `stream ${stream}`,
-                  message: `stream ${stream}: no answer within ${resolved.checkTimeout} ms; it has no leader right now (a JetStream leader election, or too few servers up) or JetStream is not answering`
-                })
+              )
+            }
+            const silent = checked.filter((name) => waiting.has(name))
+            const streams = silent.map((name) => `stream ${name}`).join(", ")
+            return Effect.fail(
+              new HealthError({
+                component: streams,
+                message: `${streams}: no answer within ${resolved.checkTimeout} ms; ${
+                  silent.length === 1 ? "it has" : "they have"
+                } no leader right now (a JetStream leader election, or too few servers up) or JetStream is not answering`
+              })
             )
+          }
         })
       )
     })
@@ -382,7 +410,13 @@ export const make = (
     }
     return {
       transport,
-      nats: { connection: nc, stream, deadLetterStream: resolved.deadLetterStream, state },
+      nats: {
+        connection: nc,
+        stream,
+        streams: checked,
+        deadLetterStream: resolved.deadLetterStream,
+        state
+      },
       connection: managed
     }
   })

@@ -11,7 +11,7 @@ export * as NatsRequestReply from "./NatsRequestReply.ts"
 export * as NatsTransport from "./NatsTransport.ts"
 
 export { DeadLetterHeaders } from "./DeadLetterHeaders.ts"
-export type { NatsEventBusConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
+export type { NatsEventBusConfig, NatsStreamConfig, NatsStreamOptions, ProvisioningStrategy } from "./NatsConfig.ts"
 export type { ConnectionEvent, ConnectionState, ManagedConnection } from "./NatsConnection.ts"
 export { NatsError, type NatsErrorReason } from "./NatsError.ts"
 export type { NatsTransportShape } from "./NatsTransport.ts"

@@ -5,24 +5,12 @@
 import { PublishError } from "@cqbus/core"
 import { failureOf } from "@cqbus/testkit"
 import { AssetCreatedEvent } from "@cqbus/testkit/events"
-import { jetstreamManager, type JetStreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream"
-import { nanos, type NatsConnection } from "@nats-io/nats-core"
-import { connect } from "@nats-io/transport-node"
+import { RetentionPolicy, StorageType } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
 import { Cause, Effect, Exit, Redacted, SubscriptionRef } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { buildExit, bus, run, server, waitFor } from "./support/nats.ts"
-
-/** A plain nats.js connection and its JetStream manager, closed with the test's scope. */
-const admin = (url: string, options: { readonly user?: string; readonly pass?: string } = {}) =>
-  Effect.gen(function*() {
-    const nc = yield* Effect.acquireRelease(
-      Effect.promise(() => connect({ servers: url, ...options })),
-      (nc: NatsConnection) => Effect.promise(() => nc.close())
-    )
-    const jsm: JetStreamManager = yield* Effect.promise(() => jetstreamManager(nc))
-    return { nc, jsm }
-  })
+import { admin, buildExit, bus, run, server, waitFor } from "./support/nats.ts"
 
 test("nats config: the stream is created with the configured subjects, limits, dedupe window and storage", { timeout: 30_000 }, () =>
   run(Effect.gen(function*() {

@@ -65,13 +65,16 @@ const classify = (cause: unknown): { readonly reason: PublishErrorReason; readon
   return { reason: "Unknown", retriable: true }
 }
 
+/** What to do about a topic no stream captures, the same advice for publish and subscribe. */
+export const ADD_A_STREAM = "add a stream that captures it (the bus's streams, or stream.subjects of its own stream)"
+
 const explain: Record<PublishErrorReason, string> = {
   Closed: "the connection is closed",
   Encode: "the message could not be encoded",
   MissingKey: "the event's ordering key is empty",
   InvalidOptions: "a publish option is out of range",
   NoStream:
-    "no JetStream stream captures this subject (or JetStream is not answering); add it to the bus's stream.subjects, or publish on a topic inside them",
+    `no stream captures this topic (or JetStream is not answering); ${ADD_A_STREAM}, or publish on a topic a stream captures`,
   TooLarge: "the message is larger than the server or stream allows",
   StreamFull: "the stream is full and discards new messages",
   WrongLastSequence: "the stream's last sequence is not the expected one",
@@ -181,7 +184,7 @@ export const toSubscribeError = (
       reason: "InvalidOptions",
       message: `cannot subscribe to ${topic}: it is outside the subjects of ${
         stream === undefined ? "the bus's stream" : `stream ${stream}`
-      }; add a subject that captures it to the bus's stream.subjects, or subscribe to a topic inside them`,
+      }; ${ADD_A_STREAM}, or subscribe to a topic a stream captures`,
       cause
     })
   }

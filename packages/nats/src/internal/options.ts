@@ -6,8 +6,9 @@
  */
 import { checkEventBusConfig, Options } from "@cqbus/core/backend"
 import { Redacted, Schedule } from "effect"
-import type { NatsEventBusConfig } from "../NatsConfig.ts"
+import { type NatsEventBusConfig, type ResolvedConfig, resolveConfig } from "../NatsConfig.ts"
 import { NatsError } from "../NatsError.ts"
+import { overlaps } from "./subjects.ts"
 
 type Check = Options.Check
 type Bag = Record<string, unknown>
@@ -63,24 +64,88 @@ const tls = (value: unknown): Check => {
   )
 }
 
-const stream = (value: unknown): Check =>
-  Options.first(() => Options.object("stream", value), () => {
-    const s = (value ?? {}) as Bag
+const STRATEGIES = ["createOrUpdate", "createOnly", "validateOnly", "skip"]
+
+/** The fields of a stream (`stream`, `streams[i]`), each in its range. */
+const streamFields = (option: string, s: Bag): Check =>
+  Options.first(
+    () => Options.name(`${option}.name`, s.name),
+    () => Options.patterns(`${option}.subjects`, s.subjects),
+    () => Options.oneOf(`${option}.retention`, s.retention, ["limits", "interest", "workqueue"]),
+    () => Options.oneOf(`${option}.storage`, s.storage, ["file", "memory"]),
+    () => Options.duration(`${option}.maxAge`, s.maxAge, NatsRanges.maxAge),
+    () => Options.integer(`${option}.maxBytes`, s.maxBytes, NatsRanges.count),
+    () => Options.integer(`${option}.maxMessages`, s.maxMessages, NatsRanges.count),
+    () => Options.integer(`${option}.maxMessageSize`, s.maxMessageSize, NatsRanges.maxMessageSize),
+    () => Options.integer(`${option}.maxMessagesPerSubject`, s.maxMessagesPerSubject, NatsRanges.count),
+    () => Options.oneOf(`${option}.discard`, s.discard, ["old", "new"]),
+    () => Options.integer(`${option}.replicas`, s.replicas, NatsRanges.replicas),
+    () => Options.duration(`${option}.duplicateWindow`, s.duplicateWindow, NatsRanges.duplicateWindow)
+  )
+
+/**
+ * One of `streams`: a stream's fields plus a name (required) and a strategy. Its subjects are required unless it is
+ * only validated: the bus must know them to create the stream, and under `"skip"` to route subscriptions to it.
+ */
+const extraStream = (option: string, value: unknown, busStrategy: unknown): Check =>
+  Options.fields(option, value, (s) => {
+    const strategy = s.provisioning ?? busStrategy ?? "createOrUpdate"
     return Options.first(
-      () => Options.name("stream.name", s.name),
-      () => Options.patterns("stream.subjects", s.subjects),
-      () => Options.oneOf("stream.retention", s.retention, ["limits", "interest", "workqueue"]),
-      () => Options.oneOf("stream.storage", s.storage, ["file", "memory"]),
-      () => Options.duration("stream.maxAge", s.maxAge, NatsRanges.maxAge),
-      () => Options.integer("stream.maxBytes", s.maxBytes, NatsRanges.count),
-      () => Options.integer("stream.maxMessages", s.maxMessages, NatsRanges.count),
-      () => Options.integer("stream.maxMessageSize", s.maxMessageSize, NatsRanges.maxMessageSize),
-      () => Options.integer("stream.maxMessagesPerSubject", s.maxMessagesPerSubject, NatsRanges.count),
-      () => Options.oneOf("stream.discard", s.discard, ["old", "new"]),
-      () => Options.integer("stream.replicas", s.replicas, NatsRanges.replicas),
-      () => Options.duration("stream.duplicateWindow", s.duplicateWindow, NatsRanges.duplicateWindow)
+      () =>
+        s.name === undefined
+          ? { option: `${option}.name`, message: `${option}.name is required (a stream in streams has no default name)` }
+          : undefined,
+      () => streamFields(option, s),
+      () => Options.oneOf(`${option}.provisioning`, s.provisioning, STRATEGIES),
+      () =>
+        s.subjects === undefined && strategy !== "validateOnly"
+          ? {
+            option: `${option}.subjects`,
+            message: `${option}.subjects is required with provisioning "${String(strategy)}" (only a "validateOnly" stream reads them from the server)`
+          }
+          : undefined
     )
   })
+
+/**
+ * Across the streams, once each is known to be valid: names are unique (the main, the extra, the dead-letter and
+ * health streams), and no two of `stream` and `streams` capture the same subject (nats-server refuses overlapping
+ * streams, and routing could not tell which one a topic lives in).
+ */
+const acrossStreams = (resolved: ResolvedConfig): Check => {
+  const configured = [
+    { option: "stream", name: resolved.stream.name, subjects: resolved.stream.subjects },
+    ...resolved.streams.map((s, i) => ({ option: `streams[${i}]`, name: s.name, subjects: s.subjects ?? [] }))
+  ]
+  const named = [
+    ...configured,
+    { option: "deadLetters.stream", name: resolved.deadLetterStream },
+    { option: "health.stream", name: resolved.healthStream }
+  ]
+  for (let i = 0; i < named.length; i++) {
+    const { name, option } = named[i]!
+    const twin = named.slice(0, i).find((other) => other.name === name)
+    if (twin !== undefined) {
+      return { option, message: `${option} and ${twin.option} both name the stream ${name}; every stream the bus uses needs a name of its own` }
+    }
+  }
+  for (let i = 0; i < configured.length; i++) {
+    const { name, option, subjects } = configured[i]!
+    for (const other of configured.slice(0, i)) {
+      for (const subject of subjects) {
+        const clash = other.subjects.find((theirs) => overlaps(theirs, subject))
+        if (clash !== undefined) {
+          return {
+            option: `${option}.subjects`,
+            message: `the subjects of ${option} (stream ${name}: ${subject}) overlap with those of ${other.option} (stream ${other.name}: ${clash}); ` +
+              "a subject can be captured by one stream only"
+          }
+        }
+      }
+    }
+  }
+  return undefined
+}
 
 /** A side stream (`deadLetters`, `health`): its name and the subject prefix it captures (`<prefix>.>`). */
 const sideStream = (option: string, value: unknown, extra?: (bag: Bag) => Check): Check =>
@@ -122,9 +187,10 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
         () => Options.integer("reconnect.maxAttempts", reconnect.maxAttempts, NatsRanges.reconnectAttempts),
         () => Options.duration("reconnect.wait", reconnect.wait, NatsRanges.reconnectWait),
         () => Options.duration("reconnect.jitter", reconnect.jitter, NatsRanges.reconnectJitter),
-        () => stream(c.stream),
-        () => Options.oneOf("provisioning", c.provisioning, ["createOrUpdate", "createOnly", "validateOnly", "skip"]),
+        () => Options.fields("stream", c.stream, (s) => streamFields("stream", s)),
+        () => Options.oneOf("provisioning", c.provisioning, STRATEGIES),
         () => Options.oneOf("persistence", c.persistence, ["persistent", "ephemeral", "auto"]),
+        () => Options.list("streams", c.streams, (option, value) => extraStream(option, value, c.provisioning)),
         () =>
           sideStream("deadLetters", c.deadLetters, (d) =>
             Options.first(
@@ -135,7 +201,9 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
         () => sideStream("health", c.health),
         () => Options.duration("publishTimeout", c.publishTimeout, Options.Ranges.timeout),
         () => Options.integer("maxPendingPublishes", c.maxPendingPublishes, NatsRanges.maxPendingPublishes),
-        () => Options.duration("checkTimeout", c.checkTimeout, Options.Ranges.timeout)
+        () => Options.duration("checkTimeout", c.checkTimeout, Options.Ranges.timeout),
+        // Last: it reads the configuration with its defaults, which needs every option valid.
+        () => acrossStreams(resolveConfig(config))
       )
     }
   )

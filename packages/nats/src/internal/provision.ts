@@ -1,6 +1,6 @@
 /**
- * Start-up provisioning of the event stream, the dead-letter stream and the health stream, under the chosen strategy.
- * Validation compares only the fields the options set, so a stream tuned by operators in other respects still
+ * Start-up provisioning of the event streams (the main one and `streams`, each under its strategy), the dead-letter
+ * stream and the health stream. Validation compares only the fields the options set, so a stream tuned by operators in other respects still
  * validates.
  */
 import { redactSecrets as redact } from "@cqbus/core/backend"
@@ -11,9 +11,14 @@ import type { NatsStreamOptions, ProvisioningStrategy, ResolvedConfig } from "..
 import { NatsError } from "../NatsError.ts"
 import { ApiCodes, causes, isNotFound, message } from "./errors.ts"
 
-/** The stream configuration the options ask for (only the fields they set). */
-export const streamConfig = (options: NatsStreamOptions & { readonly name: string; readonly subjects: ReadonlyArray<string> }): Partial<StreamConfig> & { name: string } => {
-  const config: Record<string, unknown> = { name: options.name, subjects: [...options.subjects] }
+/** Whether start-up creates streams under `strategy` (so the bus owns them and may change them). */
+export const provisions = (strategy: ProvisioningStrategy): boolean =>
+  strategy === "createOrUpdate" || strategy === "createOnly"
+
+/** The stream configuration the options ask for (only the fields they set; no subjects when none are given). */
+export const streamConfig = (options: NatsStreamOptions & { readonly name: string }): Partial<StreamConfig> & { name: string } => {
+  const config: Record<string, unknown> = { name: options.name }
+  if (options.subjects !== undefined) config.subjects = [...options.subjects]
   if (options.retention !== undefined) config.retention = options.retention
   if (options.storage !== undefined) config.storage = options.storage
   if (options.maxAge !== undefined) config.max_age = nanos(Duration.toMillis(options.maxAge))
@@ -57,10 +62,14 @@ const overlapping = async (jsm: JetStreamManager, name: string, subjects: Readon
   return [...found].map(([other, theirs]) => `${other} (subjects ${theirs.join(", ")})`)
 }
 
-/** A stream management failure as a `NatsError`, by nats.js's error codes; overlaps name the other stream. */
+/**
+ * A stream management failure as a `NatsError`, by nats.js's error codes; overlaps name the other stream and `option`,
+ * where the stream is configured (`stream`, `streams[1]`).
+ */
 const provisionError = async (
   jsm: JetStreamManager,
   want: Partial<StreamConfig> & { name: string },
+  option: string,
   cause: unknown
 ): Promise<NatsError> => {
   const api = causes(cause).find((e): e is JetStreamApiError => e instanceof JetStreamApiError)
@@ -73,7 +82,7 @@ const provisionError = async (
       code: api.code,
       message: `cannot provision stream ${want.name}: its subjects ${subjects.join(", ")} overlap with ${
         others.length === 0 ? "an existing stream" : `the existing stream ${others.join(", stream ")}`
-      }; set stream.name to that stream to use it, or stream.subjects to subjects no other stream captures`
+      }; set ${option}.name to that stream to use it (or read it through streams with provisioning "validateOnly"), or ${option}.subjects to subjects no other stream captures`
     })
   }
   return new NatsError({
@@ -84,15 +93,20 @@ const provisionError = async (
   })
 }
 
-/** Creates, updates or validates one stream according to the strategy. */
+/**
+ * Creates, updates or validates one stream according to the strategy; answers the subjects the stream has on the
+ * server afterwards (`undefined` under `"skip"`, which asks nothing). `option` says where the stream is configured,
+ * for the errors.
+ */
 export const provisionStream = (
   jsm: JetStreamManager,
   want: Partial<StreamConfig> & { name: string },
-  strategy: ProvisioningStrategy
-): Effect.Effect<void, NatsError> =>
+  strategy: ProvisioningStrategy,
+  option = "stream"
+): Effect.Effect<ReadonlyArray<string> | undefined, NatsError> =>
   Effect.tryPromise({
-    try: async () => {
-      if (strategy === "skip") return
+    try: async (): Promise<ReadonlyArray<string> | NatsError | undefined> => {
+      if (strategy === "skip") return undefined
       try {
         let have: StreamConfig | undefined
         try {
@@ -108,11 +122,10 @@ export const provisionStream = (
               message: `stream ${want.name} does not exist (provisioning: validateOnly)`
             })
           }
-          await jsm.streams.add(want)
-          return
+          return (await jsm.streams.add(want)).config.subjects ?? []
         }
         const diff = differences(have, want)
-        if (diff.length === 0 || strategy === "createOnly") return
+        if (diff.length === 0 || strategy === "createOnly") return have.subjects ?? []
         if (strategy === "validateOnly") {
           return new NatsError({
             reason: "Provision",
@@ -120,19 +133,34 @@ export const provisionStream = (
             message: `stream ${want.name} differs from the configuration (provisioning: validateOnly): ${diff.join("; ")}`
           })
         }
-        await jsm.streams.update(want.name, { ...have, ...want })
+        return (await jsm.streams.update(want.name, { ...have, ...want })).config.subjects ?? []
       } catch (cause) {
-        return await provisionError(jsm, want, cause)
+        return await provisionError(jsm, want, option, cause)
       }
     },
     // Only a defect of the code above lands here; every management failure was turned into a `NatsError` already.
     catch: (cause) => new NatsError({ reason: "Provision", stream: want.name, message: redact(message(cause)) })
-  }).pipe(Effect.flatMap((error) => error === undefined ? Effect.void : Effect.fail(error)))
+  }).pipe(Effect.flatMap((result) => result instanceof NatsError ? Effect.fail(result) : Effect.succeed(result)))
 
-/** The bus's three streams: events under the strategy; dead letters and heartbeat probes created when missing. */
-export const provisionStreams = (jsm: JetStreamManager, resolved: ResolvedConfig): Effect.Effect<void, NatsError> =>
+/**
+ * The bus's streams: the main one and each of `streams` under its strategy, dead letters and heartbeat probes created
+ * when missing. Answers the subjects each event stream has on the server, by name, for routing (a `"validateOnly"`
+ * stream configured without subjects is known by them; a stream under `"skip"` is missing: nothing was asked).
+ */
+export const provisionStreams = (
+  jsm: JetStreamManager,
+  resolved: ResolvedConfig
+): Effect.Effect<ReadonlyMap<string, ReadonlyArray<string>>, NatsError> =>
   Effect.gen(function*() {
-    yield* provisionStream(jsm, streamConfig(resolved.stream), resolved.provisioning)
+    const subjects = new Map<string, ReadonlyArray<string>>()
+    const streams = [
+      { option: "stream", options: resolved.stream, strategy: resolved.provisioning },
+      ...resolved.streams.map((options, i) => ({ option: `streams[${i}]`, options, strategy: options.provisioning }))
+    ]
+    for (const { option, options, strategy } of streams) {
+      const found = yield* provisionStream(jsm, streamConfig(options), strategy, option)
+      if (found !== undefined) subjects.set(options.name, found)
+    }
     if (resolved.provisioning !== "skip") {
       yield* provisionStream(
         jsm,
@@ -146,7 +174,7 @@ export const provisionStreams = (jsm: JetStreamManager, resolved: ResolvedConfig
         resolved.provisioning === "validateOnly" ? "validateOnly" : "createOnly"
       )
     }
-    if (resolved.provisioning === "createOrUpdate" || resolved.provisioning === "createOnly") {
+    if (provisions(resolved.provisioning)) {
       // Probes are worth something for seconds: memory storage, a short age and a small cap keep them cheap.
       yield* provisionStream(
         jsm,
@@ -163,4 +191,5 @@ export const provisionStreams = (jsm: JetStreamManager, resolved: ResolvedConfig
         "createOnly"
       )
     }
+    return subjects
   })

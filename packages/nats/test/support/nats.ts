@@ -9,7 +9,9 @@ import {
   type NatsServerOptions,
   type NatsServerShape as TestServer
 } from "@cqbus/testkit/nats-server"
-import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream"
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import type { NatsConnection } from "@nats-io/nats-core"
+import { connect } from "@nats-io/transport-node"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 
 export type { TestServer }
@@ -35,6 +37,20 @@ export const bus = (config: NatsEventBusConfig): Effect.Effect<Bus, Error, Scope
     transport: Context.get(context, Transport.Transport),
     nats: Context.get(context, NatsTransport.NatsTransport)
   }))
+
+/** A plain nats.js connection and its JetStream manager ("someone else", an operator), closed with the test's scope. */
+export const admin = (
+  url: string,
+  options: { readonly user?: string; readonly pass?: string } = {}
+): Effect.Effect<{ readonly nc: NatsConnection; readonly jsm: JetStreamManager }, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const nc = yield* Effect.acquireRelease(
+      Effect.promise(() => connect({ servers: url, ...options })),
+      (nc: NatsConnection) => Effect.promise(() => nc.close())
+    )
+    const jsm = yield* Effect.promise(() => jetstreamManager(nc))
+    return { nc, jsm }
+  })
 
 /** Runs `body` in a scope of its own, which the test closes when it wants (a subscriber "process" going away). */
 export const inScope = <A, E, R>(
