@@ -106,6 +106,20 @@ test("nats ephemeral: a topic switched to persistent at run time is retained for
     assert.equal(yield* b.topics.remove(LIVE), false)
   })))
 
+test("nats ephemeral: a topic added to the stream at run time survives another instance's start-up", { timeout: 60_000 }, () =>
+  run(Effect.gen(function*() {
+    const nats = yield* server()
+    const first = yield* bus({ servers: nats.url, source: "eph" })
+    yield* first.bus.topics.configure(LIVE, "persistent")
+    // A second instance of the service starts with the configured subjects (createOrUpdate): the stream keeps the topic.
+    const second = yield* bus({ servers: nats.url, source: "eph" })
+    const jsm = yield* Effect.promise(() => jetstreamManager(second.nats.connection))
+    const subjects = (yield* Effect.promise(() => jsm.streams.info(second.nats.stream))).config.subjects
+    assert.deepEqual([...subjects].sort(), ["cqc.events.v1.>", LIVE].sort())
+    const ack = yield* first.bus.publish(Live, { assetId: "kept", symbol: "X" })
+    assert.equal(ack.stream, "CQC_EVENTS")
+  })))
+
 test("nats ephemeral: a topic a stream captures cannot be ephemeral; names are checked like validateTopic", { timeout: 60_000 }, () =>
   run(Effect.gen(function*() {
     const nats = yield* server()

@@ -124,7 +124,12 @@ export const provisionStream = (
           }
           return (await jsm.streams.add(want)).config.subjects ?? []
         }
-        const diff = differences(have, want)
+        // Subjects only grow: a topic configured persistent at run time (`bus.topics`, here or in another instance of
+        // the service) is added to the stream, and a restart with the configured subjects must not take it away again
+        // (its publishes would fail `NoStream`). So the configured subjects must be among the stream's, not equal them.
+        const subjects = want.subjects === undefined ? undefined : [...new Set([...(have.subjects ?? []), ...want.subjects])]
+        const wanted = subjects === undefined ? want : { ...want, subjects }
+        const diff = differences(have, wanted)
         if (diff.length === 0 || strategy === "createOnly") return have.subjects ?? []
         if (strategy === "validateOnly") {
           return new NatsError({
@@ -133,7 +138,7 @@ export const provisionStream = (
             message: `stream ${want.name} differs from the configuration (provisioning: validateOnly): ${diff.join("; ")}`
           })
         }
-        return (await jsm.streams.update(want.name, { ...have, ...want })).config.subjects ?? []
+        return (await jsm.streams.update(want.name, { ...have, ...wanted })).config.subjects ?? []
       } catch (cause) {
         return await provisionError(jsm, want, option, cause)
       }
