@@ -57,7 +57,8 @@ export interface NatsStreamConfig extends NatsStreamOptions {
 
 /**
  * What start-up does to a stream (the bus's `provisioning`, or a stream's own in `streams`): `"createOrUpdate"`
- * (default) creates it or brings its configuration to the options; `"createOnly"` creates it when missing and
+ * (default) creates it or brings its configuration to the options (subjects only grow: the configured ones are added,
+ * others the stream has are kept, such as topics added at run time); `"createOnly"` creates it when missing and
  * otherwise leaves it alone; `"validateOnly"` changes nothing and fails with the differences; `"skip"` makes no
  * management call at all. A subscription's group (durable consumer), whatever stream it reads, follows the bus's
  * strategy when it exists with other settings: updated (`"createOrUpdate"`), refused with a
