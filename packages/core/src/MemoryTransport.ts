@@ -13,6 +13,7 @@
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { makeMemoryDeadLetters } from "./internal/memoryDeadLetters.ts"
 import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
@@ -168,7 +169,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       stream: options.stream ?? "memory"
     })
     const consumers = new Map<string, Consumer>()
-    const deadLetters: Array<DeadLetter> = []
+    const deadLetters = makeMemoryDeadLetters()
     let closed = false
     let ephemeralIds = 0
 
@@ -322,7 +323,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
           requeue(consumer, entry)
           return
         case "DeadLetter":
-          deadLetters.push({
+          deadLetters.add({
             subject: entry.topic,
             body: entry.body,
             headers: entry.headers,
@@ -501,7 +502,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       check: Effect.suspend(() =>
         closed ? Effect.fail(new HealthError({ component: "transport", message: "the memory transport is closed" })) : Effect.void
       ),
-      deadLetters: Effect.sync(() => deadLetters.slice()),
+      deadLetters: Effect.sync(deadLetters.all),
+      deadLetterStore: deadLetters.store,
       // Live consumers only (at least one member): a durable group nobody consumes right now is not this process's
       // backlog. The clock is read so `pending` leaves out what `maxAge` has expired, as a publish would.
       consumers: Effect.clockWith((clock) =>
