@@ -24,6 +24,8 @@ export const HeaderNames: {
   readonly correlationId: "ce-correlationid"
   readonly traceparent: "traceparent"
   readonly tracestate: "tracestate"
+  readonly replayCount: "cqbus-replay-count"
+  readonly replayGroup: "cqbus-replay-group"
 } = {
   specVersion: "ce-specversion",
   id: "ce-id",
@@ -36,7 +38,14 @@ export const HeaderNames: {
   /** The CloudEvents correlation extension. */
   correlationId: "ce-correlationid",
   traceparent: "traceparent",
-  tracestate: "tracestate"
+  tracestate: "tracestate",
+  /** How many times the event was replayed from the dead letters (`DeadLetters.replay`); absent on the first publish. */
+  replayCount: "cqbus-replay-count",
+  /**
+   * The one group a replayed event is meant for: every other subscription (another group, or none) acknowledges it
+   * without running its handler.
+   */
+  replayGroup: "cqbus-replay-group"
 }
 
 /**

@@ -291,3 +291,28 @@ export const errorMessage = (error: unknown): string => {
     return String(error)
   }
 }
+
+/**
+ * Why a dead-letter operation failed: `Unsupported`, the backend has no dead-letter store (or, on NATS, JetStream is
+ * not enabled); `NotFound`, no record has the id; `InvalidQuery`, a filter, limit, id or cursor is malformed;
+ * `Transport`, the broker could not be asked.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type DeadLetterErrorReason = "Unsupported" | "NotFound" | "InvalidQuery" | "Transport"
+
+/**
+ * A dead-letter operation (`DeadLetters`: list, get, replay, purge) failed; nothing was changed unless `reason` is
+ * `Transport` in the middle of a purge or replay (then what was done before is done).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeadLetterError extends TaggedErrorBase<{
+  readonly reason: DeadLetterErrorReason
+  readonly message: string
+  readonly cause?: unknown
+}> {
+  readonly _tag = "DeadLetterError"
+}

@@ -17,6 +17,7 @@
  */
 import { Context, Duration, Effect, Fiber, FiberSet, Latch, Layer, type Scope } from "effect"
 import { type ConfigError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import { makeMemoryDeadLetters } from "./internal/memoryDeadLetters.ts"
 import { deadLetterOf, INTERRUPTED, liveEntry, refusal, unprocessed } from "./internal/memoryLive.ts"
 import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
 import { makeMemoryTopics } from "./internal/memoryTopics.ts"
@@ -205,7 +206,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
     })
     const topics = makeMemoryTopics(options.persistence ?? "persistent", options.stream ?? "memory")
     const consumers = new Map<string, Consumer>()
-    const deadLetters: Array<DeadLetter> = []
+    const deadLetters = makeMemoryDeadLetters()
     let closed = false
     let ephemeralIds = 0
     let liveIds = 0
@@ -379,7 +380,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       deliveryCount: number,
       now: number
     ): void => {
-      deadLetters.push({
+      deadLetters.add({
         subject: entry.topic,
         body: entry.body,
         headers: entry.headers,
@@ -636,7 +637,8 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       check: Effect.suspend(() =>
         closed ? Effect.fail(new HealthError({ component: "transport", message: "the memory transport is closed" })) : Effect.void
       ),
-      deadLetters: Effect.sync(() => deadLetters.slice()),
+      deadLetters: Effect.sync(deadLetters.all),
+      deadLetterStore: deadLetters.store,
       // Live consumers only (at least one member): a durable group nobody consumes right now is not this process's
       // backlog. The clock is read so `pending` leaves out what `maxAge` has expired, as a publish would.
       consumers: Effect.clockWith((clock) =>

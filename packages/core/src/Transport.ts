@@ -15,7 +15,7 @@
  */
 import type { Duration, Effect, Scope, Stream } from "effect"
 import { Context } from "effect"
-import type { HealthError, PublishError, SubscribeError } from "./Errors.ts"
+import type { DeadLetterError, HealthError, PublishError, SubscribeError } from "./Errors.ts"
 import type { TopicRegistry } from "./TopicConfig.ts"
 
 /**
@@ -356,6 +356,12 @@ export interface TransportShape {
    * without it stores every topic.
    */
   readonly topics?: TopicRegistry
+  /**
+   * Dead-letter administration (capability): list with filters and paging, read one record, remove records by id,
+   * purge by filter, without ever reading the whole store at once. `DeadLetters` (core) builds listing, inspection,
+   * replay and purge on it the same way for every backend.
+   */
+  readonly deadLetterStore?: DeadLetterStore
 }
 
 // An explicitly typed key instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
@@ -372,3 +378,92 @@ const TransportKey: Context.ServiceClass<Transport, "@cqbus/core/Transport", Tra
  * @category services
  */
 export class Transport extends TransportKey {}
+
+/**
+ * Which dead letters an operation concerns: every field given must match, an absent field matches anything.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterFilter {
+  /** The original topic, or a pattern of topics (`*`, `>`). */
+  readonly topic?: string
+  /** The group that dead-lettered the message. */
+  readonly group?: string
+  /** The tag of the error that dead-lettered it (`"Reject"`, `"DecodeError"`, `"MaxDeliverExceeded"`, ...). */
+  readonly errorTag?: string
+  /** A piece of the reason, compared without regard to case. */
+  readonly reasonContains?: string
+  /** Dead-lettered at or after this time. */
+  readonly from?: Date
+  /** Dead-lettered before this time. */
+  readonly to?: Date
+}
+
+/**
+ * One page request of `DeadLetterStore.list`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterQuery extends DeadLetterFilter {
+  /** The most records on the page. */
+  readonly limit: number
+  /** Where the page starts: the `next` of the previous page; absent for the first page. */
+  readonly cursor?: string
+}
+
+/**
+ * A dead letter as the store holds it: the record and its id.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterEntry extends DeadLetter {
+  /**
+   * The record's id in the store, a decimal string: its sequence in the dead-letter stream (NATS), its position in
+   * the memory store. Ids grow in the order records were stored and are never reused.
+   */
+  readonly id: string
+  /** The stream that held the original message, where known. */
+  readonly stream?: string
+  /**
+   * Set when the record was stored without the original body and headers (they did not fit): what was left out. Such
+   * a record cannot be replayed from the store.
+   */
+  readonly omitted?: string
+}
+
+/**
+ * A page of dead letters, oldest first.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterPage {
+  readonly items: ReadonlyArray<DeadLetterEntry>
+  /**
+   * Where the next page starts (pass it as `cursor`). Absent: nothing after this page matches. Present: there may be
+   * more; a page may even be empty, since one page examines a bounded number of records.
+   */
+  readonly next?: string
+}
+
+/**
+ * The dead-letter administration capability of a transport. `list` reads a bounded number of records per call (paging
+ * by id); nothing reads the whole store at once. Failures are `DeadLetterError`s (`InvalidQuery` for a malformed id
+ * or cursor, `Transport` when the broker cannot be asked).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterStore {
+  /** One page of the records matching the query, oldest first, at most `limit` of them. */
+  readonly list: (query: DeadLetterQuery) => Effect.Effect<DeadLetterPage, DeadLetterError>
+  /** One record by id; `undefined` when there is none. */
+  readonly get: (id: string) => Effect.Effect<DeadLetterEntry | undefined, DeadLetterError>
+  /** Removes records by id; the count removed (unknown ids are not counted). */
+  readonly remove: (ids: ReadonlyArray<string>) => Effect.Effect<number, DeadLetterError>
+  /** Removes every record the filter matches; the count removed. */
+  readonly purge: (filter: DeadLetterFilter) => Effect.Effect<number, DeadLetterError>
+}

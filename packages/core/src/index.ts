@@ -9,9 +9,21 @@
 export * as Backlog from "./Backlog.ts"
 export type { BacklogChange, BacklogLevel, BacklogShape, BacklogState } from "./Backlog.ts"
 export * as Backoff from "./Backoff.ts"
+export * as DeadLetters from "./DeadLetters.ts"
+export type {
+  DeadLetterRecord,
+  DeadLettersOptions,
+  DeadLettersShape,
+  DecodedBody,
+  ListOptions as DeadLetterListOptions,
+  ReplayOptions as DeadLetterReplayOptions,
+  ReplayResult as DeadLetterReplayResult
+} from "./DeadLetters.ts"
 export { HeaderNames, newEventId, PROTOBUF_CONTENT_TYPE } from "./Envelope.ts"
 export {
   ConfigError,
+  DeadLetterError,
+  type DeadLetterErrorReason,
   DecodeError,
   HandlerTimeout,
   HealthError,
@@ -59,6 +71,11 @@ export type {
   ConnectionState,
   ConsumerLag,
   DeadLetter,
+  DeadLetterEntry,
+  DeadLetterFilter,
+  DeadLetterPage,
+  DeadLetterQuery,
+  DeadLetterStore,
   DeliverPolicy,
   Headers,
   Outcome,

@@ -11,7 +11,7 @@
  */
 import { type EventBus, type Transport } from "@cqbus/core"
 import { errorMessage, Options, redactDeep } from "@cqbus/core/backend"
-import { Context, Duration, Effect, Exit, Redacted } from "effect"
+import { type Context, Duration, Effect, Exit, Redacted } from "effect"
 import { Hono } from "hono"
 import type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
 import {
@@ -24,6 +24,7 @@ import {
   heartbeatCheck,
   type NamedCheck
 } from "./internal/checks.ts"
+import { runnerOf } from "./internal/runner.ts"
 
 /**
  * A health response (`application/health+json`).
@@ -273,11 +274,3 @@ export const healthRouter = <R = never>(options: HealthRouterOptions<R>): Hono =
         }
       }))
 }
-
-/** Normalises the runtime option to one `runPromise`. */
-const runnerOf = <R>(
-  runtime: HealthRuntime<R>
-): <A, E>(effect: Effect.Effect<A, E, R>, options?: Effect.RunOptions) => Promise<A> =>
-  Context.isContext(runtime)
-    ? Effect.runPromiseWith(runtime as Context.Context<R>)
-    : (effect, options) => runtime.runPromise(effect, options)

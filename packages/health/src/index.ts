@@ -5,6 +5,7 @@
  *
  * @module
  */
+export { deadLetterRouter, type DeadLetterRouterOptions } from "./DeadLetterRouter.ts"
 export type { CheckResult, HealthCheck, HealthStatus, Observation } from "./HealthCheck.ts"
 export {
   HEALTH_CONTENT_TYPE,

@@ -21,6 +21,7 @@ import { Context, Duration, Effect, Layer, type Scope, SubscriptionRef } from "e
 import { Acker } from "./internal/acks.ts"
 import { setUpConsumer } from "./internal/consumerSetup.ts"
 import { startCoreConsumer } from "./internal/coreConsumer.ts"
+import * as DeadLetterStore from "./internal/deadLetterStore.ts"
 import { DeadLetterWriter, readDeadLetters } from "./internal/deadLetters.ts"
 import {
   isJetStreamDisabled,
@@ -346,6 +347,9 @@ export const make = (
 
     // Without JetStream no dead letter can be stored (each is a warning line), so there are none to read.
     const deadLetters = jetStream ? readDeadLetters(jsm, js, resolved.deadLetterStream) : undefined
+    const deadLetterStore = jetStream
+      ? DeadLetterStore.make(jsm, resolved.deadLetterStream, resolved.deadLetterPrefix)
+      : undefined
 
     const connection = { get: SubscriptionRef.get(state), changes: SubscriptionRef.changes(state), events: managed.events }
 
@@ -406,7 +410,8 @@ export const make = (
       consumers,
       draining,
       publishing: Effect.sync(publisher.depth),
-      topics: topics.registry
+      topics: topics.registry,
+      ...(deadLetterStore === undefined ? {} : { deadLetterStore })
     }
     return {
       transport,

@@ -9,6 +9,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf"
 import {
   Backoff,
+  DeadLetterError,
+  DeadLetters,
   defineEvent,
   type Delivery,
   EventBus,
@@ -21,7 +23,7 @@ import {
   Transport,
   validateTopic
 } from "@cqbus/core"
-import { Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Result, Scope } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Result, Scope } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import type { WaitTimeout } from "./Errors.ts"
@@ -58,6 +60,11 @@ export interface Features {
    * delivers to the live subscribers only, at most once. Absent means supported.
    */
   readonly ephemeral?: true | string
+  /**
+   * Dead-letter administration: the `deadLetterStore` capability (list with filters and paging, get, replay, purge
+   * through `DeadLetters`). Absent means supported.
+   */
+  readonly deadLetterAdmin?: true | string
 }
 
 /**
@@ -1149,6 +1156,8 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
       assert.deepEqual(seen, all, "the group resumes after its last acknowledged event")
       assert.deepEqual(late, all, "every event stored before the restart is still there")
     }))
+
+  deadLetterAdminCases(define)
 }
 
 /**
@@ -1236,3 +1245,169 @@ const waitForLetters = (
     }
     return yield* Effect.fail(new Error(`timed out waiting for ${count} dead letters`))
   })
+
+/** How a case is registered (the `define` of `conformance`). */
+type Define<R> = (name: string, needs: ReadonlyArray<Need>, body: Case<R>) => void
+
+/** The `DeadLetters` service over the case's transport, decoding the test events. */
+const deadLettersOf = Effect.gen(function*() {
+  return DeadLetters.make(yield* Transport.Transport, { events: [AssetCreatedEvent, PriceUpdatedEvent] })
+})
+
+/** Every record a filter matches, read page by page with `limit`; checks each page's size and the order of ids. */
+const allPages = (deadLetters: DeadLetters.DeadLettersShape, filter: DeadLetters.DeadLetterFilter, limit: number) =>
+  Effect.gen(function*() {
+    const ids: Array<string> = []
+    let cursor: string | undefined
+    for (let pages = 1;; pages++) {
+      const page = yield* deadLetters.list({ ...filter, limit, ...(cursor === undefined ? {} : { cursor }) })
+      assert.ok(page.items.length <= limit, `page ${pages} holds at most ${limit} records`)
+      ids.push(...page.items.map((item) => item.id))
+      if (page.next === undefined) return ids
+      assert.ok(pages < 100, "paging ends")
+      cursor = page.next
+    }
+  })
+
+/** The dead-letter administration cases (`DeadLetters` over the `deadLetterStore` capability). */
+const deadLetterAdminCases = <R>(define: Define<R>): void => {
+  const asset = AssetCreatedEvent.topic
+  const price = PriceUpdatedEvent.topic
+
+  /**
+   * Dead letters of two topics, two groups and three error tags: assets "x-i" rejected by group "dla-assets"
+   * (`Reject`), assets "y-i" failing there with a plain `Error` on their only delivery, prices rejected by group
+   * "dla-prices". Returns once all `xs + ys + prices` are stored.
+   */
+  const poison = (xs: number, ys: number, prices: number, pass: CaseContext<never>["pass"], from = 0) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      if (from === 0) {
+        yield* bus.subscribe(AssetCreatedEvent, (e) =>
+          e.assetId.startsWith("x")
+            ? Effect.fail(new Reject({ reason: `asset ${e.assetId.toUpperCase()} is blocked` }))
+            : Effect.fail(new Error(`cannot store asset ${e.assetId}`)), { group: "dla-assets", maxDeliver: 1, ...fast })
+        yield* bus.subscribe(PriceUpdatedEvent, () => Effect.fail(new Reject({ reason: "stale price" })), {
+          group: "dla-prices",
+          ...fast
+        })
+      }
+      const before = (yield* readDeadLetters).length
+      for (let i = from; i < from + xs; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `x-${i}` })
+      for (let i = from; i < from + ys; i++) yield* bus.publish(AssetCreatedEvent, { assetId: `y-${i}` })
+      for (let i = from; i < from + prices; i++) yield* bus.publish(PriceUpdatedEvent, { assetId: `p-${i}`, price: "1" })
+      yield* waitForLetters(before + xs + ys + prices, pass)
+    })
+
+  define("dead letters: list filters by topic, group, error tag, reason and time, and pages by cursor", ["deadLetters", "deadLetterAdmin"], ({ pass }) =>
+    Effect.gen(function*() {
+      const deadLetters = yield* deadLettersOf
+      yield* poison(3, 2, 2, pass)
+      yield* pass(50)
+      const middle = new Date(yield* Clock.currentTimeMillis)
+      yield* pass(50)
+      yield* poison(2, 0, 1, pass, 10)
+      const count = (filter: DeadLetters.DeadLetterFilter) => Effect.map(deadLetters.list({ ...filter, limit: 1000 }), (p) => p.items.length)
+      const everything = yield* deadLetters.list({ limit: 1000 })
+      assert.equal(everything.items.length, 10)
+      assert.equal(everything.next, undefined, "nothing after the last page")
+      assert.equal(yield* count({ topic: asset }), 7, "by topic")
+      assert.equal(yield* count({ topic: "cqc.events.v1.*" }), 10, "by pattern")
+      assert.equal(yield* count({ topic: asset, errorTag: "Reject" }), 5, "by topic and error tag")
+      assert.equal(yield* count({ errorTag: "Error" }), 2, "by error tag")
+      assert.equal(yield* count({ group: "dla-prices" }), 3, "by group")
+      assert.equal(yield* count({ reasonContains: "x-1 IS" }), 1, "by a piece of the reason, whatever its case")
+      assert.equal(yield* count({ from: middle }), 3, "dead-lettered at or after a time")
+      assert.equal(yield* count({ to: middle }), 7, "dead-lettered before a time")
+      assert.equal(yield* count({ topic: asset, from: middle, errorTag: "Reject" }), 2, "fields combine")
+
+      const paged = yield* allPages(deadLetters, { topic: asset }, 2)
+      const unpaged = (yield* deadLetters.list({ topic: asset, limit: 1000 })).items.map((item) => item.id)
+      assert.deepEqual(paged, unpaged, "pages of 2 hold the same records in the same order")
+      assert.deepEqual([...paged].sort((a, b) => Number(a) - Number(b)), paged, "oldest first")
+      assert.equal(new Set(paged).size, 7)
+
+      const first = everything.items[0]!
+      const record = yield* deadLetters.get(first.id)
+      assert.equal(record.subject, asset)
+      assert.equal(record.group, "dla-assets")
+      assert.equal(record.errorTag, "Reject")
+      assert.equal(record.headers["ce-type"], "cqc.events.v1.AssetCreated")
+      assert.ok(record.headers["ce-id"], "the original headers are kept")
+      assert.ok(record.decoded !== undefined && "json" in record.decoded, "a registered type is decoded")
+      assert.deepEqual(record.decoded.json, { assetId: "x-0" })
+      const missing = yield* Effect.flip(deadLetters.get("999999"))
+      assert.ok(missing instanceof DeadLetterError && missing.reason === "NotFound", String(missing))
+      const badCursor = yield* Effect.flip(deadLetters.list({ cursor: "not-a-cursor" }))
+      assert.equal(badCursor.reason, "InvalidQuery")
+      const badLimit = yield* Effect.flip(deadLetters.list({ limit: 0 }))
+      assert.equal(badLimit.reason, "InvalidQuery")
+      assert.match(badLimit.message, /list\.limit/)
+    }))
+
+  define("dead letters: a replay reaches the group that dead-lettered it once, with its event id and a replay count", ["deadLetters", "deadLetterAdmin", "dedupe"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const deadLetters = yield* deadLettersOf
+      let broken = true
+      const fixedSeen: Array<{ readonly id: string; readonly count: string | undefined }> = []
+      const otherSeen: Array<{ readonly id: string; readonly count: string | undefined }> = []
+      const ungrouped: Array<string> = []
+      yield* bus.subscribe(AssetCreatedEvent, (_e, d) =>
+        broken
+          ? Effect.fail(new Reject({ reason: "bug in the handler" }))
+          : Effect.sync(() => fixedSeen.push({ id: d.eventId, count: d.header("cqbus-replay-count") })), { group: "dla-fixed", ...fast })
+      yield* bus.subscribe(AssetCreatedEvent, (_e, d) =>
+        Effect.sync(() => otherSeen.push({ id: d.eventId, count: d.header("cqbus-replay-count") })), { group: "dla-other", ...fast })
+      yield* bus.subscribe(AssetCreatedEvent, (_e, d) => Effect.sync(() => ungrouped.push(d.eventId)))
+      yield* bus.publish(AssetCreatedEvent, { assetId: "poisoned" }, { eventId: "evt-poisoned" })
+      yield* waitForLetters(1, pass)
+      yield* wait(() => otherSeen.length === 1 && ungrouped.length === 1, "the other group and the ungrouped subscription handle it")
+      const page = yield* deadLetters.list({ topic: asset, errorTag: "Reject", limit: 10 })
+      assert.equal(page.items.length, 1, "the poisoned event is listed by its topic and error tag")
+      const id = page.items[0]!.id
+
+      broken = false
+      const result = yield* deadLetters.replay([id])
+      assert.deepEqual(result, { replayed: 1, duplicates: 0, removed: 0, failures: [], more: false })
+      yield* wait(() => fixedSeen.length === 1, "the fixed group handles the replay")
+      yield* pass(200)
+      assert.deepEqual(fixedSeen, [{ id: "evt-poisoned", count: "1" }], "once, with its event id and replay count 1")
+      assert.equal(otherSeen.length, 1, "the other group does not handle it again")
+      assert.equal(ungrouped.length, 1, "nor does the ungrouped subscription")
+
+      const again = yield* deadLetters.replay([id])
+      assert.equal(again.duplicates, 1, "replaying the same record to the same group again is dropped as a duplicate")
+      yield* pass(200)
+      assert.equal(fixedSeen.length, 1)
+
+      const toOther = yield* deadLetters.replay({ topic: asset, group: "dla-fixed" }, { group: "dla-other", remove: true })
+      assert.deepEqual(toOther, { replayed: 1, duplicates: 0, removed: 1, failures: [], more: false })
+      yield* wait(() => otherSeen.length === 2, "the group named by the replay handles it")
+      yield* pass(200)
+      assert.deepEqual(otherSeen[1], { id: "evt-poisoned", count: "1" })
+      assert.equal(fixedSeen.length, 1, "the group that dead-lettered it is not addressed this time")
+      assert.equal((yield* deadLetters.list({})).items.length, 0, "the replayed record was removed")
+      const unknown = yield* deadLetters.replay(["424242"])
+      assert.equal(unknown.failures.length, 1)
+      assert.match(unknown.failures[0]!.message, /no dead letter/)
+    }))
+
+  define("dead letters: purge by filter removes only the matching records and returns the count", ["deadLetters", "deadLetterAdmin"], ({ pass }) =>
+    Effect.gen(function*() {
+      const deadLetters = yield* deadLettersOf
+      yield* poison(3, 1, 2, pass)
+      const remaining = () => Effect.map(deadLetters.list({ limit: 1000 }), (p) => p.items.map((i) => i.reason))
+      assert.equal(yield* deadLetters.purge({ topic: price }), 2, "by topic")
+      assert.equal(yield* deadLetters.purge({ topic: price }), 0, "nothing left to purge there")
+      assert.equal(yield* deadLetters.purge({ errorTag: "Reject", reasonContains: "X-1" }), 1, "by error tag and reason")
+      const left = yield* remaining()
+      assert.equal(left.length, 3, left.join("; "))
+      assert.ok(/X-0/.test(left[0]!) && /X-2/.test(left[1]!) && /y-0/.test(left[2]!), `only the matching record went: ${left.join("; ")}`)
+      assert.equal(yield* deadLetters.purge({ group: "dla-assets", errorTag: "Error" }), 1)
+      assert.equal(yield* deadLetters.purge({}), 2, "everything")
+      assert.deepEqual(yield* remaining(), [])
+      const bad = yield* Effect.flip(deadLetters.purge({ topic: "bad topic" }))
+      assert.equal(bad.reason, "InvalidQuery")
+    }))
+}

@@ -265,13 +265,19 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
   const undecodable = (error: DecodeError, message: IncomingMessage): Effect.Effect<Outcome> =>
     withoutRun(message, deadLetterOf(error, message), "DecodeError", error, error.message)
 
-  // What every delivery goes through before its handler runs: past `maxDeliver`, undecodable or without its ordering
-  // key, it is settled here and the handler never sees it; otherwise `run` gets the event. A continuation rather than a
-  // returned pair: this runs once per delivery, and the pair would be one more allocation each time.
+  // What every delivery goes through before its handler runs: addressed to another group by a dead-letter replay,
+  // past `maxDeliver`, undecodable or without its ordering key, it is settled here and the handler never sees it;
+  // otherwise `run` gets the event. A continuation rather than a returned pair: this runs once per delivery, and the
+  // pair would be one more allocation each time.
   const prepared = (
     message: IncomingMessage,
     run: (event: A, key: string | undefined, message: IncomingMessage) => Effect.Effect<Outcome>
   ): Effect.Effect<Outcome> => {
+    // A replay addressed to one group (`DeadLetters.replay`, header `cqbus-replay-group`) is acknowledged unseen by
+    // every other subscription of the topic: they processed the event the first time, and must not do it twice. Here,
+    // once, so every backend treats it alike (docs/operations.md, "Dead letters").
+    const target = readHeader(message, HeaderNames.replayGroup)
+    if (target !== undefined && target !== group) return ACKED
     const stop = overdue(message)
     if (stop !== undefined) return stop
     const decoded = config.decode(message, topic)

@@ -213,22 +213,32 @@ export const readDeadLetters = (
     const letters: Array<DeadLetter> = []
     for await (const msg of batch) {
       // The original lines of a record are copied byte for byte, so nats.js's decoder may refuse them.
-      const all = headerSourceOf(msg as unknown as Msg).headers
-      const original: Record<string, string> = {}
-      for (const name in all) if (!name.startsWith("cqbus-dlq-")) original[name] = all[name]!
-      const group = all[DeadLetterHeaders.group]
-      letters.push({
-        subject: all[DeadLetterHeaders.subject] ?? msg.subject,
-        body: msg.data,
-        headers: original as Headers,
-        reason: all[DeadLetterHeaders.reason] ?? "",
-        errorTag: all[DeadLetterHeaders.error] ?? "",
-        deliveryCount: Number(all[DeadLetterHeaders.deliveries] ?? 1),
-        sequence: all[DeadLetterHeaders.sequence] === undefined ? undefined : Number(all[DeadLetterHeaders.sequence]),
-        group,
-        deadLetteredAt: new Date(all[DeadLetterHeaders.time] ?? msg.time)
-      })
+      letters.push(letterOf(headerSourceOf(msg as unknown as Msg).headers, msg.subject, msg.data, msg.time))
       if (letters.length >= total) break
     }
     return letters
   })
+
+/**
+ * A stored dead-letter record as a `DeadLetter`: the `cqbus-dlq-*` facts read from its headers (`all`, the record's
+ * whole header block), and the original headers, which are the rest except `Nats-*` (the original's `Nats-*` lines
+ * are never copied into a record, so any there is the record's own, like its `Nats-Msg-Id`).
+ */
+export const letterOf = (all: Headers, subject: string, body: Uint8Array, storedAt: Date): DeadLetter => {
+  const original: Record<string, string> = {}
+  for (const name in all) {
+    if (!name.startsWith("cqbus-dlq-") && !name.startsWith("Nats-")) original[name] = all[name]!
+  }
+  const time = new Date(all[DeadLetterHeaders.time] ?? storedAt)
+  return {
+    subject: all[DeadLetterHeaders.subject] ?? subject,
+    body,
+    headers: original as Headers,
+    reason: all[DeadLetterHeaders.reason] ?? "",
+    errorTag: all[DeadLetterHeaders.error] ?? "",
+    deliveryCount: Number(all[DeadLetterHeaders.deliveries] ?? 1),
+    sequence: all[DeadLetterHeaders.sequence] === undefined ? undefined : Number(all[DeadLetterHeaders.sequence]),
+    group: all[DeadLetterHeaders.group],
+    deadLetteredAt: Number.isNaN(time.getTime()) ? storedAt : time
+  }
+}

@@ -3,7 +3,7 @@
  * error is classified by nats.js's own vocabulary (its error classes and JetStream API codes) and says whether
  * retrying can help.
  */
-import { HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
+import { DeadLetterError, HealthError, PublishError, type PublishErrorReason, SubscribeError } from "@cqbus/core"
 import { redactSecrets } from "@cqbus/core/backend"
 import { type ApiError, JetStreamApiError, JetStreamError } from "@nats-io/jetstream"
 import { errors } from "@nats-io/nats-core"
@@ -272,3 +272,23 @@ export const isNoResponders = (cause: unknown): boolean =>
     e instanceof errors.NoRespondersError || (e instanceof errors.RequestError && e.isNoResponders())
   )
 
+
+/**
+ * A failed dead-letter administration request (`what` says which: "list the dead letters of stream X"): the
+ * dead-letter stream missing (`Unsupported`: provisioning "skip", or it was deleted), anything else `Transport`.
+ */
+export const toDeadLetterError = (cause: unknown, what: string, stream: string): DeadLetterError =>
+  isNotFound(cause, ApiCodes.StreamNotFound)
+    ? new DeadLetterError({
+      reason: "Unsupported",
+      message: `cannot ${what}: the dead-letter stream ${stream} does not exist`,
+      cause
+    })
+    : new DeadLetterError({ reason: "Transport", message: `cannot ${what}: ${redactSecrets(message(cause))}`, cause })
+
+/**
+ * Whether a message request failed because the stream has no message at that sequence: "no message found" (10037),
+ * "sequence not found" (10043, deleted) or "stream store EOF" (10057, past the last one).
+ */
+export const isMissingMessage = (cause: unknown): boolean =>
+  causes(cause).some((e) => e instanceof JetStreamApiError && (e.code === 10037 || e.code === 10043 || e.code === 10057))

@@ -256,6 +256,10 @@ export class HeaderBlock {
         while (end > i && (data[end - 1] === 32 || data[end - 1] === 9)) end--
         return data.utf8Slice(i, end)
       }
+      // Absent in every ASCII case: the answer without decoding the block (the bus asks for `cqbus-replay-group` on
+      // every delivery, and it is almost never there). Only for a name without "k": U+212A KELVIN SIGN lower-cases to
+      // "k", so only the decoded path sees such a spelling; every other non-ASCII character stays non-ASCII.
+      if (at < 0 && !name.includes("k") && !namedLine(data, this.#length, name)) return undefined
     }
     const text = this.#decoded
     // cqbus writes lower-case names, so the exact name usually matches; other spellings need the lower-cased copy.
@@ -332,6 +336,25 @@ const earlierBytes = (data: Uint8Array & Required<BufferLike>, name: string, at:
     let k = 0
     while (k < name.length && fold(data[i + 2 + k]!) === name.charCodeAt(k)) k++
     if (k === name.length) return true
+  }
+  return false
+}
+
+/**
+ * Whether a header line of the block (`data[0, length)`, up to its empty line) names `name` in any ASCII case: one pass
+ * over the bytes, no native call per line (this answers "absent" for a header asked for on every delivery).
+ */
+const namedLine = (data: Uint8Array, length: number, name: string): boolean => {
+  const n = name.length
+  const first = name.charCodeAt(0)
+  for (let i = 0; i + n + 2 < length; i++) {
+    if (data[i] !== 13 || data[i + 1] !== 10) continue
+    const start = i + 2
+    if (data[start] === 13) return false // the empty line that ends the block
+    if (fold(data[start]!) !== first || data[start + n] !== 58) continue
+    let k = 1
+    while (k < n && fold(data[start + k]!) === name.charCodeAt(k)) k++
+    if (k === n) return true
   }
   return false
 }
