@@ -47,9 +47,13 @@ export const make = (options: {
     persistence === "auto" ? (jetStream ? "persistent" : "ephemeral") : persistence
   const fallback = resolve(options.persistence)
   const topics = new Map<string, Stored>()
+  /** Unconfigured topics under an ephemeral default: whether each is ephemeral (see `defaultEphemeral`). */
+  const byDefault = new Map<string, boolean>()
   /** Configured topics whose persistence differs from the default: when there are none, nothing is looked up. */
   let exceptions = 0
   const recount = () => {
+    // A configure may have changed a stream's subjects, and with them which unconfigured topics a stream captures.
+    byDefault.clear()
     exceptions = 0
     for (const stored of topics.values()) if (stored.effective !== fallback) exceptions++
   }
@@ -59,7 +63,6 @@ export const make = (options: {
    * would store its core-NATS publishes all the same, so it is published and read as the persistent topic it is).
    * Remembered per topic: the answer depends on the configuration only.
    */
-  const byDefault = new Map<string, boolean>()
   const defaultEphemeral = (topic: string): boolean => {
     let ephemeral = byDefault.get(topic)
     if (ephemeral === undefined) {
