@@ -6,13 +6,15 @@
  * interrupted by the drain, and an event received but not started before the drain's budget ran out
  * (docs/semantics.md, "Ephemeral topics").
  */
-import type { Headers, Outcome } from "@cqbus/core"
+import type { Outcome } from "@cqbus/core"
 import type { IncomingMessage } from "@cqbus/core/backend"
 import { type Msg, type NatsConnection, nuid, type Subscription } from "@nats-io/nats-core"
-import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import { Duration, Effect, type Scope } from "effect"
 import type { DeadLetterOutcome, DeadLetterSource, DeadLetterWriter } from "./deadLetters.ts"
 import { deniedSubscribeSubject } from "./errors.ts"
+import { failIfRefused, HandlerSlots } from "./handlerSlots.ts"
 import { type HeaderSource, headerSourceOf } from "./headers.ts"
+import { NatsDelivery } from "./natsDelivery.ts"
 
 /**
  * Events received while every handler slot is taken wait in a buffer this long at most; beyond it an event is dropped
@@ -47,44 +49,25 @@ export interface CoreConsumer {
 }
 
 /** One event of an ephemeral topic: delivered once, stored nowhere. */
-class CoreDelivery implements IncomingMessage, DeadLetterSource {
-  readonly body: Uint8Array
+class CoreDelivery extends NatsDelivery implements IncomingMessage, DeadLetterSource {
   readonly deliveryCount = 1
   readonly redeliverable = false
   readonly sequence = undefined
   readonly stream = undefined
   readonly consumer: string
-  readonly #msg: Msg
-  readonly #headers: HeaderSource
-  /** When its handler started (`Date.now()` ms). */
-  since = 0
   constructor(msg: Msg, headers: HeaderSource, consumer: string) {
-    this.#msg = msg
-    this.#headers = headers
-    this.body = msg.data
+    super(msg, headers)
     this.consumer = consumer
-  }
-  get subject(): string {
-    return this.#msg.subject
-  }
-  get headers(): Headers {
-    return this.#headers.headers
-  }
-  header(name: string): string | undefined {
-    return this.#headers.get(name)
   }
   /** The publisher's CloudEvents `ce-time`: no server stored the event. */
   get publishedAt(): Date | undefined {
-    const time = this.#headers.get("ce-time")
+    const time = this.header("ce-time")
     const date = time === undefined ? undefined : new Date(time)
     return date !== undefined && Number.isFinite(date.getTime()) ? date : undefined
   }
-  get rawHeaders(): Uint8Array | undefined {
-    return this.#headers.bytes
-  }
   /** The event id makes the dead letter's record unique; an event without one gets a fresh id. */
   get recordKey(): string {
-    return `core:${this.#headers.get("ce-id") ?? nuid.next()}`
+    return `core:${this.header("ce-id") ?? nuid.next()}`
   }
 }
 
@@ -128,20 +111,9 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const name = config.group ?? `cqbus_core_${nuid.next()}`
-    let running = 0
-    const queue: Array<CoreDelivery> = []
-    let queueHead = 0
-    const background = new Map<CoreDelivery, Fiber.Fiber<Outcome>>()
     let stopping = false
-    let idleWaiter: (() => void) | undefined
     let dropped = 0
     let warnedAt = 0
-
-    const release = () => {
-      running--
-      pump()
-      if (running === 0 && queueHead === queue.length && idleWaiter !== undefined) idleWaiter()
-    }
 
     const settle = (delivery: CoreDelivery, outcome: Outcome): void => {
       if (outcome._tag === "Ack") return release()
@@ -149,53 +121,22 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
       runFork(config.deadLetters.store(delivery, deadLetterOf(topic, outcome))).addObserver(release)
     }
 
-    const finish = (delivery: CoreDelivery, exit: Exit.Exit<Outcome>) => {
-      background.delete(delivery)
-      settle(delivery, exit._tag === "Success" ? exit.value : { _tag: "Handback" })
-    }
-
-    const start = (delivery: CoreDelivery) => {
-      running++
-      let effect: Effect.Effect<Outcome>
-      try {
-        effect = config.process(delivery)
-      } catch (defect) {
-        effect = Effect.as(Effect.logError("cqbus: processing a delivery failed before its handler ran", defect), {
-          _tag: "Nak",
-          delay: Duration.zero,
-          error: String(defect),
-          errorTag: "Defect"
-        })
-      }
-      const fiber = runFork(effect)
-      const exit = fiber.pollUnsafe()
-      if (exit !== undefined) return settle(delivery, exit._tag === "Success" ? exit.value : { _tag: "Handback" })
-      delivery.since = Date.now()
-      background.set(delivery, fiber)
-      fiber.addObserver((exit) => finish(delivery, exit))
-    }
-
-    // A loop, not recursion: a handler that finishes at once settles inside `start`, which calls `release` again.
-    let pumping = false
-    const pump = () => {
-      if (pumping) return
-      pumping = true
-      while (running < maxInFlight && queueHead < queue.length) {
-        const next = queue[queueHead]!
-        queue[queueHead++] = undefined as unknown as CoreDelivery
-        if (queueHead === queue.length) {
-          queue.length = 0
-          queueHead = 0
-        }
-        start(next)
-      }
-      pumping = false
-    }
+    // Buffered events go on starting during the drain: they were received, and only the drain's budget ends them.
+    const slots: HandlerSlots<CoreDelivery> = new HandlerSlots<CoreDelivery>({
+      maxInFlight,
+      runFork,
+      process: config.process,
+      settle,
+      canStart: () => true,
+      // Nothing comes again: a failure is dead-lettered at once.
+      defectDelay: Duration.zero
+    })
+    const release = () => slots.release()
 
     const onMessage = (msg: Msg) => {
       const delivery = new CoreDelivery(msg, headerSourceOf(msg), name)
-      if (running < maxInFlight && queueHead === queue.length) return start(delivery)
-      if (queue.length - queueHead >= MAX_BUFFERED) {
+      if (slots.free && slots.buffered === 0) return slots.start(delivery)
+      if (slots.buffered >= MAX_BUFFERED) {
         dropped++
         const now = Date.now()
         if (now - warnedAt >= DROP_WARNING_MS) {
@@ -209,7 +150,7 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
         }
         return
       }
-      queue.push(delivery)
+      slots.push(delivery)
     }
 
     /** Why the server refused this subscription (no subscribe permission on the topic). */
@@ -236,39 +177,23 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
         if (!nc.isClosed() && !sub.isClosed()) {
           yield* Effect.timeoutOption(Effect.promise(() => sub.drain().catch(() => undefined)), "2 seconds")
         } else if (!sub.isClosed()) sub.unsubscribe()
-        const idle = Effect.callback<void>((resume) => {
-          if (running <= 0 && queueHead === queue.length) return resume(Effect.void)
-          idleWaiter = () => resume(Effect.void)
-        })
-        if (Duration.toMillis(config.drainTimeout) > 0) yield* Effect.timeoutOption(idle, config.drainTimeout)
+        if (Duration.toMillis(config.drainTimeout) > 0) yield* Effect.timeoutOption(slots.idle, config.drainTimeout)
         // What never started is dead-lettered; interrupted handlers settle as dead letters through their observers.
-        const left = queue.slice(queueHead)
-        queue.length = 0
-        queueHead = 0
+        const left = slots.takeBuffered()
         yield* Effect.forEach(left, (delivery) => config.deadLetters.store(delivery, NOT_STARTED), { discard: true })
-        for (const fiber of background.values()) fiber.interruptUnsafe()
-        if (running > 0) yield* Effect.timeoutOption(idle, "2 seconds")
-        idleWaiter = undefined
+        slots.interrupt()
+        if (slots.running > 0) yield* Effect.timeoutOption(slots.idle, "2 seconds")
       })
     )
 
-    // A subscription the server refuses is answered with one asynchronous `-ERR`: the round trip settles it, so the
-    // subscribe fails typed instead of never delivering.
-    yield* Effect.promise(() => nc.flush().catch(() => undefined))
-    yield* Effect.yieldNow
-    if (denied !== undefined) {
+    // A subscription the server refuses fails typed instead of never delivering.
+    yield* failIfRefused(nc, sub, () => denied, () => {
       stopping = true
-      if (!sub.isClosed()) sub.unsubscribe()
-      return yield* Effect.fail(denied)
-    }
-    const oldestRunningSince = (): number | undefined => {
-      const first = background.keys().next()
-      return first.done === true ? undefined : first.value.since
-    }
+    })
     return {
       draining: () => stopping,
-      oldestRunningSince,
-      running: () => running,
-      buffered: () => queue.length - queueHead
+      oldestRunningSince: () => slots.oldestRunningSince(),
+      running: () => slots.running,
+      buffered: () => slots.buffered
     }
   })

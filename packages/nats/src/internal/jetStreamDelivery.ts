@@ -3,28 +3,23 @@
  * (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>`) without splitting it: the pull loop, the
  * ack verbs and the dead-letter writer all work on it, and the bus sees it as an `IncomingMessage`.
  */
-import type { Headers } from "@cqbus/core"
 import type { IncomingMessage } from "@cqbus/core/backend"
 import type { Msg } from "@nats-io/nats-core"
 import type { HeaderSource } from "./headers.ts"
+import { NatsDelivery } from "./natsDelivery.ts"
 
 /**
  * One delivery: the message as the bus sees it (`IncomingMessage`) plus what settling it needs. The stream timestamp
  * becomes a `Date` only when something reads it.
  */
-export class JetStreamDelivery implements IncomingMessage {
-  readonly body: Uint8Array
+export class JetStreamDelivery extends NatsDelivery implements IncomingMessage {
   readonly deliveryCount: number
   readonly sequence: number
   readonly reply: string
   /** Messages the stream still had for the consumer after this one (the reply subject's last number). */
   readonly pending: number
-  readonly #msg: Msg
-  readonly #headers: HeaderSource
   /** Index of the stream's token in the reply subject (2, or 4 with domain and account hash). */
   readonly #offset: number
-  /** When the handler started, for keep-alives (0 while it is not running in the background). */
-  since = 0
   constructor(
     msg: Msg,
     reply: string,
@@ -34,24 +29,12 @@ export class JetStreamDelivery implements IncomingMessage {
     pending: number,
     headers: HeaderSource
   ) {
-    this.#msg = msg
-    this.#headers = headers
+    super(msg, headers)
     this.#offset = offset
     this.reply = reply
-    this.body = msg.data
     this.deliveryCount = deliveryCount
     this.sequence = sequence
     this.pending = pending
-  }
-  /** Decoded from the wire only when read (the bus reads it only when a handler asks for the topic). */
-  get subject(): string {
-    return this.#msg.subject
-  }
-  get headers(): Headers {
-    return this.#headers.headers
-  }
-  header(name: string): string | undefined {
-    return this.#headers.get(name)
   }
   get publishedAt(): Date {
     return new Date(Math.floor(Number(this.#token(5)) / 1_000_000))
@@ -70,11 +53,7 @@ export class JetStreamDelivery implements IncomingMessage {
   }
   /** Publishes an acknowledgement to the reply subject (the verbs are in `acks.ts`). */
   respond(data: Uint8Array): void {
-    this.#msg.respond(data)
-  }
-  /** The header block as it came, for the rare path that copies it whole (dead letters, byte for byte). */
-  get rawHeaders(): Uint8Array | undefined {
-    return this.#headers.bytes
+    this.msg.respond(data)
   }
   #token(index: number): string {
     return this.reply.split(".")[this.#offset + index] ?? ""

@@ -12,18 +12,19 @@
  * (status 100) while the request waits, and ends an unfulfilled request with status 408 (expired) or 409 (e.g.
  * consumer deleted), whose `Nats-Pending-Messages` header says how many of its messages will not come.
  *
- * This module is the loop alone (pulls, read-ahead, keep-alives, recovery, the drain); the answers to a delivery
- * (`acks.ts`), dead letters (`deadLetters.ts`) and the consumer on the server (`consumerSetup.ts`) are its
- * collaborators.
+ * This module is the loop alone (pulls, read-ahead, keep-alives, recovery, the drain); the handler slots it shares with
+ * the core subscription of ephemeral topics (`handlerSlots.ts`), the answers to a delivery (`acks.ts`), dead letters
+ * (`deadLetters.ts`) and the consumer on the server (`consumerSetup.ts`) are its collaborators.
  */
 import type { Outcome } from "@cqbus/core"
 import type { IncomingMessage } from "@cqbus/core/backend"
 import { createInbox, type Msg, type NatsConnection, nanos, type Subscription } from "@nats-io/nats-core"
-import { Duration, Effect, type Exit, type Fiber, type Scope } from "effect"
+import { Duration, Effect, type Scope } from "effect"
 import type { Acker } from "./acks.ts"
 import type { ConsumerSettings, ServerConsumer } from "./consumerSetup.ts"
 import type { DeadLetterWriter } from "./deadLetters.ts"
 import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
+import { failIfRefused, HandlerSlots } from "./handlerSlots.ts"
 import { type HeaderSource, headerSourceOf } from "./headers.ts"
 import { type JetStreamDelivery, readDelivery } from "./jetStreamDelivery.ts"
 
@@ -99,11 +100,6 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
 
     const requests: Array<PullRequest> = []
     let requested = 0
-    let running = 0
-    const queue: Array<JetStreamDelivery> = []
-    let queueHead = 0
-    /** Deliveries whose handler runs in the background, with their fibers (to interrupt at the end of a drain). */
-    const background = new Map<JetStreamDelivery, Fiber.Fiber<Outcome>>()
     let lastSequence = 0
     /** Stream sequences naked with a delay and not delivered again yet. */
     const naked = new Set<number>()
@@ -111,7 +107,6 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
     let ackFloor = 0
     let stopping = false
     let seen = 0
-    let idleWaiter: (() => void) | undefined
     /** Messages the stream still had for the consumer after the last delivery (its reply subject's last number). */
     let streamPending = 0
     /** While the drain waits for its open requests: deliveries are kept in the queue, to be handed back after. */
@@ -121,7 +116,7 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
 
     const pull = () => {
       if (stopping || nc.isClosed()) return
-      let free = capacity - requested - running - (queue.length - queueHead)
+      let free = capacity - requested - slots.running - slots.buffered
       if (free < threshold) return
       if (settings.maxBatch !== undefined && free > settings.maxBatch) free = settings.maxBatch
       requests.push({ batch: free, expiresAt: Date.now() + expires })
@@ -209,62 +204,19 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       }
     }
 
-    const finish = (delivery: JetStreamDelivery, exit: Exit.Exit<Outcome>) => {
-      background.delete(delivery)
-      settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
-    }
-
-    const start = (delivery: JetStreamDelivery) => {
-      running++
-      let effect: Effect.Effect<Outcome>
-      try {
-        effect = config.process(delivery)
-      } catch (defect) {
-        // A bug in the bus or a user function it calls eagerly: hand the message back after the backoff of a
-        // failure instead of leaking the slot.
-        effect = Effect.as(Effect.logError("cqbus: processing a delivery failed before its handler ran", defect), {
-          _tag: "Nak",
-          delay: Duration.seconds(1),
-          error: String(defect),
-          errorTag: "Defect"
-        })
-      }
-      const fiber = runFork(effect)
-      const exit = fiber.pollUnsafe()
-      if (exit !== undefined) return settle(delivery, exit._tag === "Success" ? exit.value : HANDBACK)
-      delivery.since = Date.now()
-      background.set(delivery, fiber)
-      fiber.addObserver((exit) => finish(delivery, exit))
-    }
-
-    // Called when a delivery is settled: start the next buffered ones, pull when enough room is free.
-    const release = () => {
-      running--
-      if (stopping) {
-        if (running === 0 && idleWaiter !== undefined) idleWaiter()
-        return
-      }
-      pump()
-    }
-
-    // A loop, not recursion: a handler that finishes at once settles inside `start`, which calls `release` again, and
-    // a long read-ahead buffer must not become a deep stack.
-    let pumping = false
-    const pump = () => {
-      if (pumping) return
-      pumping = true
-      while (running < maxInFlight && queueHead < queue.length && !stopping) {
-        const next = queue[queueHead]!
-        queue[queueHead++] = undefined as unknown as JetStreamDelivery
-        if (queueHead === queue.length) {
-          queue.length = 0
-          queueHead = 0
-        }
-        start(next)
-      }
-      pumping = false
-      pull()
-    }
+    // Buffered deliveries start as slots free up, and the loop pulls for the room freed; none start once the drain
+    // begins (they are handed back).
+    const slots: HandlerSlots<JetStreamDelivery> = new HandlerSlots<JetStreamDelivery>({
+      maxInFlight,
+      runFork,
+      process: config.process,
+      settle,
+      canStart: () => !stopping,
+      afterPump: pull,
+      // A failure's backoff before the message comes again.
+      defectDelay: Duration.seconds(1)
+    })
+    const release = () => slots.release()
 
     let warnedAt = 0
     const onStatus = (parsed: HeaderSource) => {
@@ -314,9 +266,9 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       if (delivery.sequence > lastSequence) lastSequence = delivery.sequence
       if (naked.size > 0) naked.delete(delivery.sequence)
       streamPending = delivery.pending
-      if (stopping) return holding ? void queue.push(delivery) : handBack(delivery)
-      if (running < maxInFlight) start(delivery)
-      else queue.push(delivery)
+      if (stopping) return holding ? slots.push(delivery) : handBack(delivery)
+      if (slots.free) slots.start(delivery)
+      else slots.push(delivery)
     }
 
     /** Why the server refused to let this connection consume (no subscribe on the inbox, no publish of pulls). */
@@ -344,8 +296,10 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
     const floor = (): number | undefined => {
       if (lastSequence === 0 && ackFloor === 0) return undefined
       let min = lastSequence + 1
-      for (const delivery of background.keys()) if (delivery.sequence < min) min = delivery.sequence
-      for (let i = queueHead; i < queue.length; i++) if (queue[i]!.sequence < min) min = queue[i]!.sequence
+      for (const delivery of slots.backgroundDeliveries()) if (delivery.sequence < min) min = delivery.sequence
+      slots.forEachBuffered((delivery) => {
+        if (delivery.sequence < min) min = delivery.sequence
+      })
       for (const sequence of naked) if (sequence < min) min = sequence
       if (ackFloor > 0 && ackFloor + 1 < min) min = ackFloor + 1
       return min
@@ -381,8 +335,8 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
       // Also while draining: a handler still running inside drainTimeout must not be redelivered to another member.
       // Without acks nothing times out, so nothing needs keeping alive.
       if (!ackNone) {
-        for (const delivery of background.keys()) if (now - delivery.since >= beat) acker.working(delivery)
-        for (let i = queueHead; i < queue.length; i++) acker.working(queue[i]!)
+        for (const delivery of slots.backgroundDeliveries()) if (now - delivery.since >= beat) acker.working(delivery)
+        slots.forEachBuffered((delivery) => acker.working(delivery))
       }
       if (stopping) return Effect.void
       while (requests.length > 0 && requests[0]!.expiresAt + heartbeat * 2 < now) ended(undefined)
@@ -453,24 +407,18 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
           requestsWaiter = undefined
           holding = false
         }
-        for (let i = queueHead; i < queue.length; i++) handBack(queue[i]!)
-        queue.length = 0
-        queueHead = 0
+        for (const delivery of slots.takeBuffered()) handBack(delivery)
         // Drain the inbox (UNSUB + flush) rather than unsubscribing at once: messages the server already sent for an
         // open request still arrive and are handed back by the callback instead of waiting for ackWait.
         if (!nc.isClosed()) {
           yield* Effect.timeoutOption(Effect.promise(() => sub.drain().catch(() => undefined)), "2 seconds")
         } else sub.unsubscribe()
-        const idle = Effect.callback<void>((resume) => {
-          if (running <= 0) return resume(Effect.void)
-          idleWaiter = () => resume(Effect.void)
-        })
-        if (running > 0 && Duration.toMillis(config.drainTimeout) > 0) {
-          yield* Effect.timeoutOption(idle, config.drainTimeout)
+        if (slots.running > 0 && Duration.toMillis(config.drainTimeout) > 0) {
+          yield* Effect.timeoutOption(slots.idle, config.drainTimeout)
         }
         // Interrupted handlers settle as hand-backs through their observers.
-        for (const fiber of background.values()) fiber.interruptUnsafe()
-        if (running > 0) yield* Effect.timeoutOption(idle, "2 seconds")
+        slots.interrupt()
+        if (slots.running > 0) yield* Effect.timeoutOption(slots.idle, "2 seconds")
         if (!nc.isClosed()) yield* Effect.promise(() => nc.flush().catch(() => undefined))
       })
     )
@@ -479,17 +427,8 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
     // Without the permission to subscribe to the inbox or to publish the pull request the server answers `-ERR` once,
     // asynchronously, and nothing would ever arrive: a subscription that silently never delivers. The round trip
     // settles it (the server answers the subscription and the pull before the PONG), so it fails typed instead.
-    yield* Effect.promise(() => nc.flush().catch(() => undefined))
-    yield* Effect.yieldNow
-    if (denied !== undefined) {
+    yield* failIfRefused(nc, sub, () => denied, () => {
       stopping = true
-      if (!sub.isClosed()) sub.unsubscribe()
-      return yield* Effect.fail(denied)
-    }
-    // `background` keeps insertion order and `since` is set just before each insertion: the first is the oldest.
-    const oldestRunningSince = (): number | undefined => {
-      const first = background.keys().next()
-      return first.done === true ? undefined : first.value.since
-    }
-    return { draining: () => stopping, oldestRunningSince }
+    })
+    return { draining: () => stopping, oldestRunningSince: () => slots.oldestRunningSince() }
   })
