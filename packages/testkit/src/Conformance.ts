@@ -1543,4 +1543,34 @@ const fetchCases = <R>(define: Define<R>): void => {
       assert.deepEqual(letters.map((l) => l.errorTag).sort(), ["DecodeError", "Reject"])
       assert.ok(letters.every((l) => l.deliveryCount === 1 && l.group === "each"), "dead-lettered at the first delivery")
     }))
+
+  define("fetch: a batch whose handler is interrupted is handed back and fetched again at once", ["fetch", "retention"], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* bus.publishAll(AssetCreatedEvent, [{ assetId: "h0" }, { assetId: "h1" }, { assetId: "h2" }])
+      let started = false
+      const stuck = yield* Effect.forkChild(
+        Fetch.batch(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => (started = true)), Effect.never), {
+          group: "handback",
+          max: 3,
+          expires: "1 second"
+        })
+      )
+      yield* wait(() => started, "the batch handler runs")
+      yield* Fiber.interrupt(stuck)
+      const again: Array<string> = []
+      // Backoff and RetryLater do not apply: a hand-back is available at once, so a short fetch gets it.
+      const result = yield* fetched(
+        Fetch.batch(AssetCreatedEvent, (batch) =>
+          Effect.sync(() =>
+            batch.map(({ delivery, event }) => {
+              again.push(`${event.assetId}@${delivery.attempt}`)
+              return Fetch.ack
+            })
+          ), { group: "handback", max: 3, expires: "1 second", backoff: Backoff.constant("1 hour") }),
+        wait
+      )
+      assert.equal(result.fetched, 3)
+      assert.deepEqual(again, ["h0@2", "h1@2", "h2@2"])
+    }))
 }
