@@ -19,7 +19,7 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf"
 import { type Cause, type Context, Duration, Effect, Exit, Result } from "effect"
 import * as Backoff from "./Backoff.ts"
-import { type DecodeError, type InvalidTopic, SubscribeError } from "./Errors.ts"
+import { type InvalidTopic, SubscribeError } from "./Errors.ts"
 import type { EventDef } from "./EventDef.ts"
 import type { Delivery, Handler } from "./Handler.ts"
 import { decodeEvent } from "./internal/decode.ts"
@@ -129,20 +129,19 @@ const tally = (outcomes: ReadonlyArray<Outcome>, result: { fetched: number; acke
 type StepsConfig<A> = Omit<ProcessConfig<A, unknown>, "handler" | "ordering" | "concurrency">
 
 /**
- * One fetch over the transport's capability: checks the topic and options, then lets `processOf` (built from the
- * steps' configuration) handle the batch, and tallies the outcomes it returns.
+ * One fetch of `event` over the transport's capability: checks the topic and options, then lets `processOf` (built
+ * from the steps' configuration) handle the batch, and tallies the outcomes it returns.
  */
-const fetchWith = <A, R>(
-  topic: string,
-  decode: (message: IncomingMessage, topic: string) => A | DecodeError,
-  keyOf: ((event: A) => string) | undefined,
+const fetchWith = <S extends DescMessage, R>(
+  event: EventDef<S>,
   options: FetchOptions,
   processOf: (
-    config: StepsConfig<A>,
+    config: StepsConfig<MessageShape<S>>,
     context: Context.Context<R>
   ) => (batch: ReadonlyArray<IncomingMessage>) => Effect.Effect<ReadonlyArray<Outcome>>
 ): Effect.Effect<FetchResult, SubscribeError | InvalidTopic, Transport | R> =>
   Effect.gen(function*() {
+    const topic = event.topic
     const invalid = checkTopic(topic, "pattern")
     if (invalid !== undefined) return yield* invalid
     const group = typeof options?.group === "string" ? options.group : undefined
@@ -163,8 +162,8 @@ const fetchWith = <A, R>(
     const process = processOf({
       topic,
       group: options.group,
-      decode,
-      keyOf,
+      decode: (message, topic) => decodeEvent(event, message, topic),
+      keyOf: event.key,
       maxDeliver: options.maxDeliver ?? DEFAULTS.maxDeliver,
       backoff: options.backoff ?? DEFAULTS.backoff,
       logFailures: options.logFailures ?? true
@@ -181,9 +180,9 @@ const fetchWith = <A, R>(
     return result as FetchResult
   })
 
-/** A message that passed the checks before a run: its place in the batch and what the batch handler sees. */
+/** A message that passed the checks before a run: what the batch handler sees of it. */
 class Ready<A> implements Fetched<A> {
-  constructor(readonly index: number, readonly event: A, readonly delivery: Delivery) {}
+  constructor(readonly event: A, readonly delivery: Delivery) {}
 }
 
 /** The defect an event without a result from the batch handler counts as. */
@@ -200,19 +199,19 @@ const batchProcess = <A, E, R>(handler: BatchHandler<A, E, R>) =>
   const steps = makeSteps<A>(config)
   return (messages: ReadonlyArray<IncomingMessage>): Effect.Effect<ReadonlyArray<Outcome>> =>
     Effect.suspend(() => {
-      const early: Array<Effect.Effect<Outcome> | undefined> = []
+      // Per message of the batch: the outcome it was settled with before any run, or its place among `ready`.
+      const slots: Array<Effect.Effect<Outcome> | number> = []
       const ready: Array<Ready<A>> = []
       messages.forEach((message, index) => {
         const prepared = steps.prepared(message, (event, key, message) =>
-          new Ready(index, event, steps.delivery(message, key, message.deliveryCount)))
-        if (prepared instanceof Ready) ready.push(prepared)
-        else early[index] = prepared
+          new Ready(event, steps.delivery(message, key, message.deliveryCount)))
+        if (prepared instanceof Ready) slots[index] = ready.push(prepared) - 1
+        else slots[index] = prepared
       })
       const settle = (exits: (item: Ready<A>, at: number) => Exit.Exit<void, unknown>) =>
         Effect.forEach(messages, (message, index) => {
-          const settled = early[index]
-          if (settled !== undefined) return settled
-          const at = ready.findIndex((item) => item.index === index)
+          const at = slots[index]!
+          if (typeof at !== "number") return at
           const item = ready[at]!
           const exit = exits(item, at)
           return Exit.isSuccess(exit)
@@ -263,13 +262,7 @@ export const batch = <S extends DescMessage, E, R>(
   handler: BatchHandler<MessageShape<S>, E, R>,
   options: FetchOptions
 ): Effect.Effect<FetchResult, SubscribeError | InvalidTopic, Transport | R> =>
-  fetchWith<MessageShape<S>, R>(
-    event.topic,
-    (message, topic) => decodeEvent(event, message, topic),
-    event.key,
-    options,
-    batchProcess(handler)
-  )
+  fetchWith<S, R>(event, options, batchProcess(handler))
 
 /**
  * Fetches one batch of `event` for `options.group` and runs `handler` for each event of it (up to `concurrency` at
@@ -284,19 +277,13 @@ export const each = <S extends DescMessage, E, R>(
   handler: Handler<MessageShape<S>, E, R>,
   options: FetchOptions
 ): Effect.Effect<FetchResult, SubscribeError | InvalidTopic, Transport | R> =>
-  fetchWith<MessageShape<S>, R>(
-    event.topic,
-    (message, topic) => decodeEvent(event, message, topic),
-    event.key,
-    options,
-    (config, context) => {
-      const concurrency = options.concurrency ?? DEFAULTS.concurrency
-      const process = makeProcess<MessageShape<S>, E>({
-        ...config,
-        handler: (event, delivery) => Effect.provideContext(handler(event, delivery), context),
-        ordering: "none",
-        concurrency
-      })
-      return (messages) => Effect.forEach(messages, process, { concurrency })
-    }
-  )
+  fetchWith<S, R>(event, options, (config, context) => {
+    const concurrency = options.concurrency ?? DEFAULTS.concurrency
+    const process = makeProcess<MessageShape<S>, E>({
+      ...config,
+      handler: (event, delivery) => Effect.provideContext(handler(event, delivery), context),
+      ordering: "none",
+      concurrency
+    })
+    return (messages) => Effect.forEach(messages, process, { concurrency })
+  })
