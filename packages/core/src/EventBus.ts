@@ -6,14 +6,15 @@
  *
  * @module
  */
-import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf"
+import { create, type DescMessage, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf"
 import { Context, Duration, Effect, Layer, Result, type Scope } from "effect"
 import * as Backoff from "./Backoff.ts"
-import { envelopeHeaders, HeaderNames, newEventId, readHeader } from "./Envelope.ts"
+import { envelopeHeaders, newEventId } from "./Envelope.ts"
 import { ConfigError, DecodeError, type HealthError, type InvalidTopic, PublishError, SubscribeError } from "./Errors.ts"
 import type { EventDef } from "./EventDef.ts"
 import type { Handler, Middleware, PublishMiddleware, Send } from "./Handler.ts"
 import { checkEventBusConfig, checkPublishOptions, checkSubscribeOptions, WindowRange } from "./internal/checks.ts"
+import { decodeEvent } from "./internal/decode.ts"
 import { makeProcess } from "./internal/process.ts"
 import * as MemoryTransport from "./MemoryTransport.ts"
 import * as Options from "./Options.ts"
@@ -506,37 +507,6 @@ const consumerOptions = (
     result.inactiveThreshold = Duration.fromInputUnsafe(inactiveThreshold)
   }
   return result
-}
-
-/**
- * Decodes a delivery as the event's type. A `ce-type` header naming another type is a decode error too: protobuf
- * would often "decode" foreign bytes into a message with garbage fields.
- */
-const decodeEvent = <S extends DescMessage>(
-  event: EventDef<S>,
-  message: IncomingMessage,
-  topic: string
-): MessageShape<S> | DecodeError => {
-  const type = readHeader(message, HeaderNames.type)
-  if (type !== undefined && type !== event.type) {
-    return new DecodeError({
-      topic,
-      typeName: event.type,
-      message: `expected a ${event.type} on ${topic} but the message says it is a ${type} (ce-type)`
-    })
-  }
-  try {
-    return fromBinary(event.schema, message.body)
-  } catch (cause) {
-    return new DecodeError({
-      topic,
-      typeName: event.type,
-      message: `cannot decode the body of a message on ${message.subject} as ${event.type}: ${
-        cause instanceof Error ? cause.message : String(cause)
-      }`,
-      cause
-    })
-  }
 }
 
 const EventBusKey: Context.ServiceClass<EventBus, "@cqbus/core/EventBus", EventBusShape> = Context.Service<

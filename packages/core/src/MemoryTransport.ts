@@ -21,6 +21,8 @@ import { makeMemoryDeadLetters } from "./internal/memoryDeadLetters.ts"
 import { deadLetterOf, INTERRUPTED, liveEntry, refusal, unprocessed } from "./internal/memoryLive.ts"
 import { type Entry, makeMemoryLog, type StoredMessage } from "./internal/memoryLog.ts"
 import { makeMemoryTopics } from "./internal/memoryTopics.ts"
+import { deadLetterRecord, incomingOf } from "./internal/memoryDelivery.ts"
+import { makeMemoryFetch } from "./internal/memoryFetch.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
 import type { Persistence, TopicRegistry } from "./TopicConfig.ts"
@@ -210,6 +212,7 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
     let closed = false
     let ephemeralIds = 0
     let liveIds = 0
+    const fetcher = makeMemoryFetch({ log, bury: deadLetters.add, isClosed: () => closed })
 
     const publish: TransportShape["publish"] = (message) =>
       Effect.clockWith((clock) => {
@@ -233,7 +236,10 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         }
         const ack = log.append(message, now)
         if (ack instanceof PublishError) return Effect.fail(ack)
-        if (!ack.duplicate) fanOut(message, now, true)
+        if (!ack.duplicate) {
+          fetcher.stored()
+          fanOut(message, now, true)
+        }
         return Effect.succeed(ack)
       })
 
@@ -380,17 +386,9 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       deliveryCount: number,
       now: number
     ): void => {
-      deadLetters.add({
-        subject: entry.topic,
-        body: entry.body,
-        headers: entry.headers,
-        reason: letter.reason,
-        errorTag: letter.errorTag,
-        deliveryCount,
-        sequence: consumer.live ? undefined : entry.sequence,
-        group: consumer.group,
-        deadLetteredAt: new Date(now)
-      })
+      deadLetters.add(
+        deadLetterRecord(entry, letter, deliveryCount, consumer.live ? undefined : entry.sequence, consumer.group, now)
+      )
     }
 
     const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, now: number): void => {
@@ -489,16 +487,9 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
         const fibers = yield* FiberSet.make<unknown, never>()
         const clock = yield* Effect.clockWith(Effect.succeed)
 
-        const deliver = (entry: Entry): IncomingMessage => ({
-          subject: entry.topic,
-          body: entry.body,
-          headers: entry.headers,
-          deliveryCount: self.live ? 1 : self.attempts.get(entry.sequence) ?? 1,
-          sequence: self.live ? undefined : entry.sequence,
-          publishedAt: entry.publishedAt,
+        const deliver = (entry: Entry): IncomingMessage =>
           // A live (ephemeral) subscription has nothing to deliver again from.
-          redeliverable: !self.live
-        })
+          incomingOf(entry, self.attempts.get(entry.sequence) ?? 1, self.live)
 
         const run = (entry: Entry) => {
           self.held.set(entry.sequence, clock.currentTimeMillisUnsafe())
@@ -672,12 +663,14 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
       ),
       // A memory publish is stored before it returns: nothing is ever in flight or waiting.
       publishing: Effect.succeed({ inFlight: 0, waiting: 0 }),
-      topics: topics.registry
+      topics: topics.registry,
+      fetch: fetcher.fetch
     }
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
+        fetcher.stored()
         for (const consumer of consumers.values()) {
           for (const member of consumer.members) {
             member.stopping = true

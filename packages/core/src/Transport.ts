@@ -362,6 +362,14 @@ export interface TransportShape {
    * replay and purge on it the same way for every backend.
    */
   readonly deadLetterStore?: DeadLetterStore
+  /**
+   * Fetch batches (capability): pulls up to `request.max` messages of the group at once and hands them to `process`
+   * as one batch, then applies the `Outcome` it returns for each (see `FetchRequest` for the contract).
+   */
+  readonly fetch?: (
+    request: FetchRequest,
+    process: (batch: ReadonlyArray<IncomingMessage>) => Effect.Effect<ReadonlyArray<Outcome>>
+  ) => Effect.Effect<void, SubscribeError>
 }
 
 // An explicitly typed key instead of `class extends Context.Service<...>()(...)`: JSR and `isolatedDeclarations`
@@ -466,4 +474,33 @@ export interface DeadLetterStore {
   readonly remove: (ids: ReadonlyArray<string>) => Effect.Effect<number, DeadLetterError>
   /** Removes every record the filter matches; the count removed. */
   readonly purge: (filter: DeadLetterFilter) => Effect.Effect<number, DeadLetterError>
+}
+
+/**
+ * What one `fetch` asks for. The group is a durable consumer, the same one `consume` uses for that group name, so its
+ * position, redeliveries and delivery counts are shared with subscriptions of the group.
+ *
+ * Contract: the transport takes what the group has to deliver (redeliveries that are due first, then new messages)
+ * up to `max`, waiting up to `expires` for the batch to fill: a full batch returns at once, a partial one when
+ * `expires` passes (empty when nothing came). A non-empty batch goes to `process` once; the transport applies the
+ * i-th `Outcome` to the i-th message exactly as `consume` does (`Ack`, `Nak` with its delay, `DeadLetter` stored then
+ * removed, `Handback` available again at once), hands back a message `process` gave no outcome for, and hands back
+ * the whole batch when `process` is interrupted. While `process` runs, the transport keeps the batch from timing out.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FetchRequest {
+  /** The topic or wildcard pattern (already validated). */
+  readonly topic: string
+  /** The durable group (consumer) to fetch for. */
+  readonly group: string
+  /** The most messages in one batch. */
+  readonly max: number
+  /** How long to wait for the batch to fill before returning what came. */
+  readonly expires: Duration.Duration
+  /** Where the group starts when it does not exist yet. */
+  readonly deliverPolicy: DeliverPolicy
+  /** The group's ack wait (see `ConsumeOptions.ackWait`), for a broker that redelivers what is not answered in time. */
+  readonly ackWait: Duration.Duration
 }

@@ -16,6 +16,7 @@ export { checkTopic, compilePattern, snakeCase } from "./Topic.ts"
 export type {
   ConnectionWatch,
   ConsumeOptions,
+  FetchRequest,
   IncomingMessage,
   OutgoingMessage,
   TransportShape

@@ -41,6 +41,8 @@ export {
 export * as EventBus from "./EventBus.ts"
 export type { EventBusConfig, EventBusShape, PublishOptions, SubscribeOptions, Subscription } from "./EventBus.ts"
 export { defineEvent, type DefineEventOptions, type EventDef, type StringFieldOf } from "./EventDef.ts"
+export * as Fetch from "./Fetch.ts"
+export type { BatchHandler, Fetched, FetchOptions, FetchResult } from "./Fetch.ts"
 export {
   type Delivery,
   type Handler,

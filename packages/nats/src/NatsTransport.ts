@@ -3,7 +3,7 @@
  * `Nats-Msg-Id` for dedupe), subscriptions are durable pull consumers with a bounded consume loop, outcomes map to
  * ack / nak-with-delay / dead-letter stream + term, and closing a subscription drains it (DESIGN §4). This module
  * assembles the `TransportShape` from its parts in `internal/` (publish engine, stream provisioning, consumer setup,
- * pull loop, ack verbs, dead letters); every nats.js error is converted once, in `internal/errors.ts`.
+ * pull loop, fetch batches, ack verbs, dead letters); every nats.js error is converted once, in `internal/errors.ts`.
  *
  * @module
  */
@@ -23,6 +23,7 @@ import { setUpConsumer } from "./internal/consumerSetup.ts"
 import { startCoreConsumer } from "./internal/coreConsumer.ts"
 import * as DeadLetterStore from "./internal/deadLetterStore.ts"
 import { DeadLetterWriter, readDeadLetters } from "./internal/deadLetters.ts"
+import { fetchBatch } from "./internal/fetchBatch.ts"
 import {
   isJetStreamDisabled,
   toHealthError,
@@ -400,6 +401,27 @@ export const make = (
       closed || [...live].some((entry) => entry.group !== undefined && entry.draining())
     )
 
+    /** Fetch batches: a pull request for the group's consumer, then each message answered with its outcome. */
+    const fetch: NonNullable<TransportShape["fetch"]> = (request, process) =>
+      Effect.gen(function*() {
+        const { group, topic } = request
+        const refuse = (reason: SubscribeError["reason"], why: string) =>
+          new SubscribeError({ topic, group, reason, message: `cannot fetch ${topic}: ${why}` })
+        if (closed || nc.isClosed()) return yield* refuse("Closed", "the NATS bus is closed")
+        if (isConcrete(topic) && topics.isEphemeral(topic)) {
+          return yield* refuse("Unsupported", "the topic is ephemeral, so nothing is stored to fetch")
+        }
+        const stream = yield* routes.streamFor(topic, group)
+        yield* fetchBatch({
+          nc,
+          jsm,
+          stream,
+          strategy: resolved.provisioning,
+          acker,
+          deadLetters: new DeadLetterWriter({ publisher, acker, prefix: resolved.deadLetterPrefix, group })
+        }, request, process)
+      })
+
     const transport: TransportShape = {
       name: "nats",
       publish,
@@ -411,7 +433,9 @@ export const make = (
       draining,
       publishing: Effect.sync(publisher.depth),
       topics: topics.registry,
-      ...(deadLetterStore === undefined ? {} : { deadLetterStore })
+      ...(deadLetterStore === undefined ? {} : { deadLetterStore }),
+      // Without JetStream nothing is stored, so there is nothing to fetch.
+      ...(jetStream ? { fetch } : {})
     }
     return {
       transport,

@@ -14,6 +14,7 @@ import {
   defineEvent,
   type Delivery,
   EventBus,
+  Fetch,
   InvalidTopic,
   PublishError,
   Reject,
@@ -65,6 +66,8 @@ export interface Features {
    * through `DeadLetters`). Absent means supported.
    */
   readonly deadLetterAdmin?: true | string
+  /** `Transport.fetch`: `Fetch.batch` and `Fetch.each`. Absent means supported (both backends have it). */
+  readonly fetch?: true | string
 }
 
 /**
@@ -1158,6 +1161,7 @@ export const conformance = <R = never>(options: ConformanceOptions<R>): void => 
     }))
 
   deadLetterAdminCases(define)
+  fetchCases(define)
 }
 
 /**
@@ -1409,5 +1413,164 @@ const deadLetterAdminCases = <R>(define: Define<R>): void => {
       assert.deepEqual(yield* remaining(), [])
       const bad = yield* Effect.flip(deadLetters.purge({ topic: "bad topic" }))
       assert.equal(bad.reason, "InvalidQuery")
+    }))
+}
+
+/**
+ * Runs `fetch` in a fiber of its own and waits (in the case's time) until it returns: a partial batch returns only when
+ * its `expires` passes, which in virtual time happens only as the wait moves the clock.
+ */
+const fetched = <A, E, R>(fetch: Effect.Effect<A, E, R>, wait: CaseContext<never>["wait"], within = 20_000) =>
+  Effect.gen(function*() {
+    let done = false
+    const fiber = yield* Effect.forkChild(Effect.ensuring(fetch, Effect.sync(() => (done = true))))
+    yield* wait(() => done, "the fetch returns", within)
+    return yield* Fiber.join(fiber)
+  })
+
+/** The fetch cases (issue 14): batches of `max`, a partial batch at `expires`, per-message outcomes and dead letters. */
+const fetchCases = <R>(define: Define<R>): void => {
+  define("fetch: 150 stored events come in batches of 60, 60 and 30 (at expires), then an empty batch", ["fetch", "retention"], ({ time, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const published = yield* bus.publishAll(AssetCreatedEvent, Array.from({ length: 150 }, (_, i) => ({ assetId: `f${i}` })))
+      assert.ok(published.every(Result.isSuccess), "every event is stored")
+      const seen: Array<string> = []
+      const options = { group: "batches", max: 60, expires: "5 seconds" } as const
+      const one = Effect.clockWith((clock) =>
+        Effect.gen(function*() {
+          const started = clock.currentTimeMillisUnsafe()
+          const result = yield* fetched(
+            Fetch.batch(AssetCreatedEvent, (batch) =>
+              Effect.sync(() => batch.map(({ event }) => {
+                seen.push(event.assetId)
+                return Fetch.ack
+              })), options),
+            wait
+          )
+          return { result, took: clock.currentTimeMillisUnsafe() - started }
+        })
+      )
+      const batches = [yield* one, yield* one, yield* one, yield* one]
+      assert.deepEqual(batches.map(({ result }) => result.fetched), [60, 60, 30, 0])
+      assert.deepEqual(batches.map(({ result }) => result.acked), [60, 60, 30, 0])
+      assert.deepEqual(seen, Array.from({ length: 150 }, (_, i) => `f${i}`), "each event once, in publish order")
+      // A full batch does not wait for `expires`.
+      assert.ok(batches[0]!.took < 5_000 && batches[1]!.took < 5_000, `full batches took ${batches[0]!.took} and ${batches[1]!.took} ms`)
+      if (time === "virtual") {
+        assert.ok(batches[2]!.took >= 5_000 && batches[3]!.took >= 5_000, "a partial or empty batch returns at expires")
+      }
+    }))
+
+  define("fetch: a batch handler that fails 10 of 60 sees exactly those 10 again after their backoff; at maxDeliver they are dead-lettered", ["fetch", "retention", "deadLetters"], ({ pass, time, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* bus.publishAll(AssetCreatedEvent, Array.from({ length: 60 }, (_, i) => ({ assetId: `u${i}` })))
+      const failing = new Set(Array.from({ length: 10 }, (_, i) => `u${i * 6}`))
+      const batches: Array<ReadonlyArray<{ readonly id: string; readonly attempt: number }>> = []
+      const backoff = 300
+      const upload = (expires: number) =>
+        fetched(
+          Fetch.batch(AssetCreatedEvent, (batch) =>
+            Effect.sync(() => {
+              batches.push(batch.map(({ delivery, event }) => ({ id: event.assetId, attempt: delivery.attempt })))
+              return batch.map(({ event }) =>
+                failing.has(event.assetId) ? Result.fail(new Error(`upload of ${event.assetId} failed`)) : Fetch.ack
+              )
+            }), {
+            group: "uploader",
+            max: 60,
+            expires: Duration.millis(expires),
+            maxDeliver: 3,
+            backoff: Backoff.constant(Duration.millis(backoff)),
+            logFailures: false
+          }),
+          wait
+        )
+      const first = yield* upload(1_000)
+      assert.deepEqual(first, { fetched: 60, acked: 50, retried: 10, deadLettered: 0 })
+      if (time === "virtual") {
+        // Not before their backoff: a fetch that ends before it gets nothing.
+        assert.equal((yield* upload(backoff / 2)).fetched, 0, "nothing is redelivered before the backoff")
+      }
+      const second = yield* upload(2_000)
+      assert.deepEqual(second, { fetched: 10, acked: 0, retried: 10, deadLettered: 0 })
+      const third = yield* upload(2_000)
+      assert.deepEqual(third, { fetched: 10, acked: 0, retried: 0, deadLettered: 10 })
+      assert.equal((yield* upload(1_000)).fetched, 0, "nothing is left after the dead letters")
+      const handled = batches.filter((batch) => batch.length > 0)
+      assert.equal(handled.length, 3)
+      for (const [index, batch] of handled.slice(1).entries()) {
+        assert.deepEqual(batch.map(({ id }) => id).sort(), [...failing].sort(), `batch ${index + 2} holds exactly the failed events`)
+        assert.ok(batch.every(({ attempt }) => attempt === index + 2), `batch ${index + 2} is their attempt ${index + 2}`)
+      }
+      const letters = yield* waitForLetters(10, pass)
+      assert.equal(letters.length, 10)
+      for (const letter of letters) {
+        assert.equal(letter.group, "uploader")
+        assert.equal(letter.deliveryCount, 3)
+        assert.match(letter.reason, /gave up after 3 deliveries; last error Error: upload of u\d+ failed/)
+      }
+      const ids = letters.map((l) => l.reason.match(/upload of (u\d+)/)![1]!).sort()
+      assert.deepEqual(ids, [...failing].sort(), "the dead letters are the failed events")
+    }))
+
+  define("fetch each: a handler per event; Reject and an undecodable body dead-letter at once, RetryLater comes again", ["fetch", "retention", "deadLetters"], ({ pass, wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* bus.publish(AssetCreatedEvent, { assetId: "ok" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "rejected" })
+      yield* bus.publish(AssetCreatedEvent, { assetId: "later" })
+      yield* bus.publishRaw(AssetCreatedEvent.topic, new Uint8Array([0xff, 0xff, 0xff]))
+      const seen: Array<string> = []
+      const each = (expires: number) =>
+        fetched(
+          Fetch.each(AssetCreatedEvent, (event, delivery) =>
+            Effect.suspend((): Effect.Effect<void, Reject | RetryLater> => {
+              seen.push(`${event.assetId}@${delivery.attempt}`)
+              if (event.assetId === "rejected") return Effect.fail(new Reject({ reason: "not wanted" }))
+              if (event.assetId === "later" && delivery.attempt === 1) {
+                return Effect.fail(new RetryLater({ delay: Duration.millis(200) }))
+              }
+              return Effect.void
+            }), { group: "each", max: 10, expires: Duration.millis(expires), logFailures: false }),
+          wait
+        )
+      assert.deepEqual(yield* each(300), { fetched: 4, acked: 1, retried: 1, deadLettered: 2 })
+      assert.deepEqual(yield* each(1_000), { fetched: 1, acked: 1, retried: 0, deadLettered: 0 })
+      assert.deepEqual(seen, ["ok@1", "rejected@1", "later@1", "later@2"], "in batch order; the undecodable body reaches no handler")
+      const letters = yield* waitForLetters(2, pass)
+      assert.deepEqual(letters.map((l) => l.errorTag).sort(), ["DecodeError", "Reject"])
+      assert.ok(letters.every((l) => l.deliveryCount === 1 && l.group === "each"), "dead-lettered at the first delivery")
+    }))
+
+  define("fetch: a batch whose handler is interrupted is handed back and fetched again at once", ["fetch", "retention"], ({ wait }) =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* bus.publishAll(AssetCreatedEvent, [{ assetId: "h0" }, { assetId: "h1" }, { assetId: "h2" }])
+      let started = false
+      const stuck = yield* Effect.forkChild(
+        Fetch.batch(AssetCreatedEvent, () => Effect.andThen(Effect.sync(() => (started = true)), Effect.never), {
+          group: "handback",
+          max: 3,
+          expires: "1 second"
+        })
+      )
+      yield* wait(() => started, "the batch handler runs")
+      yield* Fiber.interrupt(stuck)
+      const again: Array<string> = []
+      // Backoff and RetryLater do not apply: a hand-back is available at once, so a short fetch gets it.
+      const result = yield* fetched(
+        Fetch.batch(AssetCreatedEvent, (batch) =>
+          Effect.sync(() =>
+            batch.map(({ delivery, event }) => {
+              again.push(`${event.assetId}@${delivery.attempt}`)
+              return Fetch.ack
+            })
+          ), { group: "handback", max: 3, expires: "1 second", backoff: Backoff.constant("1 hour") }),
+        wait
+      )
+      assert.equal(result.fetched, 3)
+      assert.deepEqual(again, ["h0@2", "h1@2", "h2@2"])
     }))
 }

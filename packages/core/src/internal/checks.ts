@@ -87,6 +87,26 @@ export const checkSubscribeOptions = (options: unknown): Options.Check =>
     )
   )
 
+/** Checks the options of one `Fetch.batch`/`Fetch.each` (docs/operations.md, "Fetch batches"). */
+export const checkFetchOptions = (options: unknown): Options.Check =>
+  Options.fields("options", options, (o) =>
+    Options.first(
+      () =>
+        o.group === undefined
+          ? { option: "group", message: "group is required: a fetch reads for a durable group" }
+          : Options.name("group", o.group),
+      // A batch is held in memory whole; NATS's own pull batches are of this order.
+      () => Options.integer("max", o.max, { min: 1, max: 10_000 }),
+      () => Options.duration("expires", o.expires, { min: "1 millis", max: "1 hours" }),
+      () => Options.integer("maxDeliver", o.maxDeliver, SubscribeRanges.maxDeliver),
+      () => Options.func("backoff", o.backoff),
+      () => Options.duration("ackWait", o.ackWait, SubscribeRanges.ackWait),
+      () => Options.integer("concurrency", o.concurrency, SubscribeRanges.concurrency),
+      () => Options.boolean("logFailures", o.logFailures),
+      () => deliverPolicy("deliverPolicy", o.deliverPolicy)
+    )
+  )
+
 const functions = (option: string, value: unknown): Options.Check => Options.list(option, value, Options.func)
 
 /** Checks a bus configuration (`EventBus.layer`, and the shared part of every backend's configuration). */

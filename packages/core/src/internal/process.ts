@@ -152,9 +152,33 @@ class LazyDelivery implements Delivery {
 const eventIdOf = (message: IncomingMessage): string =>
   readHeader(message, HeaderNames.id) ?? (message.sequence === undefined ? "" : `seq:${message.sequence}`)
 
-/** Builds the `process` function of a subscription. */
-export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
-  const { backoff, group, handler, keyOf, maxDeliver, topic } = config
+/**
+ * The steps every delivery goes through, for a caller that runs the handler its own way (`makeProcess` runs one
+ * handler per delivery; `Fetch.batch` runs one batch handler for many): the same checks before a run and the same
+ * verdict and default line after it, so a fetched message and a subscribed one are settled alike.
+ */
+export interface DeliverySteps<A> {
+  /**
+   * What a delivery goes through before its handler runs: addressed to another group by a dead-letter replay, past
+   * `maxDeliver`, undecodable or without its ordering key, it is settled here (an `Outcome` effect) and the handler
+   * never sees it; otherwise `run` gets the event. A continuation rather than a returned pair: this runs once per
+   * delivery, and the pair would be one more allocation each time.
+   */
+  readonly prepared: <X>(
+    message: IncomingMessage,
+    run: (event: A, key: string | undefined, message: IncomingMessage) => X
+  ) => X | Effect.Effect<Outcome>
+  /** The `Delivery` a handler sees for `message` at `attempt`. */
+  readonly delivery: (message: IncomingMessage, key: string | undefined, attempt: number) => Delivery
+  /** The outcome of a handler run on `delivery` that ended with `cause`, with the default line unless reported. */
+  readonly failure: (delivery: Delivery) => (cause: Cause.Cause<unknown>) => Effect.Effect<Outcome>
+}
+
+/** Builds the steps of `config` (its `handler`, `ordering` and `concurrency` are not used). */
+export const makeSteps = <A>(
+  config: Omit<ProcessConfig<A, unknown>, "handler" | "ordering" | "concurrency">
+): DeliverySteps<A> => {
+  const { backoff, group, keyOf, maxDeliver, topic } = config
   const logFailures = config.logFailures ?? true
   const makeDelivery = (message: IncomingMessage, key: string | undefined, attempt: number): Delivery =>
     new LazyDelivery(message, group, key, attempt, maxDeliver)
@@ -239,14 +263,6 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
       outcome
     )
   }
-  // One `matchCauseEffect` rather than `exit` + `map`: this runs once per delivery, and success returns a shared
-  // effect.
-  const runOnce = (event: A, delivery: Delivery): Effect.Effect<Outcome> =>
-    Effect.matchCauseEffect(Effect.suspend(() => handler(event, delivery)), {
-      onSuccess: acked,
-      onFailure: failureOf(delivery)
-    })
-
   // A message delivered more often than `maxDeliver` never got an outcome for some of its deliveries (the consumer
   // crashed or was drained mid-handler each time); dead-letter it instead of letting it crash consumers forever.
   const overdue = (message: IncomingMessage): Effect.Effect<Outcome> | undefined => {
@@ -265,14 +281,10 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
   const undecodable = (error: DecodeError, message: IncomingMessage): Effect.Effect<Outcome> =>
     withoutRun(message, deadLetterOf(error, message), "DecodeError", error, error.message)
 
-  // What every delivery goes through before its handler runs: addressed to another group by a dead-letter replay,
-  // past `maxDeliver`, undecodable or without its ordering key, it is settled here and the handler never sees it;
-  // otherwise `run` gets the event. A continuation rather than a returned pair: this runs once per delivery, and the
-  // pair would be one more allocation each time.
-  const prepared = (
+  const prepared = <X>(
     message: IncomingMessage,
-    run: (event: A, key: string | undefined, message: IncomingMessage) => Effect.Effect<Outcome>
-  ): Effect.Effect<Outcome> => {
+    run: (event: A, key: string | undefined, message: IncomingMessage) => X
+  ): X | Effect.Effect<Outcome> => {
     // A replay addressed to one group (`DeadLetters.replay`, header `cqbus-replay-group`) is acknowledged unseen by
     // every other subscription of the topic: they processed the event the first time, and must not do it twice. Here,
     // once, so every backend treats it alike (docs/operations.md, "Dead letters").
@@ -286,6 +298,22 @@ export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: Incomi
     if (typeof key === "object") return key.outcome
     return run(decoded, key, message)
   }
+
+  return { prepared, delivery: makeDelivery, failure: failureOf }
+}
+
+/** Builds the `process` function of a subscription. */
+export const makeProcess = <A, E>(config: ProcessConfig<A, E>): (message: IncomingMessage) => Effect.Effect<Outcome> => {
+  const { handler } = config
+  const { delivery: makeDelivery, failure: failureOf, prepared } = makeSteps<A>(config)
+
+  // One `matchCauseEffect` rather than `exit` + `map`: this runs once per delivery, and success returns a shared
+  // effect.
+  const runOnce = (event: A, delivery: Delivery): Effect.Effect<Outcome> =>
+    Effect.matchCauseEffect(Effect.suspend(() => handler(event, delivery)), {
+      onSuccess: acked,
+      onFailure: failureOf(delivery)
+    })
 
   if (config.ordering === "none") {
     const runNow = (event: A, key: string | undefined, message: IncomingMessage): Effect.Effect<Outcome> =>

@@ -27,6 +27,7 @@ import { deniedPublishSubject, deniedSubscribeSubject } from "./errors.ts"
 import { failIfRefused, HandlerSlots } from "./handlerSlots.ts"
 import { type HeaderSource, headerSourceOf } from "./headers.ts"
 import { type JetStreamDelivery, readDelivery } from "./jetStreamDelivery.ts"
+import { answer, withinServerLimit } from "./settle.ts"
 
 const ENCODER = new TextEncoder()
 const HANDBACK: Outcome = { _tag: "Handback" }
@@ -172,36 +173,13 @@ export const startPullConsumer = (config: PullLoopConfig): Effect.Effect<PullCon
         dropped(delivery, outcome)
         return release()
       }
-      if (
-        serverMaxDeliver !== undefined && delivery.deliveryCount >= serverMaxDeliver &&
-        (outcome._tag === "Nak" || outcome._tag === "Handback")
-      ) {
-        // The server would not deliver it again (its `max_deliver`, on a group left as it is with provisioning
-        // "skip"): store it as a dead letter rather than lose it silently.
-        outcome = {
-          _tag: "DeadLetter",
-          reason: `delivered ${delivery.deliveryCount} times, the consumer's max_deliver on the server; last outcome ` +
-            (outcome._tag === "Nak" ? `error ${outcome.error}` : "handed back"),
-          errorTag: "MaxDeliverExceeded",
-          attempts: delivery.deliveryCount
-        }
-      }
-      switch (outcome._tag) {
-        case "Ack":
-          acker.ack(delivery)
-          return release()
-        case "Nak":
-          acker.nak(delivery, Duration.toMillis(outcome.delay))
-          // Waiting on the server for its redelivery: a consumer recreated meanwhile must start at or below it.
-          naked.add(delivery.sequence)
-          return release()
-        case "Handback":
-          acker.handBack(delivery)
-          return release()
-        case "DeadLetter":
-          // Storing the record is a publish awaiting its PubAck; the slot stays taken until it is done.
-          runFork(config.deadLetters.settle(delivery, outcome)).addObserver(release)
-      }
+      outcome = withinServerLimit(delivery, outcome, serverMaxDeliver)
+      // Waiting on the server for its redelivery: a consumer recreated meanwhile must start at or below it.
+      if (outcome._tag === "Nak") naked.add(delivery.sequence)
+      const storing = answer(delivery, outcome, acker, config.deadLetters)
+      if (storing === undefined) return release()
+      // Storing the dead letter is a publish awaiting its PubAck; the slot stays taken until it is done.
+      runFork(storing).addObserver(release)
     }
 
     // Buffered deliveries start as slots free up, and the loop pulls for the room freed; none start once the drain
