@@ -31,7 +31,7 @@ import {
   toPublishError,
   toSubscribeError
 } from "./internal/errors.ts"
-import { encodeHeaders } from "./internal/headers.ts"
+import { EncodedHeaders, encodeHeaders } from "./internal/headers.ts"
 import { checkConfig, configError } from "./internal/options.ts"
 import { provisionStreams } from "./internal/provision.ts"
 import { make as makePublisher } from "./internal/publisher.ts"
@@ -149,13 +149,15 @@ export const make = (
       Effect.suspend(() => {
         const headers = encodeHeaders(message.headers, message.eventId)
         const limit = nc.info?.max_payload
-        if (limit !== undefined && message.body.length > limit) {
+        // nats.js counts the headers against max_payload too (and throws an untyped error beyond it).
+        const size = message.body.length + (headers instanceof EncodedHeaders ? headers.encode().length : 0)
+        if (limit !== undefined && size > limit) {
           return Effect.fail(
             new PublishError({
               topic: message.topic,
               reason: "TooLarge",
               retriable: false,
-              message: `cannot publish to ${message.topic}: the event is ${message.body.length} bytes, more than the server's max_payload (${limit})`
+              message: `cannot publish to ${message.topic}: the event is ${size} bytes with its headers, more than the server's max_payload (${limit})`
             })
           )
         }
@@ -199,7 +201,21 @@ export const make = (
             }: the topic is ephemeral, so nothing is stored to start from`
           })
         }
-        const consumer = yield* startCoreConsumer({
+        // Registered before the subscription starts, so its finalizer runs after the drain: a draining ephemeral
+        // subscription still shows in `consumers` and `draining`, as a JetStream one does.
+        let consumer: { readonly draining: () => boolean; readonly oldestRunningSince: () => number | undefined; readonly running: () => number; readonly buffered: () => number } | undefined
+        const entry: LiveConsumer = {
+          stream: "",
+          topic,
+          group,
+          name: group ?? "(core)",
+          draining: () => consumer?.draining() ?? false,
+          oldestRunningSince: () => consumer?.oldestRunningSince(),
+          core: { running: () => consumer?.running() ?? 0, buffered: () => consumer?.buffered() ?? 0 }
+        }
+        if (options.internal !== true) live.add(entry)
+        yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(entry)))
+        consumer = yield* startCoreConsumer({
           nc,
           topic,
           group,
@@ -208,17 +224,6 @@ export const make = (
           process,
           deadLetters: new DeadLetterWriter({ publisher, acker, prefix: resolved.deadLetterPrefix, group })
         }).pipe(Effect.mapError((cause) => toSubscribeError(cause, topic, group)))
-        const entry: LiveConsumer = {
-          stream: "",
-          topic,
-          group,
-          name: group ?? "(core)",
-          draining: consumer.draining,
-          oldestRunningSince: consumer.oldestRunningSince,
-          core: { running: consumer.running, buffered: consumer.buffered }
-        }
-        if (options.internal !== true) live.add(entry)
-        yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(entry)))
       })
 
     /** The live consumers, for the `consumers` and `draining` capabilities. */
@@ -291,7 +296,8 @@ export const make = (
     // The event streams of the configuration, the main one first: what `check` asks, and `streams`. Not the health
     // stream: its memory storage is gone after a server restart until the next start-up creates it again, and the
     // heartbeat that needs it is a check of its own.
-    const checked = [stream, ...resolved.streams.map((s) => s.name)]
+    // A stream read under "skip" may be one this account may not even look at: asking it would fail every check.
+    const checked = [stream, ...resolved.streams.filter((s) => (s.provisioning ?? resolved.provisioning) !== "skip").map((s) => s.name)]
 
     // Which step a timed-out check was at: a server that does not answer at all, or streams without a leader (only the
     // leader answers for a clustered stream, so during an election its info request goes unanswered).

@@ -7,7 +7,8 @@ import { Backoff, type DeadLetter, defineEvent, Reject, SubscribeError, TopicCon
 import type { TransportShape } from "@cqbus/core/backend"
 import { AssetCreatedSchema } from "@cqbus/testkit/events"
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
-import { Data, Effect, Exit, Option } from "effect"
+import { NatsError } from "@cqbus/nats"
+import { Cause, Data, Effect, Exit, Option } from "effect"
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { bus, buildExit, inScope, run, server, waitFor } from "./support/nats.ts"
@@ -180,6 +181,8 @@ test("nats ephemeral: persistence auto stores on JetStream and travels over core
     // The default (persistent) needs JetStream.
     const refused = yield* buildExit({ servers: core.url, source: "auto" })
     assert.ok(Exit.isFailure(refused))
+    const why = Cause.findErrorOption(refused.cause)
+    assert.ok(Option.isSome(why) && why.value instanceof NatsError && why.value.reason === "JetStreamUnavailable", String(refused.cause))
     const { bus: b, transport } = yield* bus({ servers: core.url, source: "auto", persistence: "auto" })
     const seen: Array<string> = []
     yield* b.subscribe(Live, (event) => Effect.sync(() => void seen.push(event.assetId)))

@@ -21,6 +21,8 @@ import { NatsDelivery } from "./natsDelivery.ts"
  * (at most once, like the server's own slow-consumer cut-off) and counted in a warning line.
  */
 const MAX_BUFFERED = 65_536
+/** How long closing may spend storing the dead letters of events received and never started. */
+const LEFTOVER_BUDGET = "10 seconds"
 /** At most one warning line about dropped events per this many milliseconds. */
 const DROP_WARNING_MS = 10_000
 
@@ -65,9 +67,13 @@ class CoreDelivery extends NatsDelivery implements IncomingMessage, DeadLetterSo
     const date = time === undefined ? undefined : new Date(time)
     return date !== undefined && Number.isFinite(date.getTime()) ? date : undefined
   }
-  /** The event id makes the dead letter's record unique; an event without one gets a fresh id. */
+  /**
+   * The event id and its replay count make the dead letter's record unique (a replayed event keeps its `ce-id`; failing
+   * again, its new record must not be dropped as a duplicate of the first); an event without an id gets a fresh one.
+   */
   get recordKey(): string {
-    return `core:${this.header("ce-id") ?? nuid.next()}`
+    const id = this.header("ce-id")
+    return id === undefined ? `core:${nuid.next()}` : `core:${id}:${this.header("cqbus-replay-count") ?? 0}`
   }
 }
 
@@ -113,6 +119,8 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
     const name = config.group ?? `cqbus_core_${nuid.next()}`
     let stopping = false
     let dropped = 0
+    /** The drain is over: whatever still arrives is not taken (the subscription is closed or closing). */
+    let finished = false
     let warnedAt = 0
 
     const settle = (delivery: CoreDelivery, outcome: Outcome): void => {
@@ -133,7 +141,18 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
     })
     const release = () => slots.release()
 
+    const reportDropped = () => {
+      if (dropped === 0) return
+      const count = dropped
+      dropped = 0
+      runFork(Effect.logWarning(
+        `cqbus: ${count} event(s) on the ephemeral topic ${topic} dropped: ${MAX_BUFFERED} were already waiting for ` +
+          `a handler (raise the subscription's concurrency, or make the topic persistent)`
+      ))
+    }
+
     const onMessage = (msg: Msg) => {
+      if (stopping && finished) return
       const delivery = new CoreDelivery(msg, headerSourceOf(msg), name)
       if (slots.free && slots.buffered === 0) return slots.start(delivery)
       if (slots.buffered >= MAX_BUFFERED) {
@@ -141,12 +160,7 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
         const now = Date.now()
         if (now - warnedAt >= DROP_WARNING_MS) {
           warnedAt = now
-          const count = dropped
-          dropped = 0
-          runFork(Effect.logWarning(
-            `cqbus: ${count} event(s) on the ephemeral topic ${topic} dropped: ${MAX_BUFFERED} were already waiting for ` +
-              `a handler (raise the subscription's concurrency, or make the topic persistent)`
-          ))
+          reportDropped()
         }
         return
       }
@@ -176,11 +190,25 @@ export const startCoreConsumer = (config: CoreConsumerConfig): Effect.Effect<Cor
         // Drain (UNSUB + flush) rather than unsubscribe: events the server already sent still arrive and are queued.
         if (!nc.isClosed() && !sub.isClosed()) {
           yield* Effect.timeoutOption(Effect.promise(() => sub.drain().catch(() => undefined)), "2 seconds")
-        } else if (!sub.isClosed()) sub.unsubscribe()
+        }
+        // A drain that did not finish in time must not leave the subscription receiving after the scope closed.
+        if (!sub.isClosed()) sub.unsubscribe()
         if (Duration.toMillis(config.drainTimeout) > 0) yield* Effect.timeoutOption(slots.idle, config.drainTimeout)
-        // What never started is dead-lettered; interrupted handlers settle as dead letters through their observers.
+        finished = true
+        reportDropped()
+        // What never started is dead-lettered, many at a time and within a bound (each record awaits its PubAck): a
+        // dead-letter stream without a leader must not hold the shutdown for every buffered event.
         const left = slots.takeBuffered()
-        yield* Effect.forEach(left, (delivery) => config.deadLetters.store(delivery, NOT_STARTED), { discard: true })
+        const stored = yield* Effect.timeoutOption(
+          Effect.forEach(left, (delivery) => config.deadLetters.store(delivery, NOT_STARTED), { concurrency: 256, discard: true }),
+          LEFTOVER_BUDGET
+        )
+        if (stored._tag === "None") {
+          yield* Effect.logWarning(
+            `cqbus: the dead letters of ${left.length} event(s) on the ephemeral topic ${topic} that were not processed ` +
+              `before the subscription closed could not all be stored within ${LEFTOVER_BUDGET}; those not stored are lost`
+          )
+        }
         slots.interrupt()
         if (slots.running > 0) yield* Effect.timeoutOption(slots.idle, "2 seconds")
       })

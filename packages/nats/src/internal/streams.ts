@@ -158,13 +158,26 @@ export const make = (
       )
     })
 
-  /** Changes the primary stream's subjects on the server and in the routes (answers learned from the server go). */
+  /**
+   * Changes the primary stream's subjects on the server and in the routes (answers learned from the server go). A
+   * stream update replaces the whole subject list, so two instances changing it at once can undo each other's change:
+   * the result is read back and the change made again until it holds (a few rounds at most).
+   */
   const changeSubjects = (subject: string, change: (subjects: ReadonlyArray<string>) => Array<string>, what: string) =>
     Effect.tryPromise({
       try: async () => {
-        const info = await jsm.streams.info(primary)
-        const updated = await jsm.streams.update(primary, { ...info.config, subjects: change(info.config.subjects ?? []) })
-        known = known.map((k) => k.name === primary ? { ...k, subjects: updated.config.subjects ?? [] } : k)
+        const holds = (have: ReadonlyArray<string>) => {
+          const want = change(have)
+          return want.length === have.length && want.every((s) => have.includes(s))
+        }
+        let subjects: ReadonlyArray<string> = []
+        for (let round = 0; round < 5; round++) {
+          const config = (await jsm.streams.info(primary)).config
+          subjects = config.subjects ?? []
+          if (holds(subjects)) break
+          subjects = (await jsm.streams.update(primary, { ...config, subjects: change(subjects) })).config.subjects ?? []
+        }
+        known = known.map((k) => k.name === primary ? { ...k, subjects } : k)
         cache.clear()
         return primary
       },

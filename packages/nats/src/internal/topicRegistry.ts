@@ -119,10 +119,23 @@ export const make = (options: {
     configure: (topic, settings) =>
       changes.withPermit(Effect.gen(function*() {
         const effective = resolve(settings.persistence)
-        const stream = effective === "persistent" ? yield* storeIn(topic) : yield* Effect.as(keepOut(topic), undefined)
-        const stored: Stored = { settings: { ...settings }, effective, stream }
-        topics.set(topic, stored)
-        recount()
+        const set = (stored: Stored | undefined) => {
+          if (stored === undefined) topics.delete(topic)
+          else topics.set(topic, stored)
+          recount()
+        }
+        if (effective === "persistent") {
+          // The subject is captured first, then publishes turn to JetStream: none meets a stream that is not there yet.
+          const stored: Stored = { settings: { ...settings }, effective, stream: yield* storeIn(topic) }
+          set(stored)
+          return entryOf(topic, stored)
+        }
+        // Publishes turn to core NATS first (still stored while the subject is captured, which is harmless), then the
+        // subject is removed: none meets a stream that no longer captures it. A refusal restores the previous entry.
+        const before = topics.get(topic)
+        const stored: Stored = { settings: { ...settings }, effective, stream: undefined }
+        set(stored)
+        yield* Effect.tapError(keepOut(topic), () => Effect.sync(() => set(before)))
         return entryOf(topic, stored)
       })),
     get: (topic) =>
@@ -132,11 +145,11 @@ export const make = (options: {
       }),
     list: Effect.sync(() => [...topics].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([topic, stored]) => entryOf(topic, stored))),
     remove: (topic) =>
-      Effect.sync(() => {
+      changes.withPermit(Effect.sync(() => {
         const removed = topics.delete(topic)
         if (removed) recount()
         return removed
-      })
+      }))
   }
   return { registry, isEphemeral, jetStream }
 }
