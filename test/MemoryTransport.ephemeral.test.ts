@@ -12,6 +12,8 @@ import {
   MemoryTransport,
   type MemoryTransportOptions,
   PublishError,
+  Reject,
+  RetryLater,
   TopicConfig,
   TopicConfigError,
   Transport
@@ -109,21 +111,51 @@ test("memory ephemeral: a closing member's received events go to the other membe
     const bus = yield* EventBus.EventBus
     const memory = yield* MemoryTransport.MemoryTransport
     const seen: Array<string> = []
-    const record = (e: { readonly assetId: string }) => Effect.sync(() => seen.push(e.assetId))
+    const handledBy: Array<readonly [string, string]> = []
+    const record = (member: string) => (e: { readonly assetId: string }) =>
+      Effect.sync(() => {
+        seen.push(e.assetId)
+        handledBy.push([member, e.assetId])
+      })
     const leaving = yield* Scope.make()
-    yield* bus.subscribe(Live, record, { group: "pair" }).pipe(Scope.provide(leaving))
-    yield* bus.subscribe(Live, record, { group: "pair" })
+    yield* bus.subscribe(Live, record("leaving"), { group: "pair" }).pipe(Scope.provide(leaving))
+    yield* bus.subscribe(Live, record("staying"), { group: "pair" })
     // Published and closed without a yield in between: half are handed to the leaving member, not started yet.
     for (let i = 0; i < 10; i++) yield* bus.publish(Live, { assetId: `p${i}` })
+    const before = (yield* memory.groups).find((g) => g.group === "pair")!
+    assert.ok(before.pending > 0, `the leaving member holds received, unstarted events when it closes (${before.pending})`)
+    assert.equal(handledBy.length, 0, "nothing has started before the close")
     yield* Scope.close(leaving, Exit.void)
     yield* waitUntil(() => seen.length >= 10, "the other member handles all 10")
     yield* letTimePass(50)
     assert.deepEqual([...seen].sort(), Array.from({ length: 10 }, (_, i) => `p${i}`).sort(), "each event once")
+    assert.deepEqual(handledBy.filter(([member]) => member === "leaving"), [], "the leaving member started none of them")
     assert.deepEqual(yield* memory.deadLetters, [])
     const groups = yield* memory.groups
     assert.equal(groups.length, 1)
     assert.deepEqual([groups[0]!.group, groups[0]!.members, groups[0]!.pending], ["pair", 1, 0])
     assert.match(groups[0]!.consumer, /^~live-\d+$/)
+  })))
+
+test("memory ephemeral: under ackPolicy \"none\" every outcome but Ack is still dead-lettered", () =>
+  ephemeral(Effect.gen(function*() {
+    const bus = yield* EventBus.EventBus
+    const memory = yield* MemoryTransport.MemoryTransport
+    const seen: Array<string> = []
+    yield* bus.subscribe(Live, (event) =>
+      Effect.suspend((): Effect.Effect<void, RetryLater | Reject> => {
+        seen.push(event.assetId)
+        if (event.assetId === "retry") return Effect.fail(new RetryLater({ delay: "100 millis", reason: "not yet" }))
+        if (event.assetId === "reject") return Effect.fail(new Reject({ reason: "unwanted" }))
+        return Effect.void
+      }), { ackPolicy: "none" })
+    for (const assetId of ["ok", "retry", "reject"]) yield* bus.publish(Live, { assetId })
+    yield* waitUntil(() => seen.length === 3, "each event is delivered")
+    yield* letTimePass(1_000)
+    assert.deepEqual(seen, ["ok", "retry", "reject"], "each once, never again")
+    const letters = yield* memory.deadLetters
+    assert.deepEqual(letters.map((l) => assetIdOf(l.body)), ["retry", "reject"])
+    assert.match(letters[0]!.reason, /^not redelivered \(ephemeral topic\)/)
   })))
 
 test("memory ephemeral: at shutdown a handler that does not finish within drainTimeout is interrupted and dead-lettered", () =>

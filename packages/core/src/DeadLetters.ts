@@ -94,7 +94,11 @@ export interface ReplayOptions {
  * @category models
  */
 export interface ReplayResult {
-  /** Records whose event was republished and stored anew. */
+  /**
+   * Records whose event was republished (and removed from the dead letters). On a persistent topic the event is stored
+   * anew; on an ephemeral topic nothing is stored, so it reaches only the subscriptions live at that moment — possibly
+   * none, and then it is gone.
+   */
   readonly replayed: number
   /**
    * Records whose republish the broker dropped as a duplicate: the same record was already replayed to the same

@@ -393,15 +393,16 @@ export const make = (options: MemoryTransportOptions = {}): Effect.Effect<Memory
 
     const settle = (consumer: Consumer, entry: Entry, outcome: Outcome, now: number): void => {
       consumer.inFlight--
+      if (consumer.live) {
+        // Nothing to redeliver from: every outcome settles the message, and only Ack leaves no dead letter — also under
+        // ackPolicy "none", as on NATS (docs/semantics.md: on an ephemeral topic every outcome but Ack is dead-lettered).
+        const letter = deadLetterOf(consumer.topic, outcome)
+        if (letter !== undefined) bury(consumer, entry, letter, 1, now)
+        return
+      }
       if (consumer.ackNone) {
         // Nothing waits for an answer: the message is done, whatever the outcome (the caller logs one other than Ack).
         consumer.attempts.delete(entry.sequence)
-        return
-      }
-      if (consumer.live) {
-        // Nothing to redeliver from: every outcome settles the message, and only Ack leaves no dead letter.
-        const letter = deadLetterOf(consumer.topic, outcome)
-        if (letter !== undefined) bury(consumer, entry, letter, 1, now)
         return
       }
       switch (outcome._tag) {

@@ -73,7 +73,8 @@ export interface TopicRegistry {
   readonly list: Effect.Effect<ReadonlyArray<TopicEntry>>
   /**
    * Forgets a topic's configuration, so it follows the backend's default persistence again; `true` when it was
-   * configured. Stored events stay where they are.
+   * configured. Stored events stay where they are. On NATS a subject the bus added to its stream for this topic stays
+   * in the stream, so the topic stays captured (and so persistent under a persistent default).
    */
   readonly remove: (topic: string) => Effect.Effect<boolean>
 }

@@ -165,14 +165,19 @@ export const deadLetterRouter = <R = never>(options: DeadLetterRouterOptions<R>)
       ? json(STATUS[error.reason], { error: { _tag: error._tag, reason: error.reason, message: error.message } })
       : json(500, { error: { _tag: "InternalError", message: errorMessage(error) } })
 
-  /** Runs one operation; its typed failure becomes the error response, anything else a 500. */
+  /**
+   * Runs one operation; its typed failure becomes the error response, anything else a 500. Only a read-only request
+   * passes its abort signal: a mutation (replay, purge) runs to completion even if the client goes away, so a replay is
+   * never cut off between republishing events and removing their records.
+   */
   const answer = async <A>(
     request: Request,
     operation: (deadLetters: DeadLetters.DeadLettersShape) => Effect.Effect<A, DeadLetterError>,
     render: (value: A) => unknown
   ): Promise<Response> => {
     try {
-      const result = await run(Effect.result(Effect.flatMap(service, operation)), { signal: request.signal })
+      const readOnly = request.method === "GET" || request.method === "HEAD"
+      const result = await run(Effect.result(Effect.flatMap(service, operation)), readOnly ? { signal: request.signal } : {})
       return Result.isSuccess(result) ? json(200, render(result.success)) : failure(result.failure)
     } catch (cause) {
       return failure(cause)

@@ -53,6 +53,8 @@ export const makeMemoryTopics = (fallback: Persistence, stream: string): MemoryT
   return {
     registry,
     isEphemeral: (topic) => {
+      // Runs on every publish: with nothing configured there is nothing to look up.
+      if (configured.size === 0) return ephemeralByDefault
       const entry = configured.get(topic)
       return entry === undefined ? ephemeralByDefault : entry.effective === "ephemeral"
     }
