@@ -25,6 +25,7 @@ import { deadLetterRecord, incomingOf } from "./internal/memoryDelivery.ts"
 import { makeMemoryFetch } from "./internal/memoryFetch.ts"
 import * as Options from "./Options.ts"
 import { compilePattern } from "./Topic.ts"
+import * as TopicConfig from "./TopicConfig.ts"
 import type { Persistence, TopicRegistry } from "./TopicConfig.ts"
 import {
   type ConsumerLag,
@@ -168,7 +169,6 @@ interface Replay {
   due: number
 }
 
-const PERSISTENCE: ReadonlyArray<Persistence> = ["persistent", "ephemeral", "auto"]
 
 /** The accepted range of each option (docs/reliability.md, "Options"): NATS's own limits where it has them. */
 const checkOptions = (options: unknown): Options.Check =>
@@ -182,7 +182,7 @@ const checkOptions = (options: unknown): Options.Check =>
       () => Options.oneOf("discard", o.discard, ["old", "new"]),
       () => Options.duration("duplicateWindow", o.duplicateWindow, { min: 0, max: "7 days" }),
       () => Options.name("stream", o.stream),
-      () => Options.oneOf("persistence", o.persistence, PERSISTENCE)
+      () => Options.oneOf("persistence", o.persistence, TopicConfig.PERSISTENCE)
     )
   )
 

@@ -79,8 +79,13 @@ export interface TopicRegistry {
   readonly remove: (topic: string) => Effect.Effect<boolean>
 }
 
-/** The persistence values, in the order messages list them. */
-const PERSISTENCE: ReadonlyArray<Persistence> = ["persistent", "ephemeral", "auto"]
+/**
+ * The persistence values, in the order messages list them (for option checks).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const PERSISTENCE: ReadonlyArray<Persistence> = ["persistent", "ephemeral", "auto"]
 
 /**
  * Checks one topic's settings (a persistence value alone is short for `{ persistence }`), naming the option.

@@ -5,6 +5,7 @@
  * what nats-server stores where an option is passed on (names, counts, durations as int64 nanoseconds).
  */
 import { checkEventBusConfig, Options } from "@cqbus/core/backend"
+import { TopicConfig } from "@cqbus/core"
 import { Redacted, Schedule } from "effect"
 import { type NatsEventBusConfig, type ResolvedConfig, resolveConfig } from "../NatsConfig.ts"
 import { NatsError } from "../NatsError.ts"
@@ -189,7 +190,7 @@ export const checkConfig = (config: NatsEventBusConfig): Check =>
         () => Options.duration("reconnect.jitter", reconnect.jitter, NatsRanges.reconnectJitter),
         () => Options.fields("stream", c.stream, (s) => streamFields("stream", s)),
         () => Options.oneOf("provisioning", c.provisioning, STRATEGIES),
-        () => Options.oneOf("persistence", c.persistence, ["persistent", "ephemeral", "auto"]),
+        () => Options.oneOf("persistence", c.persistence, TopicConfig.PERSISTENCE),
         () => Options.list("streams", c.streams, (option, value) => extraStream(option, value, c.provisioning)),
         () =>
           sideStream("deadLetters", c.deadLetters, (d) =>
