@@ -6,6 +6,7 @@
 import { Effect } from "effect"
 import { matchesFilter } from "../DeadLetters.ts"
 import { DeadLetterError } from "../Errors.ts"
+import { lowerBound } from "./memoryLog.ts"
 import type { DeadLetter, DeadLetterEntry, DeadLetterStore } from "../Transport.ts"
 
 /** The memory store of dead letters. */
@@ -23,17 +24,7 @@ interface Stored {
   readonly letter: DeadLetter
 }
 
-/** Binary search: the index of the first record with an id at or after `id`. */
-const lowerBound = (records: ReadonlyArray<Stored>, id: number): number => {
-  let lo = 0
-  let hi = records.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (records[mid]!.id < id) lo = mid + 1
-    else hi = mid
-  }
-  return lo
-}
+const idOf = (record: Stored): number => record.id
 
 /** An id or cursor as its number: a positive integer in decimal, else `undefined`. */
 const parseId = (id: string): number | undefined => /^[1-9][0-9]{0,15}$/.test(id) ? Number(id) : undefined
@@ -50,7 +41,7 @@ export const makeMemoryDeadLetters = (): MemoryDeadLetters => {
   const find = (id: string): number => {
     const n = parseId(id)
     if (n === undefined) return -1
-    const at = lowerBound(records, n)
+    const at = lowerBound(records, 0, n, idOf)
     return records[at]?.id === n ? at : -1
   }
 
@@ -67,7 +58,7 @@ export const makeMemoryDeadLetters = (): MemoryDeadLetters => {
         if (start === undefined) return Effect.fail(badCursor(query.cursor!))
         const matches = matchesFilter(query)
         const items: Array<DeadLetterEntry> = []
-        for (let i = lowerBound(records, start); i < records.length; i++) {
+        for (let i = lowerBound(records, 0, start, idOf); i < records.length; i++) {
           const record = records[i]!
           const entry = entryOf(record)
           if (!matches(entry)) continue

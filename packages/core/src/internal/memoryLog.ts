@@ -75,17 +75,22 @@ export interface MemoryLog {
   readonly messages: (topic: string | undefined) => ReadonlyArray<StoredMessage>
 }
 
-/** Binary search: the index of the first entry with `seq >= sequence`. */
-const lowerBound = (entries: ReadonlyArray<Entry>, from: number, sequence: number): number => {
+/**
+ * Binary search over items sorted by a number (`key`): the index of the first item at or after `from` whose key is at
+ * least `target`. The log searches by sequence; the dead-letter store by id.
+ */
+export const lowerBound = <T>(items: ReadonlyArray<T>, from: number, target: number, key: (item: T) => number): number => {
   let lo = from
-  let hi = entries.length
+  let hi = items.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    if (entries[mid]!.sequence < sequence) lo = mid + 1
+    if (key(items[mid]!) < target) lo = mid + 1
     else hi = mid
   }
   return lo
 }
+
+const sequenceOf = (entry: Entry): number => entry.sequence
 
 export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
   const { discardNew, maxAge, maxBytes, maxMessages, maxMessageSize, stream } = limits
@@ -217,7 +222,7 @@ export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
   }
 
   const next = (sequence: number, matches: (topic: string) => boolean): Entry | undefined => {
-    for (let i = lowerBound(log, head, sequence); i < log.length; i++) {
+    for (let i = lowerBound(log, head, sequence, sequenceOf); i < log.length; i++) {
       const candidate = log[i]!
       if (!candidate.deleted && matches(candidate.topic)) return candidate
     }
@@ -226,7 +231,7 @@ export const makeMemoryLog = (limits: MemoryLogLimits): MemoryLog => {
 
   const count = (sequence: number, matches: (topic: string) => boolean): number => {
     let found = 0
-    for (let i = lowerBound(log, head, sequence); i < log.length; i++) {
+    for (let i = lowerBound(log, head, sequence, sequenceOf); i < log.length; i++) {
       const entry = log[i]!
       if (!entry.deleted && matches(entry.topic)) found++
     }
